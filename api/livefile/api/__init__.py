@@ -1,0 +1,41 @@
+"""livefile's data model, protocol messages, errors and backend interfaces. No I/O here."""
+
+from livefile.api.errors import (
+    ChecksumMismatchError,
+    ConnectionLostError,
+    LivefileError,
+    LivefileTimeoutError,
+    PolicyViolationError,
+    ProtocolError,
+    QuotaExceededError,
+    RequestError,
+    ResourceFailedError,
+    ResourceNotFoundError,
+    ServerError,
+)
+from livefile.api.model import (
+    ResourceInfo,
+    ResourceMetadata,
+    ResourceReference,
+    ResourceStatus,
+    TransferStatus,
+)
+
+__all__ = [
+    "ChecksumMismatchError",
+    "ConnectionLostError",
+    "LivefileError",
+    "LivefileTimeoutError",
+    "PolicyViolationError",
+    "ProtocolError",
+    "QuotaExceededError",
+    "RequestError",
+    "ResourceFailedError",
+    "ResourceInfo",
+    "ResourceMetadata",
+    "ResourceNotFoundError",
+    "ResourceReference",
+    "ResourceStatus",
+    "ServerError",
+    "TransferStatus",
+]

@@ -1,0 +1,22 @@
+"""WebSocket close codes livefile uses, and the reason phrases the peers agree on."""
+
+from __future__ import annotations
+
+NORMAL = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
+
+REASON_UPLOAD_COMPLETED = "Upload completed"
+REASON_CLIENT_CLOSED = "Client Session closed"
+REASON_SERVER_SHUTDOWN = "Server shutdown"
+REASON_MISSING_CONTEXT = "Missing parameter streamingUploadContextId"
+QUOTA_PREFIX = "QuotaExceededException: "
+CHECKSUM_PREFIX = "Checksum mismatch"
+
+# RFC 6455 allows 123 bytes of reason in a close frame (125 minus the code).
+MAX_REASON_BYTES = 123

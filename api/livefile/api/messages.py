@@ -1,0 +1,145 @@
+"""The WebSocket protocol's control messages (JSON text messages typed by the ``"@"`` property).
+
+Data never travels in these: binary WebSocket messages are always data, text messages are always
+one of the messages below. ``parse_message`` turns a text message into a typed message or raises
+``ProtocolError`` with a reason fit to send back to the peer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from livefile.api.errors import ProtocolError
+from livefile.api.model import ResourceMetadata, ResourceReference, ResourceStatus, WireModel
+from pydantic import AliasChoices, Field, StrictInt, TypeAdapter, ValidationError
+
+
+class Message(WireModel):
+    """Base of every control message; ``to_json`` gives the text message to send."""
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_wire(), separators=(",", ":"), ensure_ascii=False)
+
+
+# --- upload connection -------------------------------------------------------------------------
+
+
+class StartUpload(Message):
+    kind: Literal["StartUpload"] = Field(default="StartUpload", alias="@")
+    metadata: ResourceMetadata
+
+
+class ReadyForUpload(Message):
+    kind: Literal["ReadyForUpload"] = Field(default="ReadyForUpload", alias="@")
+    reference: ResourceReference
+    resource_id: str
+
+
+class FinishUpload(Message):
+    kind: Literal["FinishUpload"] = Field(default="FinishUpload", alias="@")
+    checksum: str
+
+
+class UploadAcknowledged(Message):
+    kind: Literal["UploadAcknowledged"] = Field(default="UploadAcknowledged", alias="@")
+    size: int
+    checksum: str
+    # step-streaming's Java server spells it "numberOflines"; accept both, send the right one.
+    number_of_lines: int | None = Field(
+        default=None,
+        validation_alias=AliasChoices("numberOfLines", "numberOflines", "number_of_lines"),
+    )
+
+
+# --- download connection (StatusChanged also reaches uploaders at each checkpoint) -------------
+
+
+class StatusChanged(Message):
+    kind: Literal["StatusChanged"] = Field(default="StatusChanged", alias="@")
+    resource_status: ResourceStatus
+
+
+class RequestChunk(Message):
+    """Ask for bytes ``[start_offset, end_offset)``; answered by binary messages adding up to
+    exactly ``end_offset - start_offset`` bytes (one empty message for an empty range)."""
+
+    kind: Literal["RequestChunk"] = Field(default="RequestChunk", alias="@")
+    start_offset: StrictInt
+    end_offset: StrictInt
+    request_id: str | int | None = None
+
+
+class RequestLines(Message):
+    kind: Literal["RequestLines"] = Field(default="RequestLines", alias="@")
+    starting_line_index: StrictInt
+    lines_count: StrictInt
+    request_id: str | int | None = None
+
+
+class Lines(Message):
+    kind: Literal["Lines"] = Field(default="Lines", alias="@")
+    lines: list[str]
+    request_id: str | int | None = None
+
+
+class Error(Message):
+    """A request could not be served; the connection stays usable."""
+
+    kind: Literal["Error"] = Field(default="Error", alias="@")
+    code: str
+    message: str
+    request_id: str | int | None = None
+
+
+AnyMessage = Annotated[
+    StartUpload
+    | ReadyForUpload
+    | FinishUpload
+    | UploadAcknowledged
+    | StatusChanged
+    | RequestChunk
+    | RequestLines
+    | Lines
+    | Error,
+    Field(discriminator="kind"),
+]
+_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(AnyMessage)
+MESSAGE_TYPES = (
+    "StartUpload",
+    "ReadyForUpload",
+    "FinishUpload",
+    "UploadAcknowledged",
+    "StatusChanged",
+    "RequestChunk",
+    "RequestLines",
+    "Lines",
+    "Error",
+)
+
+
+def parse_message(text: str) -> AnyMessage:
+    """Parse one text message. Raises ``ProtocolError`` with a short, peer-safe reason."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"Malformed JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"A message must be a JSON object, got {type(raw).__name__}")
+    kind = raw.get("@")
+    if kind is None:
+        raise ProtocolError('Missing message type property "@"')
+    if kind not in MESSAGE_TYPES:
+        raise ProtocolError(f"Unknown message type {str(kind)[:40]!r}")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise ProtocolError(f"Invalid {kind}: {_summarize(exc)}") from None
+
+
+def _summarize(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        location = ".".join(str(item) for item in error["loc"][1:]) or "message"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,105 @@
+"""The upload exchange as sans-I/O state machines, one per side.
+
+Server: ``StartUpload`` → (server sends ``ReadyForUpload``) → binary data messages →
+``FinishUpload`` → (server sends ``UploadAcknowledged``) → close. Anything else is a protocol
+violation that names the close code and a reason; the I/O layer only carries the frames.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from livefile.api import close_codes
+from livefile.api.errors import ProtocolError
+from livefile.api.messages import (
+    FinishUpload,
+    ReadyForUpload,
+    StartUpload,
+    StatusChanged,
+    UploadAcknowledged,
+    parse_message,
+)
+
+
+@dataclass
+class ProtocolViolation(Exception):
+    """The peer broke the protocol; close the connection with ``code`` and ``reason``."""
+
+    code: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason}"
+
+
+class UploadPhase(enum.Enum):
+    AWAITING_START = "awaiting StartUpload"
+    STARTING = "creating the resource"
+    UPLOADING = "uploading"
+    FINISHING = "finishing"
+    DONE = "done"
+
+
+class UploadServerProtocol:
+    """What the server may receive on an upload connection, and when."""
+
+    def __init__(self) -> None:
+        self.phase = UploadPhase.AWAITING_START
+
+    def receive_text(self, text: str) -> StartUpload | FinishUpload:
+        try:
+            message = parse_message(text)
+        except ProtocolError as exc:
+            raise ProtocolViolation(close_codes.PROTOCOL_ERROR, str(exc)) from None
+        if isinstance(message, StartUpload) and self.phase is UploadPhase.AWAITING_START:
+            self.phase = UploadPhase.STARTING
+            return message
+        if isinstance(message, FinishUpload) and self.phase is UploadPhase.UPLOADING:
+            self.phase = UploadPhase.FINISHING
+            return message
+        raise ProtocolViolation(
+            close_codes.PROTOCOL_ERROR,
+            f"Unexpected {message.kind} while {self.phase.value}",
+        )
+
+    def receive_data(self) -> None:
+        if self.phase is not UploadPhase.UPLOADING:
+            raise ProtocolViolation(
+                close_codes.PROTOCOL_ERROR, f"Unexpected binary data while {self.phase.value}"
+            )
+
+    def resource_ready(self) -> None:
+        assert self.phase is UploadPhase.STARTING
+        self.phase = UploadPhase.UPLOADING
+
+    def acknowledged(self) -> None:
+        assert self.phase is UploadPhase.FINISHING
+        self.phase = UploadPhase.DONE
+
+
+class UploadClientProtocol:
+    """What the client may receive on an upload connection, and when."""
+
+    def __init__(self) -> None:
+        self.phase = UploadPhase.STARTING
+
+    def receive_text(self, text: str) -> ReadyForUpload | StatusChanged | UploadAcknowledged:
+        message = parse_message(text)
+        if isinstance(message, ReadyForUpload) and self.phase is UploadPhase.STARTING:
+            self.phase = UploadPhase.UPLOADING
+            return message
+        if isinstance(message, StatusChanged) and self.phase in (
+            UploadPhase.UPLOADING,
+            UploadPhase.FINISHING,
+        ):
+            return message
+        if isinstance(message, UploadAcknowledged) and self.phase is UploadPhase.FINISHING:
+            self.phase = UploadPhase.DONE
+            return message
+        raise ProtocolError(f"Unexpected {message.kind} from the server while {self.phase.value}")
+
+    def finishing(self) -> None:
+        if self.phase is not UploadPhase.UPLOADING:
+            raise ProtocolError(f"Cannot finish an upload while {self.phase.value}")
+        self.phase = UploadPhase.FINISHING

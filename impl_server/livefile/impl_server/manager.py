@@ -1,0 +1,169 @@
+"""The resource manager: creates resources, runs their uploads, answers status and byte reads.
+
+It is assembled from a storage, a catalog and a status bus (see ``livefile.api.interfaces``). The
+live status of a running upload is held here; the catalog holds the durable one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from livefile.api.errors import PolicyViolationError, QuotaExceededError
+from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
+from livefile.api.model import (
+    ResourceInfo,
+    ResourceMetadata,
+    ResourceStatus,
+    TransferStatus,
+    is_valid_id,
+    new_resource_id,
+)
+from livefile.impl_server.contexts import UploadContexts
+from livefile.impl_server.quotas import Quotas
+from livefile.impl_server.upload import ActiveUpload
+
+logger = logging.getLogger(__name__)
+
+
+class ResourceManager:
+    def __init__(
+        self,
+        storage: Storage,
+        catalog: Catalog,
+        bus: StatusBus,
+        contexts: UploadContexts,
+        quotas: Quotas,
+        checkpoint_interval: float,
+    ) -> None:
+        self.storage = storage
+        self.catalog = catalog
+        self.bus = bus
+        self.contexts = contexts
+        self.quotas = quotas
+        self.checkpoint_interval = checkpoint_interval
+        self._active: dict[str, ActiveUpload] = {}
+        self._context_of: dict[str, str] = {}
+
+    async def recover(self) -> int:
+        """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
+        entries = await self.catalog.unfinished()
+        for entry in entries:
+            size = await asyncio.to_thread(self.storage.size, entry.resource_id)
+            status = ResourceStatus(
+                transfer_status=TransferStatus.FAILED,
+                current_size=size,
+                number_of_lines=entry.status.number_of_lines,
+            )
+            await self.catalog.set_status(entry.resource_id, status)
+            logger.warning(
+                "resource %s was left unfinished: now FAILED with %d bytes", entry.resource_id, size
+            )
+        return len(entries)
+
+    async def create(self, metadata: ResourceMetadata, context_id: str | None) -> ActiveUpload:
+        """Create a resource and start its upload (INITIATED is published at once)."""
+        if context_id is not None:
+            context = self.contexts.get(context_id)
+            if context is None:
+                raise PolicyViolationError(f"Unknown upload context {context_id[:64]}")
+            limit = self.quotas.max_resources_per_context
+            if limit is not None and context.resource_count >= limit:
+                reason = f"Upload context {context_id} already holds {limit} resources"
+                self.contexts.creation_refused(context_id, metadata, reason)
+                raise QuotaExceededError(reason)
+            context.resource_count += 1
+        resource_id = new_resource_id()
+        initial = ResourceStatus(transfer_status=TransferStatus.INITIATED, current_size=0)
+        writer = await asyncio.to_thread(self.storage.create, resource_id)
+        await self.catalog.create(resource_id, metadata, context_id, initial)
+        upload = ActiveUpload(
+            resource_id,
+            metadata,
+            writer,
+            self.checkpoint_interval,
+            self.quotas.max_resource_size,
+            lambda status: self._publish(resource_id, status),
+            initial,
+        )
+        self._active[resource_id] = upload
+        if context_id is not None:
+            self._context_of[resource_id] = context_id
+            self.contexts.resource_created(context_id, resource_id, metadata)
+        self._publish(resource_id, initial)
+        return upload
+
+    async def complete(self, upload: ActiveUpload, client_checksum: str) -> ResourceStatus:
+        """Finish ``upload``: COMPLETED when the checksums agree; raises otherwise (then FAILED)."""
+        try:
+            status = await upload.finish(client_checksum)
+        finally:
+            await self._persist_end(upload)
+        return status
+
+    async def fail(self, upload: ActiveUpload) -> ResourceStatus:
+        status = await upload.fail()
+        await self._persist_end(upload)
+        return status
+
+    async def _persist_end(self, upload: ActiveUpload) -> None:
+        if self._active.get(upload.resource_id) is not upload or not upload.ended:
+            return
+        checksum = (
+            upload.checksum if upload.status.transfer_status is TransferStatus.COMPLETED else None
+        )
+        await self.catalog.set_status(upload.resource_id, upload.status, checksum)
+        del self._active[upload.resource_id]
+        self._context_of.pop(upload.resource_id, None)
+
+    async def shutdown(self) -> None:
+        """End every running upload FAILED (their connections are going away)."""
+        for upload in list(self._active.values()):
+            await self.fail(upload)
+
+    def _publish(self, resource_id: str, status: ResourceStatus) -> None:
+        self.bus.publish(resource_id, status)
+        context_id = self._context_of.get(resource_id)
+        if context_id is not None:
+            self.contexts.status_changed(context_id, resource_id, status)
+
+    async def entry(self, resource_id: str) -> CatalogEntry | None:
+        if not is_valid_id(resource_id):
+            return None
+        return await self.catalog.get(resource_id)
+
+    async def status(self, resource_id: str) -> ResourceStatus | None:
+        """The current status: the live one of a running upload, else the catalog's."""
+        upload = self._active.get(resource_id)
+        if upload is not None:
+            return upload.status
+        entry = await self.entry(resource_id)
+        return entry.status if entry else None
+
+    async def info(self, resource_id: str) -> ResourceInfo | None:
+        entry = await self.entry(resource_id)
+        if entry is None:
+            return None
+        upload = self._active.get(resource_id)
+        return ResourceInfo(
+            id=resource_id,
+            metadata=entry.metadata,
+            status=upload.status if upload else entry.status,
+            upload_context_id=entry.upload_context_id,
+            checksum=entry.checksum,
+        )
+
+    async def subscribe(self, resource_id: str) -> StatusSubscription | None:
+        """Statuses of ``resource_id`` starting with the current one; None if it is unknown."""
+        status = await self.status(resource_id)
+        if status is None:
+            return None
+        # Re-read after the await: an upload may have moved on while the catalog answered, and
+        # the subscription must start from the newest status (rule: never backwards).
+        upload = self._active.get(resource_id)
+        if upload is not None and upload.status.is_newer_than(status):
+            status = upload.status
+        return self.bus.subscribe(resource_id, status)
+
+    async def read(self, resource_id: str, start: int, end: int) -> bytes:
+        return await asyncio.to_thread(self.storage.read, resource_id, start, end)

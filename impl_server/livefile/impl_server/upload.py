@@ -1,0 +1,165 @@
+"""One running upload: ordered appends off the event loop, the MD5, and the checkpoints.
+
+Data messages go into a small bounded queue; a writer task appends and hashes them in a worker
+thread (both release the GIL), so receiving the next message overlaps writing the last one, and
+memory stays bounded (queue depth times message size). After each append the checkpoint clock
+decides whether to publish now; otherwise a timer publishes within one interval, so a quiet
+uploader's last bytes are never held back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+
+from livefile.api.errors import (
+    ChecksumMismatchError,
+    LivefileError,
+    QuotaExceededError,
+    ServerError,
+)
+from livefile.api.interfaces import StorageWriter
+from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.impl_common.checkpoint import CheckpointClock
+
+logger = logging.getLogger(__name__)
+
+QUEUE_DEPTH = 4
+Publish = Callable[[ResourceStatus], None]
+
+
+class ActiveUpload:
+    """The server side of one upload between ``ReadyForUpload`` and its terminal status."""
+
+    def __init__(
+        self,
+        resource_id: str,
+        metadata: ResourceMetadata,
+        writer: StorageWriter,
+        checkpoint_interval: float,
+        max_size: int | None,
+        publish: Publish,
+        initial: ResourceStatus,
+    ) -> None:
+        self.resource_id = resource_id
+        self.metadata = metadata
+        self.status = initial
+        self._writer = writer
+        self._clock = CheckpointClock(checkpoint_interval)
+        self._max_size = max_size
+        self._publish = publish
+        self._md5 = hashlib.md5()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
+        self._accepted = 0  # bytes taken from the client (queued or written)
+        self._written = 0  # bytes appended to storage: the most a checkpoint may publish
+        self._write_error: BaseException | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._writer_task = asyncio.create_task(self._drain(), name=f"upload-{resource_id}")
+
+    @property
+    def ended(self) -> bool:
+        return self.status.is_terminal
+
+    async def write(self, data: bytes) -> None:
+        """Take one data message; raises when the upload must stop (quota, storage failure)."""
+        if self._write_error is not None:
+            raise ServerError(f"Storage failure: {self._write_error}")
+        if self._max_size is not None and self._accepted + len(data) > self._max_size:
+            raise QuotaExceededError(
+                f"Size {self._accepted + len(data)} exceeds the maximum resource size"
+                f" {self._max_size}"
+            )
+        if not data:
+            return
+        self._accepted += len(data)
+        await self._queue.put(data)
+
+    async def finish(self, client_checksum: str) -> ResourceStatus:
+        """Write what is queued, check the checksum, and end COMPLETED (or FAILED on mismatch)."""
+        await self._stop_writer()
+        if self._write_error is not None:
+            await self.fail()
+            raise ServerError(f"Storage failure: {self._write_error}")
+        checksum = self._md5.hexdigest()
+        if client_checksum.lower() != checksum:
+            await self.fail()
+            raise ChecksumMismatchError(
+                f"Checksum mismatch after upload! Client checksum={client_checksum[:32]},"
+                f" server checksum={checksum}"
+            )
+        self._end(TransferStatus.COMPLETED)
+        return self.status
+
+    @property
+    def checksum(self) -> str:
+        return self._md5.hexdigest()
+
+    async def fail(self) -> ResourceStatus:
+        """End FAILED, keeping every byte received so far (what is queued is written first)."""
+        if not self.ended:
+            await self._stop_writer()
+            self._end(TransferStatus.FAILED)
+        return self.status
+
+    async def _stop_writer(self) -> None:
+        if not self._writer_task.done():
+            await self._queue.put(None)
+            await self._writer_task
+        self._writer.close()
+
+    async def _drain(self) -> None:
+        while (data := await self._queue.get()) is not None:
+            if self._write_error is not None:
+                continue  # the upload is stopping; nothing more can be stored
+            try:
+                await asyncio.to_thread(self._append, data)
+            except OSError as exc:
+                logger.error("writing resource %s failed: %s", self.resource_id, exc)
+                self._write_error = exc
+                continue
+            self._written += len(data)
+            if self._clock.on_write(self._loop.time()):
+                self._checkpoint()
+            elif self._timer is None:
+                deadline = self._clock.deadline()
+                if deadline is not None:
+                    self._timer = self._loop.call_at(deadline, self._checkpoint)
+
+    def _append(self, data: bytes) -> None:
+        self._writer.write(data)
+        self._md5.update(data)
+
+    def _checkpoint(self) -> None:
+        self._timer = None
+        if self.ended or not self._clock.dirty:
+            return
+        self._clock.on_checkpoint(self._loop.time())
+        self._set(
+            ResourceStatus(
+                transfer_status=TransferStatus.IN_PROGRESS,
+                current_size=self._written,
+                number_of_lines=self.status.number_of_lines,
+            )
+        )
+
+    def _end(self, transfer_status: TransferStatus) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._set(
+            ResourceStatus(
+                transfer_status=transfer_status,
+                current_size=self._written,
+                number_of_lines=self.status.number_of_lines,
+            )
+        )
+
+    def _set(self, status: ResourceStatus) -> None:
+        self.status = status
+        try:
+            self._publish(status)
+        except LivefileError:
+            logger.exception("publishing the status of %s failed", self.resource_id)

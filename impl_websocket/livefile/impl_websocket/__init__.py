@@ -1,0 +1,1 @@
+"""The livefile server: FastAPI application, WebSocket endpoints, HTTP routes, livefile serve."""

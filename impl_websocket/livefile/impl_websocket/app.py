@@ -1,0 +1,77 @@
+"""The FastAPI application: assembles the manager from its backends and mounts the endpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, WebSocket
+from livefile.impl_common.references import CONTEXT_PARAMETER
+from livefile.impl_server.bus import InProcessStatusBus
+from livefile.impl_server.catalog import SqliteCatalog
+from livefile.impl_server.contexts import UploadContexts
+from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.quotas import Quotas
+from livefile.impl_server.storage import FilesystemStorage
+from livefile.impl_websocket.connections import Connections
+from livefile.impl_websocket.download_endpoint import DownloadSession
+from livefile.impl_websocket.http_api import router
+from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.upload_endpoint import UploadSession
+
+logger = logging.getLogger("livefile")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    connections = Connections()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        data_dir = settings.data_dir.resolve()
+        catalog = SqliteCatalog(data_dir / "catalog.sqlite3")
+        manager = ResourceManager(
+            storage=FilesystemStorage(data_dir / "resources"),
+            catalog=catalog,
+            bus=InProcessStatusBus(),
+            contexts=UploadContexts(),
+            quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
+            checkpoint_interval=settings.checkpoint_interval,
+        )
+        recovered = await manager.recover()
+        if recovered:
+            logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
+        app.state.manager = manager
+        logger.info("livefile serving data in %s", data_dir)
+        try:
+            yield
+        finally:
+            await connections.close_all()
+            await manager.shutdown()
+            await catalog.close()
+
+    app = FastAPI(
+        title="livefile",
+        summary="Files downloadable while they are still being uploaded.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.connections = connections
+    app.include_router(router)
+
+    @app.websocket("/ws/streaming/upload")
+    async def upload(websocket: WebSocket) -> None:
+        context_id = websocket.query_params.get(CONTEXT_PARAMETER) or None
+        await websocket.accept()
+        async with connections.track(websocket):
+            await UploadSession(websocket, app.state.manager, settings, context_id).run()
+
+    @app.websocket("/ws/streaming/download/{resource_id}", name="download")
+    async def download(websocket: WebSocket, resource_id: str) -> None:
+        await websocket.accept()
+        async with connections.track(websocket):
+            await DownloadSession(websocket, app.state.manager, settings, resource_id).run()
+
+    return app

@@ -1,0 +1,140 @@
+"""The download WebSocket endpoint: the current status at once, every later status, and replies
+to chunk requests in request order. A bad request gets an ``Error`` and the connection goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from livefile.api import close_codes
+from livefile.api.errors import ProtocolError
+from livefile.api.interfaces import StatusSubscription
+from livefile.api.messages import (
+    Error,
+    RequestChunk,
+    RequestLines,
+    StatusChanged,
+    parse_message,
+)
+from livefile.impl_server.manager import ResourceManager
+from livefile.impl_websocket.settings import Settings
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+logger = logging.getLogger(__name__)
+
+
+class DownloadSession:
+    """One download connection from accept to close."""
+
+    def __init__(
+        self, websocket: WebSocket, manager: ResourceManager, settings: Settings, resource_id: str
+    ) -> None:
+        self.websocket = websocket
+        self.manager = manager
+        self.settings = settings
+        self.resource_id = resource_id
+        self._send_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        subscription = await self.manager.subscribe(self.resource_id)
+        if subscription is None:
+            await self._send_text(Error(code="NOT_FOUND", message="Unknown resource id").to_json())
+            await self._close(close_codes.POLICY_VIOLATION, "Unknown resource id")
+            return
+        statuses = asyncio.create_task(self._forward_statuses(subscription))
+        try:
+            await self._serve_requests()
+        except (WebSocketDisconnect, ConnectionError):
+            pass
+        except Exception:
+            logger.exception("download connection failed")
+            await self._close(close_codes.INTERNAL_ERROR, "Internal server error")
+        finally:
+            statuses.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await statuses
+            subscription.close()
+
+    async def _forward_statuses(self, subscription: StatusSubscription) -> None:
+        try:
+            async for status in subscription:
+                await self._send_text(StatusChanged(resource_status=status).to_json())
+        except (WebSocketDisconnect, RuntimeError, ConnectionError):
+            pass
+
+    async def _serve_requests(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                await self._error("BAD_REQUEST", "Binary messages are not requests")
+                continue
+            if len(text) > self.settings.max_text_message_size:
+                await self._error("BAD_REQUEST", "Request too large")
+                continue
+            try:
+                request = parse_message(text)
+            except ProtocolError as exc:
+                await self._error("BAD_REQUEST", str(exc))
+                continue
+            if isinstance(request, RequestChunk):
+                await self._send_chunk(request)
+            elif isinstance(request, RequestLines):
+                await self._error(
+                    "UNSUPPORTED",
+                    "Line access is not available for this resource",
+                    request.request_id,
+                )
+            else:
+                await self._error("BAD_REQUEST", f"{request.kind} is not a download request")
+
+    async def _send_chunk(self, request: RequestChunk) -> None:
+        start, end = request.start_offset, request.end_offset
+        status = await self.manager.status(self.resource_id)
+        size = status.current_size if status else 0
+        if not 0 <= start <= end <= size:
+            await self._error(
+                "BAD_RANGE",
+                f"Requested range [{start}, {end}) is not within [0, {size}]:"
+                f" need 0 <= startOffset <= endOffset <= {size}",
+                request.request_id,
+            )
+            return
+        if start == end:
+            await self._send_bytes(b"")
+            return
+        piece = self.settings.chunk_reply_size
+        for offset in range(start, end, piece):
+            try:
+                data = await self.manager.read(self.resource_id, offset, min(end, offset + piece))
+            except OSError as exc:
+                logger.error("reading resource %s failed: %s", self.resource_id, exc)
+                if offset == start:
+                    await self._error(
+                        "READ_FAILED", "The stored bytes could not be read", request.request_id
+                    )
+                    return
+                # Part of the reply is sent: the client cannot resynchronise, so end the connection.
+                await self._close(close_codes.INTERNAL_ERROR, "Reading the resource failed")
+                raise ConnectionError from exc
+            await self._send_bytes(data)
+
+    async def _error(self, code: str, message: str, request_id: str | int | None = None) -> None:
+        await self._send_text(Error(code=code, message=message, request_id=request_id).to_json())
+
+    async def _send_text(self, text: str) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(text)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.websocket.send_bytes(data)
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                async with self._send_lock:
+                    await self.websocket.close(code, reason)

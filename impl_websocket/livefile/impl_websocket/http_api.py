@@ -1,0 +1,123 @@
+"""The HTTP routes: resource descriptions, upload contexts and their event streams, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import StreamingResponse
+from livefile.api.model import ResourceInfo, UploadContextInfo
+from livefile.impl_server.contexts import QueueingContextListener, UnknownContextError
+from livefile.impl_server.manager import ResourceManager
+from pydantic import BaseModel
+
+router = APIRouter()
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+def _manager(request: Request) -> ResourceManager:
+    manager: ResourceManager = request.app.state.manager
+    return manager
+
+
+@router.get("/healthz", response_model=Health, tags=["service"])
+async def healthz() -> Health:
+    """Liveness: the server answers."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/resources/{resource_id}",
+    response_model=ResourceInfo,
+    response_model_by_alias=True,
+    responses={404: {"model": ErrorBody, "description": "No resource with that id"}},
+    tags=["resources"],
+)
+async def get_resource(resource_id: str, request: Request) -> ResourceInfo:
+    """The metadata and current status of a resource."""
+    info = await _manager(request).info(resource_id)
+    if info is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id")
+    return info
+
+
+@router.post(
+    "/contexts",
+    response_model=UploadContextInfo,
+    response_model_by_alias=True,
+    status_code=status.HTTP_201_CREATED,
+    tags=["contexts"],
+)
+async def open_context(request: Request) -> UploadContextInfo:
+    """Open an upload context; uploads join it with ``?streamingUploadContextId=<contextId>``."""
+    context = _manager(request).contexts.open()
+    return UploadContextInfo(context_id=context.context_id)
+
+
+@router.delete(
+    "/contexts/{context_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"model": ErrorBody, "description": "No open context with that id"}},
+    tags=["contexts"],
+)
+async def close_context(context_id: str, request: Request) -> None:
+    """Close an upload context: new uploads to it are refused, its event streams end."""
+    try:
+        _manager(request).contexts.close(context_id)
+    except UnknownContextError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context") from None
+
+
+@router.get(
+    "/contexts/{context_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        404: {"model": ErrorBody, "description": "No open context with that id"},
+    },
+    tags=["contexts"],
+)
+async def context_events(context_id: str, request: Request) -> StreamingResponse:
+    """Server-Sent Events of a context: ``resourceCreated``, ``statusChanged``,
+    ``creationRefused``, and ``contextClosed`` (the last event)."""
+    contexts = _manager(request).contexts
+    listener = QueueingContextListener()
+    try:
+        contexts.add_listener(context_id, listener)
+    except UnknownContextError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context") from None
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": livefile upload context events\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(listener.events.get(), SSE_KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if event is None:
+                    return
+                payload = json.dumps(event.data, separators=(",", ":"))
+                yield f"event: {event.kind}\ndata: {payload}\n\n".encode()
+                if listener.overflowed:
+                    yield b"event: overflow\ndata: {}\n\n"
+                    return
+        finally:
+            contexts.remove_listener(context_id, listener)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

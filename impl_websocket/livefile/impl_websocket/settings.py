@@ -1,0 +1,28 @@
+"""Server settings: ``LIVEFILE_*`` environment variables, overridden by ``livefile serve`` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVEFILE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path("livefile-data")
+    checkpoint_interval: float = Field(default=0.25, ge=0, description="seconds; 0 = every write")
+    max_message_size: int = Field(default=1 * MiB, ge=1024, description="largest binary message")
+    max_text_message_size: int = Field(default=64 * 1024, ge=1024)
+    max_resource_size: int | None = Field(default=None, ge=0, description="bytes; None = no limit")
+    max_resources_per_context: int | None = Field(default=None, ge=0)
+    require_upload_context: bool = False
+    chunk_reply_size: int = Field(
+        default=1 * MiB, ge=4096, description="largest data reply message"
+    )
+    log_level: str = "info"

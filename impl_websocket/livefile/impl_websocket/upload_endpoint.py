@@ -1,0 +1,170 @@
+"""The upload WebSocket endpoint: carries frames between the socket, the upload protocol machine
+and the resource manager, and turns every way an upload can end into a truthful status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from livefile.api import close_codes
+from livefile.api.errors import (
+    ChecksumMismatchError,
+    LivefileError,
+    PolicyViolationError,
+    QuotaExceededError,
+)
+from livefile.api.messages import (
+    FinishUpload,
+    ReadyForUpload,
+    StartUpload,
+    StatusChanged,
+    UploadAcknowledged,
+)
+from livefile.api.model import ResourceReference
+from livefile.impl_common.close_reason import safe_close_reason
+from livefile.impl_common.upload_protocol import ProtocolViolation, UploadServerProtocol
+from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.upload import ActiveUpload
+from livefile.impl_websocket.settings import Settings
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+logger = logging.getLogger(__name__)
+
+
+class UploadSession:
+    """One upload connection from accept to close."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        manager: ResourceManager,
+        settings: Settings,
+        context_id: str | None,
+    ) -> None:
+        self.websocket = websocket
+        self.manager = manager
+        self.settings = settings
+        self.context_id = context_id
+        self.protocol = UploadServerProtocol()
+        self.upload: ActiveUpload | None = None
+        self._send_lock = asyncio.Lock()
+        self._forwarder: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        try:
+            await self._check_context()
+            await self._serve()
+        except ProtocolViolation as exc:
+            if self.upload is None and self.context_id is not None:
+                self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
+            await self._close(exc.code, exc.reason)
+        except QuotaExceededError as exc:
+            await self._close(close_codes.POLICY_VIOLATION, f"{close_codes.QUOTA_PREFIX}{exc}")
+        except PolicyViolationError as exc:
+            await self._close(close_codes.POLICY_VIOLATION, str(exc))
+        except ChecksumMismatchError as exc:
+            await self._close(close_codes.INTERNAL_ERROR, str(exc))
+        except LivefileError as exc:
+            await self._close(close_codes.INTERNAL_ERROR, str(exc))
+        except (WebSocketDisconnect, ConnectionError):
+            pass
+        except Exception:
+            logger.exception("upload connection failed")
+            await self._close(close_codes.INTERNAL_ERROR, "Internal server error")
+        finally:
+            await self._stop_forwarder()
+            if self.upload is not None and not self.upload.ended:
+                status = await self.manager.fail(self.upload)
+                logger.warning(
+                    "upload %s ended before it was acknowledged: FAILED with %d bytes",
+                    self.upload.resource_id,
+                    status.current_size,
+                )
+
+    async def _check_context(self) -> None:
+        if self.context_id is None:
+            if self.settings.require_upload_context:
+                raise PolicyViolationError(close_codes.REASON_MISSING_CONTEXT)
+        elif self.manager.contexts.get(self.context_id) is None:
+            raise PolicyViolationError(f"Unknown upload context {self.context_id[:64]}")
+
+    async def _serve(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is not None:
+                self.protocol.receive_data()
+                assert self.upload is not None
+                await self.upload.write(data)
+                continue
+            text = message.get("text") or ""
+            if len(text) > self.settings.max_text_message_size:
+                raise ProtocolViolation(
+                    close_codes.MESSAGE_TOO_BIG,
+                    f"Text message of {len(text)} bytes exceeds"
+                    f" {self.settings.max_text_message_size}",
+                )
+            request = self.protocol.receive_text(text)
+            if isinstance(request, StartUpload):
+                await self._start(request)
+            elif isinstance(request, FinishUpload):
+                await self._finish(request)
+                return
+
+    async def _start(self, request: StartUpload) -> None:
+        self.upload = await self.manager.create(request.metadata, self.context_id)
+        self.protocol.resource_ready()
+        resource_id = self.upload.resource_id
+        reference = ResourceReference(uri=self._download_uri(resource_id))
+        await self._send(ReadyForUpload(reference=reference, resource_id=resource_id).to_json())
+        self._forwarder = asyncio.create_task(self._forward_statuses(resource_id))
+
+    async def _finish(self, request: FinishUpload) -> None:
+        assert self.upload is not None
+        await self._stop_forwarder()
+        status = await self.manager.complete(self.upload, request.checksum)
+        self.protocol.acknowledged()
+        ack = UploadAcknowledged(
+            size=status.current_size,
+            checksum=self.upload.checksum,
+            number_of_lines=status.number_of_lines,
+        )
+        await self._send(ack.to_json())
+        await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
+
+    async def _forward_statuses(self, resource_id: str) -> None:
+        """Tell the uploader of each checkpoint: its progress acknowledged by the server."""
+        subscription = await self.manager.subscribe(resource_id)
+        if subscription is None:
+            return
+        try:
+            async for status in subscription:
+                await self._send(StatusChanged(resource_status=status).to_json())
+        except (WebSocketDisconnect, RuntimeError, ConnectionError):
+            pass
+        finally:
+            subscription.close()
+
+    async def _stop_forwarder(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._forwarder
+            self._forwarder = None
+
+    def _download_uri(self, resource_id: str) -> str:
+        # As seen by the client: scheme and Host header of this request, plus any root path.
+        return str(self.websocket.url_for("download", resource_id=resource_id))
+
+    async def _send(self, text: str) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(text)
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                async with self._send_lock:
+                    await self.websocket.close(code, safe_close_reason(reason))

@@ -9,7 +9,6 @@ import logging
 
 from livefile.api import close_codes
 from livefile.api.errors import (
-    ChecksumMismatchError,
     LivefileError,
     PolicyViolationError,
     QuotaExceededError,
@@ -52,28 +51,29 @@ class UploadSession:
         self._forwarder: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        close: tuple[int, str] | None = None
         try:
             await self._check_context()
             await self._serve()
         except ProtocolViolation as exc:
             if self.upload is None and self.context_id is not None:
                 self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
-            await self._close(exc.code, exc.reason)
+            close = (exc.code, exc.reason)
         except QuotaExceededError as exc:
-            await self._close(close_codes.POLICY_VIOLATION, f"{close_codes.QUOTA_PREFIX}{exc}")
+            close = (close_codes.POLICY_VIOLATION, f"{close_codes.QUOTA_PREFIX}{exc}")
         except PolicyViolationError as exc:
-            await self._close(close_codes.POLICY_VIOLATION, str(exc))
-        except ChecksumMismatchError as exc:
-            await self._close(close_codes.INTERNAL_ERROR, str(exc))
-        except LivefileError as exc:
-            await self._close(close_codes.INTERNAL_ERROR, str(exc))
+            close = (close_codes.POLICY_VIOLATION, str(exc))
+        except LivefileError as exc:  # checksum mismatch, storage failure
+            close = (close_codes.INTERNAL_ERROR, str(exc))
         except (WebSocketDisconnect, ConnectionError):
             pass
         except Exception:
             logger.exception("upload connection failed")
-            await self._close(close_codes.INTERNAL_ERROR, "Internal server error")
+            close = (close_codes.INTERNAL_ERROR, "Internal server error")
         finally:
             await self._stop_forwarder()
+            # FAILED is published before the close frame leaves, so a client that reacts to the
+            # close already finds the resource in its final, truthful state.
             if self.upload is not None and not self.upload.ended:
                 status = await self.manager.fail(self.upload)
                 logger.warning(
@@ -81,6 +81,8 @@ class UploadSession:
                     self.upload.resource_id,
                     status.current_size,
                 )
+            if close is not None:
+                await self._close(*close)
 
     async def _check_context(self) -> None:
         if self.context_id is None:

@@ -1,0 +1,66 @@
+"""Protocol messages: the "@" discriminator, camelCase fields, tolerant and precise parsing."""
+
+import json
+
+import pytest
+from livefile.api.errors import ProtocolError
+from livefile.api.messages import (
+    RequestChunk,
+    StartUpload,
+    StatusChanged,
+    UploadAcknowledged,
+    parse_message,
+)
+from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+
+
+def test_start_upload_round_trips_in_wire_form() -> None:
+    message = StartUpload(metadata=ResourceMetadata(filename="a.txt", mime_type="text/plain"))
+    wire = json.loads(message.to_json())
+    assert wire == {
+        "@": "StartUpload",
+        "metadata": {"filename": "a.txt", "mimeType": "text/plain", "supportsLineAccess": False},
+    }
+    assert parse_message(message.to_json()) == message
+
+
+def test_status_changed_writes_null_line_count_explicitly() -> None:
+    status = ResourceStatus(transfer_status=TransferStatus.IN_PROGRESS, current_size=5)
+    wire = json.loads(StatusChanged(resource_status=status).to_json())
+    assert wire["resourceStatus"] == {
+        "transferStatus": "IN_PROGRESS",
+        "currentSize": 5,
+        "numberOfLines": None,
+    }
+
+
+def test_unknown_fields_are_ignored() -> None:
+    message = parse_message('{"@":"RequestChunk","startOffset":1,"endOffset":2,"future":true}')
+    assert message == RequestChunk(start_offset=1, end_offset=2)
+
+
+def test_step_streaming_misspelling_of_number_of_lines_is_accepted() -> None:
+    text = '{"@":"UploadAcknowledged","size":3,"checksum":"x","numberOflines":2}'
+    message = parse_message(text)
+    assert isinstance(message, UploadAcknowledged)
+    assert message.number_of_lines == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "Malformed JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"startOffset": 1}', 'Missing message type property "@"'),
+        ('{"@": "Launch"}', "Unknown message type 'Launch'"),
+        ('{"@":"RequestChunk","startOffset":1.5,"endOffset":2}', "startOffset"),
+        ('{"@":"RequestChunk","startOffset":"1","endOffset":2}', "startOffset"),
+        ('{"@":"StartUpload","metadata":{"filename":"a"}}', "mimeType"),
+        ('{"@":"StartUpload","metadata":{"filename":"../x","mimeType":"a/b"}}', "separators"),
+        ('{"@":"StartUpload","metadata":{"filename":"a\\nb","mimeType":"a/b"}}', "control"),
+        ('{"@":"StartUpload","metadata":{"filename":"a","mimeType":"text"}}', "MIME type"),
+    ],
+)
+def test_bad_messages_raise_protocol_error_with_reason(text: str, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        parse_message(text)

@@ -1,0 +1,133 @@
+"""The resource manager on its real embedded backends (filesystem, SQLite, in-process bus)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from livefile.api.errors import ChecksumMismatchError, QuotaExceededError
+from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.impl_server.bus import InProcessStatusBus
+from livefile.impl_server.catalog import SqliteCatalog
+from livefile.impl_server.contexts import UploadContexts
+from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.quotas import Quotas
+from livefile.impl_server.storage import FilesystemStorage
+
+META = ResourceMetadata(filename="log.txt", mime_type="text/plain")
+
+
+def make_manager(data: Path, quotas: Quotas | None = None) -> ResourceManager:
+    return ResourceManager(
+        storage=FilesystemStorage(data / "resources"),
+        catalog=SqliteCatalog(data / "catalog.sqlite3"),
+        bus=InProcessStatusBus(),
+        contexts=UploadContexts(),
+        quotas=quotas or Quotas(),
+        checkpoint_interval=0.05,
+    )
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[ResourceManager]:
+    manager = make_manager(tmp_path)
+    yield manager
+    await manager.shutdown()
+    await manager.catalog.close()
+
+
+class RecordingListener:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def on_resource_created(self, resource_id: str, metadata: ResourceMetadata) -> None:
+        self.events.append(("created", resource_id))
+
+    def on_resource_status_changed(self, resource_id: str, status: ResourceStatus) -> None:
+        self.events.append(("status", status.transfer_status))
+
+    def on_resource_creation_refused(self, metadata: ResourceMetadata | None, reason: str) -> None:
+        self.events.append(("refused", reason))
+
+    def on_context_closed(self) -> None:
+        self.events.append(("closed", None))
+
+
+async def test_completed_upload_is_readable_and_persisted(manager: ResourceManager) -> None:
+    upload = await manager.create(META, None)
+    await upload.write(b"hello\nworld\n")
+    status = await manager.complete(upload, hashlib.md5(b"hello\nworld\n").hexdigest())
+    assert status == ResourceStatus(transfer_status=TransferStatus.COMPLETED, current_size=12)
+    assert await manager.read(upload.resource_id, 6, 12) == b"world\n"
+    entry = await manager.catalog.get(upload.resource_id)
+    assert entry is not None
+    assert entry.status == status
+    assert entry.checksum == hashlib.md5(b"hello\nworld\n").hexdigest()
+
+
+async def test_checksum_mismatch_fails_the_resource_and_keeps_bytes(
+    manager: ResourceManager,
+) -> None:
+    upload = await manager.create(META, None)
+    await upload.write(b"abc")
+    with pytest.raises(ChecksumMismatchError, match="client=00"):
+        await manager.complete(upload, "00" * 16)
+    status = await manager.status(upload.resource_id)
+    assert status == ResourceStatus(transfer_status=TransferStatus.FAILED, current_size=3)
+
+
+async def test_terminal_status_is_never_overwritten(manager: ResourceManager) -> None:
+    upload = await manager.create(META, None)
+    await manager.complete(upload, hashlib.md5(b"").hexdigest())
+    await manager.fail(upload)
+    status = await manager.status(upload.resource_id)
+    assert status is not None
+    assert status.transfer_status is TransferStatus.COMPLETED
+
+
+async def test_size_quota_stops_the_write_that_exceeds_it(tmp_path: Path) -> None:
+    manager = make_manager(tmp_path, Quotas(max_resource_size=10))
+    upload = await manager.create(META, None)
+    await upload.write(b"12345678")
+    with pytest.raises(QuotaExceededError, match="Size 11 exceeds"):
+        await upload.write(b"abc")
+    status = await manager.fail(upload)
+    assert status.current_size == 8
+    await manager.catalog.close()
+
+
+async def test_context_listener_hears_creation_statuses_and_refusals(tmp_path: Path) -> None:
+    manager = make_manager(tmp_path, Quotas(max_resources_per_context=1))
+    context = manager.contexts.open()
+    listener = RecordingListener()
+    manager.contexts.add_listener(context.context_id, listener)
+    upload = await manager.create(META, context.context_id)
+    await upload.write(b"x")
+    await manager.complete(upload, hashlib.md5(b"x").hexdigest())
+    with pytest.raises(QuotaExceededError):
+        await manager.create(META, context.context_id)
+    manager.contexts.close(context.context_id)
+    kinds = [kind for kind, _ in listener.events]
+    assert kinds[0] == "created"
+    assert ("status", TransferStatus.INITIATED) in listener.events
+    assert ("status", TransferStatus.COMPLETED) in listener.events
+    assert kinds[-2:] == ["refused", "closed"]
+    await manager.catalog.close()
+
+
+async def test_recovery_marks_unfinished_uploads_failed_with_bytes_on_disk(
+    tmp_path: Path,
+) -> None:
+    first = make_manager(tmp_path)
+    upload = await first.create(META, None)
+    await upload.write(b"partial")
+    await upload._stop_writer()  # the process "dies": no terminal status is persisted
+    await first.catalog.close()
+
+    second = make_manager(tmp_path)
+    assert await second.recover() == 1
+    status = await second.status(upload.resource_id)
+    assert status == ResourceStatus(transfer_status=TransferStatus.FAILED, current_size=7)
+    await second.catalog.close()

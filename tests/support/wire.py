@@ -1,0 +1,97 @@
+"""Raw protocol helpers for server tests: real WebSocket and HTTP clients, no livefile SDK."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+META = {"filename": "data.bin", "mimeType": "application/octet-stream"}
+
+
+def open_ws(uri: str) -> connect:
+    return connect(uri, compression=None, max_size=None, open_timeout=10, close_timeout=5)
+
+
+def get_json(url: str, method: str = "GET") -> tuple[int, Any]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+            return response.status, json.loads(body) if body else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+async def receive_json(ws: ClientConnection) -> dict[str, Any]:
+    message = await ws.recv()
+    assert isinstance(message, str), f"expected a text message, got {len(message)} bytes"
+    result: dict[str, Any] = json.loads(message)
+    return result
+
+
+async def start_upload(ws: ClientConnection, metadata: dict[str, Any] | None = None) -> str:
+    """Send StartUpload; return the resource id from ReadyForUpload."""
+    await ws.send(json.dumps({"@": "StartUpload", "metadata": metadata or META}))
+    ready = await receive_json(ws)
+    assert ready["@"] == "ReadyForUpload", ready
+    return str(ready["resourceId"])
+
+
+async def finish_upload(ws: ClientConnection, data: bytes) -> dict[str, Any]:
+    """Send FinishUpload with the right checksum; return the UploadAcknowledged message."""
+    await ws.send(json.dumps({"@": "FinishUpload", "checksum": hashlib.md5(data).hexdigest()}))
+    while True:
+        message = await receive_json(ws)
+        if message["@"] == "UploadAcknowledged":
+            return message
+
+
+async def wait_closed(ws: ClientConnection) -> tuple[int | None, str | None]:
+    """Read until the server closes; return its close code and reason."""
+    try:
+        while True:
+            await ws.recv()
+    except ConnectionClosed:
+        pass
+    return ws.close_code, ws.close_reason
+
+
+async def upload(ws_url: str, data: bytes, piece: int = 65536) -> str:
+    """A whole, correct upload; returns the resource id."""
+    async with open_ws(f"{ws_url}/ws/streaming/upload") as ws:
+        resource_id = await start_upload(ws)
+        for offset in range(0, len(data), piece):
+            await ws.send(data[offset : offset + piece])
+        ack = await finish_upload(ws, data)
+        assert ack["size"] == len(data)
+        return resource_id
+
+
+async def read_chunk(ws: ClientConnection, start: int, end: int) -> bytes:
+    """Request [start, end) and collect the binary reply (statuses in between are skipped)."""
+    await ws.send(json.dumps({"@": "RequestChunk", "startOffset": start, "endOffset": end}))
+    received = bytearray()
+    got_message = False
+    while not got_message or len(received) < end - start:
+        message = await ws.recv()
+        if isinstance(message, str):
+            parsed = json.loads(message)
+            assert parsed["@"] == "StatusChanged", parsed
+            continue
+        got_message = True
+        received += message
+    assert len(received) == end - start
+    return bytes(received)
+
+
+async def download(ws_url: str, resource_id: str) -> bytes:
+    async with open_ws(f"{ws_url}/ws/streaming/download/{resource_id}") as ws:
+        first = await receive_json(ws)
+        size = int(first["resourceStatus"]["currentSize"])
+        return await read_chunk(ws, 0, size)

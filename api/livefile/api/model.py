@@ -126,9 +126,10 @@ class ResourceInfo(WireModel):
 
 
 class UploadContextInfo(WireModel):
-    """An upload context as ``POST /contexts`` returns it."""
+    """An upload context as ``POST /contexts`` and ``GET /contexts/{id}`` describe it."""
 
     context_id: str
+    resource_count: int = 0
 
 
 def new_resource_id() -> str:

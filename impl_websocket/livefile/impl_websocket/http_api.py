@@ -64,6 +64,21 @@ async def open_context(request: Request) -> UploadContextInfo:
     return UploadContextInfo(context_id=context.context_id)
 
 
+@router.get(
+    "/contexts/{context_id}",
+    response_model=UploadContextInfo,
+    response_model_by_alias=True,
+    responses={404: {"model": ErrorBody, "description": "No open context with that id"}},
+    tags=["contexts"],
+)
+async def describe_context(context_id: str, request: Request) -> UploadContextInfo:
+    """An open upload context and how many resources were created in it."""
+    context = _manager(request).contexts.get(context_id)
+    if context is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context")
+    return UploadContextInfo(context_id=context_id, resource_count=context.resource_count)
+
+
 @router.delete(
     "/contexts/{context_id}",
     status_code=status.HTTP_204_NO_CONTENT,

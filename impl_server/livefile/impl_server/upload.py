@@ -115,7 +115,11 @@ class ActiveUpload:
             if self._write_error is not None:
                 continue  # the upload is stopping; nothing more can be stored
             try:
-                await asyncio.to_thread(self._append, data)
+                # Appending and hashing both release the GIL: run them side by side.
+                await asyncio.gather(
+                    asyncio.to_thread(self._writer.write, data),
+                    asyncio.to_thread(self._md5.update, data),
+                )
             except OSError as exc:
                 logger.error("writing resource %s failed: %s", self.resource_id, exc)
                 self._write_error = exc
@@ -127,10 +131,6 @@ class ActiveUpload:
                 deadline = self._clock.deadline()
                 if deadline is not None:
                     self._timer = self._loop.call_at(deadline, self._checkpoint)
-
-    def _append(self, data: bytes) -> None:
-        self._writer.write(data)
-        self._md5.update(data)
 
     def _checkpoint(self) -> None:
         self._timer = None

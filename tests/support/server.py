@@ -24,8 +24,15 @@ def free_port() -> int:
 class LivefileProcess:
     """``livefile serve`` in a child process; its output is kept for assertions and failures."""
 
-    def __init__(self, data_dir: Path, *extra_args: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None,
+        *extra_args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.env = env or {}
         self.extra_args: Sequence[str] = extra_args
         self.port = port or free_port()
         self.process: subprocess.Popen[str] | None = None
@@ -42,12 +49,12 @@ class LivefileProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> LivefileProcess:
-        command = [
-            sys.executable, "-m", "livefile.impl_common.cli", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), *self.extra_args,
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "livefile.impl_common.cli", "serve", *self.extra_args]
+        if "LIVEFILE_PORT" not in self.env:
+            command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.data_dir is not None:
+            command += ["--data-dir", str(self.data_dir)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self._ready.clear()
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env

@@ -65,6 +65,8 @@ class ActiveUpload:
 
     async def write(self, data: bytes) -> None:
         """Take one data message; raises when the upload must stop (quota, storage failure)."""
+        if self.ended:
+            raise ServerError(f"The upload has already ended {self.status.transfer_status.value}")
         if self._write_error is not None:
             raise ServerError(f"Storage failure: {self._write_error}")
         if self._max_size is not None and self._accepted + len(data) > self._max_size:

@@ -38,6 +38,9 @@ class Storage(Protocol):
     def path(self, resource_id: str) -> Path:
         """The file holding the resource (for zero-copy file responses)."""
 
+    def index_path(self, resource_id: str) -> Path:
+        """The line-break index of a text resource."""
+
 
 @dataclass(frozen=True)
 class CatalogEntry:

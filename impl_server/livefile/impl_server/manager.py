@@ -20,6 +20,7 @@ from livefile.api.model import (
     new_resource_id,
 )
 from livefile.impl_server.contexts import UploadContexts
+from livefile.impl_server.line_index import LineIndexWriter, read_lines
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.upload import ActiveUpload
 
@@ -74,18 +75,21 @@ class ResourceManager:
                 raise QuotaExceededError(reason)
             context.resource_count += 1
         resource_id = new_resource_id()
-        initial = ResourceStatus(transfer_status=TransferStatus.INITIATED, current_size=0)
         writer = await asyncio.to_thread(self.storage.create, resource_id)
-        await self.catalog.create(resource_id, metadata, context_id, initial)
+        index = None
+        if metadata.supports_line_access:
+            index = await asyncio.to_thread(LineIndexWriter, self.storage.index_path(resource_id))
         upload = ActiveUpload(
             resource_id,
             metadata,
             writer,
+            index,
             self.checkpoint_interval,
             self.quotas.max_resource_size,
             lambda status: self._publish(resource_id, status),
-            initial,
         )
+        initial = upload.status
+        await self.catalog.create(resource_id, metadata, context_id, initial)
         self._active[resource_id] = upload
         if context_id is not None:
             self._context_of[resource_id] = context_id
@@ -164,6 +168,22 @@ class ResourceManager:
         if upload is not None and upload.status.is_newer_than(status):
             status = upload.status
         return self.bus.subscribe(resource_id, status)
+
+    async def read_lines(
+        self, resource_id: str, status: ResourceStatus, start: int, count: int, max_bytes: int
+    ) -> list[bytes]:
+        """Lines of ``resource_id`` as of ``status`` (bounds already checked against it)."""
+        assert status.number_of_lines is not None
+        return await asyncio.to_thread(
+            read_lines,
+            self.storage.path(resource_id),
+            self.storage.index_path(resource_id),
+            start,
+            count,
+            status.number_of_lines,
+            status.current_size,
+            max_bytes,
+        )
 
     async def read(self, resource_id: str, start: int, end: int) -> bytes:
         return await asyncio.to_thread(self.storage.read, resource_id, start, end)

@@ -43,6 +43,10 @@ class FilesystemStorage:
             raise ValueError(f"invalid resource id {resource_id[:40]!r}")
         return self.root / resource_id[0:2] / resource_id[2:4] / f"{resource_id}.bin"
 
+    def index_path(self, resource_id: str) -> Path:
+        """The line-break index of a text resource, beside its bytes."""
+        return self.path(resource_id).with_suffix(".idx")
+
     def create(self, resource_id: str) -> FileWriter:
         path = self.path(resource_id)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,12 @@
-"""One running upload: ordered appends off the event loop, the MD5, and the checkpoints.
+"""One running upload: ordered appends off the event loop, the MD5, the line index, checkpoints.
 
-Data messages go into a small bounded queue; a writer task appends and hashes them in a worker
-thread (both release the GIL), so receiving the next message overlaps writing the last one, and
-memory stays bounded (queue depth times message size). After each append the checkpoint clock
-decides whether to publish now; otherwise a timer publishes within one interval, so a quiet
-uploader's last bytes are never held back.
+Data messages go into a small bounded queue; a writer task appends and hashes them in worker
+threads (both release the GIL), so receiving the next message overlaps storing the last one, and
+memory stays bounded (queue depth times message size). For text resources the same thread that
+appends the bytes appends their line ends to the index, so a checkpoint never publishes a size
+or a line count that a reader cannot read yet. After each append the checkpoint clock decides
+whether to publish now; otherwise a timer publishes within one interval, so a quiet uploader's
+last bytes are never held back.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from livefile.api.errors import (
 from livefile.api.interfaces import StorageWriter
 from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_common.checkpoint import CheckpointClock
+from livefile.impl_common.lines import line_count, line_ends
+from livefile.impl_server.line_index import LineIndexWriter
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +42,20 @@ class ActiveUpload:
         resource_id: str,
         metadata: ResourceMetadata,
         writer: StorageWriter,
+        index: LineIndexWriter | None,
         checkpoint_interval: float,
         max_size: int | None,
         publish: Publish,
-        initial: ResourceStatus,
     ) -> None:
         self.resource_id = resource_id
         self.metadata = metadata
-        self.status = initial
+        self.status = ResourceStatus(
+            transfer_status=TransferStatus.INITIATED,
+            current_size=0,
+            number_of_lines=0 if index is not None else None,
+        )
         self._writer = writer
+        self._index = index
         self._clock = CheckpointClock(checkpoint_interval)
         self._max_size = max_size
         self._publish = publish
@@ -62,6 +71,10 @@ class ActiveUpload:
     @property
     def ended(self) -> bool:
         return self.status.is_terminal
+
+    @property
+    def checksum(self) -> str:
+        return self._md5.hexdigest()
 
     async def write(self, data: bytes) -> None:
         """Take one data message; raises when the upload must stop (quota, storage failure)."""
@@ -95,10 +108,6 @@ class ActiveUpload:
         self._end(TransferStatus.COMPLETED)
         return self.status
 
-    @property
-    def checksum(self) -> str:
-        return self._md5.hexdigest()
-
     async def fail(self) -> ResourceStatus:
         """End FAILED, keeping every byte received so far (what is queued is written first)."""
         if not self.ended:
@@ -111,15 +120,17 @@ class ActiveUpload:
             await self._queue.put(None)
             await self._writer_task
         self._writer.close()
+        if self._index is not None:
+            self._index.close()
 
     async def _drain(self) -> None:
         while (data := await self._queue.get()) is not None:
             if self._write_error is not None:
                 continue  # the upload is stopping; nothing more can be stored
             try:
-                # Appending and hashing both release the GIL: run them side by side.
+                # Storing and hashing both release the GIL: run them side by side.
                 await asyncio.gather(
-                    asyncio.to_thread(self._writer.write, data),
+                    asyncio.to_thread(self._store, data, self._written),
                     asyncio.to_thread(self._md5.update, data),
                 )
             except OSError as exc:
@@ -134,6 +145,16 @@ class ActiveUpload:
                 if deadline is not None:
                     self._timer = self._loop.call_at(deadline, self._checkpoint)
 
+    def _store(self, data: bytes, offset: int) -> None:
+        self._writer.write(data)
+        if self._index is not None:
+            self._index.append(line_ends(data, offset))
+
+    def _lines(self, ended: bool) -> int | None:
+        if self._index is None:
+            return None
+        return line_count(self._index.count, self._index.last_end, self._written, ended)
+
     def _checkpoint(self) -> None:
         self._timer = None
         if self.ended or not self._clock.dirty:
@@ -143,7 +164,7 @@ class ActiveUpload:
             ResourceStatus(
                 transfer_status=TransferStatus.IN_PROGRESS,
                 current_size=self._written,
-                number_of_lines=self.status.number_of_lines,
+                number_of_lines=self._lines(ended=False),
             )
         )
 
@@ -155,7 +176,7 @@ class ActiveUpload:
             ResourceStatus(
                 transfer_status=transfer_status,
                 current_size=self._written,
-                number_of_lines=self.status.number_of_lines,
+                number_of_lines=self._lines(ended=True),
             )
         )
 

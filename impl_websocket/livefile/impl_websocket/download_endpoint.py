@@ -12,6 +12,7 @@ from livefile.api.errors import ProtocolError
 from livefile.api.interfaces import StatusSubscription
 from livefile.api.messages import (
     Error,
+    Lines,
     RequestChunk,
     RequestLines,
     StatusChanged,
@@ -83,11 +84,7 @@ class DownloadSession:
             if isinstance(request, RequestChunk):
                 await self._send_chunk(request)
             elif isinstance(request, RequestLines):
-                await self._error(
-                    "UNSUPPORTED",
-                    "Line access is not available for this resource",
-                    request.request_id,
-                )
+                await self._send_lines(request)
             else:
                 await self._error("BAD_REQUEST", f"{request.kind} is not a download request")
 
@@ -121,6 +118,39 @@ class DownloadSession:
                 await self._close(close_codes.INTERNAL_ERROR, "Reading the resource failed")
                 raise ConnectionError from exc
             await self._send_bytes(data)
+
+    async def _send_lines(self, request: RequestLines) -> None:
+        start, count = request.starting_line_index, request.lines_count
+        status = await self.manager.status(self.resource_id)
+        total = status.number_of_lines if status else None
+        if status is None or total is None:
+            await self._error(
+                "UNSUPPORTED",
+                "This resource was not uploaded with line access (supportsLineAccess)",
+                request.request_id,
+            )
+            return
+        if not (start >= 0 and count >= 0 and start + count <= total):
+            await self._error(
+                "BAD_RANGE",
+                f"Requested lines [{start}, {start + count}) are not within [0, {total}]:"
+                f" need 0 <= startingLineIndex, 0 <= linesCount,"
+                f" startingLineIndex + linesCount <= {total}",
+                request.request_id,
+            )
+            return
+        try:
+            raw = await self.manager.read_lines(
+                self.resource_id, status, start, count, self.settings.max_lines_reply_bytes
+            )
+        except OSError as exc:
+            logger.error("reading lines of %s failed: %s", self.resource_id, exc)
+            await self._error(
+                "READ_FAILED", "The stored lines could not be read", request.request_id
+            )
+            return
+        lines = [line.decode("utf-8", errors="replace") for line in raw]
+        await self._send_text(Lines(lines=lines, request_id=request.request_id).to_json())
 
     async def _error(self, code: str, message: str, request_id: str | int | None = None) -> None:
         await self._send_text(Error(code=code, message=message, request_id=request_id).to_json())

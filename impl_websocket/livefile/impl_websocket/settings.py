@@ -25,4 +25,7 @@ class Settings(BaseSettings):
     chunk_reply_size: int = Field(
         default=1 * MiB, ge=4096, description="largest data reply message"
     )
+    max_lines_reply_bytes: int = Field(
+        default=1 * MiB, ge=1024, description="text in one Lines reply (at least one line)"
+    )
     log_level: str = "info"

@@ -1,0 +1,109 @@
+"""HTTP byte ranges (RFC 9110 section 14) and the header values livefile derives, without I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import quote
+
+MAX_RANGES = 100
+_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``[start, stop)``."""
+
+    start: int
+    stop: int
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+
+class Unsatisfiable(Exception):
+    """No range of the header overlaps the available bytes (answer 416)."""
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The one range a ``Range`` header asks for within ``size`` bytes.
+
+    None means "serve the whole representation": no header, a header that is not a valid
+    ``bytes=`` range set (RFC 9110 lets a server ignore it), or several ranges (livefile answers
+    those with the whole file rather than multipart/byteranges). Raises ``Unsatisfiable``.
+    """
+    if header is None:
+        return None
+    unit, _, ranges = header.partition("=")
+    if unit.strip().lower() != "bytes" or not ranges.strip():
+        return None
+    specs = ranges.split(",")
+    if len(specs) != 1:
+        return None
+    match = _RANGE_SPEC.match(specs[0])
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix range: the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise Unsatisfiable
+        return ByteRange(max(0, size - suffix), size)
+    start = int(first)
+    stop = size if not last else int(last) + 1
+    if last and stop <= start:
+        return None  # "bytes=5-2" is invalid syntax: ignore the header
+    if start >= size:
+        raise Unsatisfiable
+    return ByteRange(start, min(stop, size))
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the exact name in RFC 5987 form (RFC 6266).
+
+    Quotes, backslashes, control and non-ASCII characters never reach the quoted fallback, so
+    no name can end the header or inject another one.
+    """
+    fallback = (
+        "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\%/' else "_" for ch in filename)
+        or "download"
+    )
+    encoded = quote(filename, safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def http_date(timestamp: float) -> str:
+    return formatdate(timestamp, usegmt=True)
+
+
+def not_modified_since(header: str | None, modified: float) -> bool:
+    """Whether ``If-Modified-Since: header`` says the client's copy is still current."""
+    if not header:
+        return False
+    try:
+        since = parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return False
+    return int(modified) <= since
+
+
+def etag_matches(header: str | None, etag: str, weak: bool = True) -> bool:
+    """Whether an ``If-None-Match`` (weak comparison) or ``If-Range`` (strong) list names
+    ``etag``."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate.startswith("W/"):
+            if not weak:
+                continue
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False

@@ -1,0 +1,67 @@
+"""Range parsing and the header values derived for HTTP downloads."""
+
+import pytest
+
+from livefile.impl_common.http_ranges import (
+    ByteRange,
+    Unsatisfiable,
+    content_disposition,
+    etag_matches,
+    parse_range,
+)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-99", ByteRange(0, 100)),
+        ("bytes=10-", ByteRange(10, 1000)),
+        ("bytes=-100", ByteRange(900, 1000)),
+        ("bytes=-5000", ByteRange(0, 1000)),
+        ("bytes=990-5000", ByteRange(990, 1000)),
+        ("BYTES = 1-1", ByteRange(1, 2)),
+    ],
+)
+def test_single_ranges(header: str, expected: ByteRange) -> None:
+    assert parse_range(header, 1000) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "bytes=",
+        "bytes=5-2",
+        "bytes=a-b",
+        "items=0-1",
+        "bytes=-",
+        "bytes=0-1,5-6",
+        "bytes=" + ",".join(f"{i}-{i}" for i in range(1000)),
+        "bytes=1-2-3",
+    ],
+)
+def test_invalid_or_multiple_ranges_mean_the_whole_file(header: str | None) -> None:
+    assert parse_range(header, 1000) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("bytes=1000-", 1000), ("bytes=-0", 1000), ("bytes=0-", 0), ("bytes=-1", 0)],
+)
+def test_unsatisfiable_ranges(header: str, size: int) -> None:
+    with pytest.raises(Unsatisfiable):
+        parse_range(header, size)
+
+
+def test_content_disposition_quotes_safely_and_keeps_the_exact_name() -> None:
+    value = content_disposition('Grüße "x".txt')
+    assert value == (
+        "attachment; filename=\"Gr__e _x_.txt\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20%22x%22.txt"
+    )
+
+
+def test_etag_comparison_weak_and_strong() -> None:
+    assert etag_matches('W/"a", "b"', '"a"')
+    assert not etag_matches('W/"a"', '"a"', weak=False)
+    assert etag_matches("*", '"z"')
+    assert not etag_matches(None, '"a"')

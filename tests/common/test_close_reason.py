@@ -1,6 +1,7 @@
 """Close reasons fit a close frame, and SDKs map them to the right exceptions."""
 
 import pytest
+
 from livefile.api import close_codes
 from livefile.api.errors import (
     ChecksumMismatchError,

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from livefile.api.errors import ProtocolError
 from livefile.api.messages import (
     RequestChunk,

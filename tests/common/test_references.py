@@ -1,6 +1,7 @@
 """References: parsing download URIs and normalising server URLs."""
 
 import pytest
+
 from livefile.impl_common.references import parse_reference, ws_base_url
 
 RID = "0123456789abcdef0123456789abcdef"

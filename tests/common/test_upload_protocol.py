@@ -1,6 +1,7 @@
 """The upload protocol machines accept exactly the documented order of messages."""
 
 import pytest
+
 from livefile.api import close_codes
 from livefile.api.errors import ProtocolError
 from livefile.api.messages import FinishUpload, StartUpload

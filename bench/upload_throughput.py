@@ -40,12 +40,12 @@ async def baseline_upload(source: Path) -> float:
     """Seconds to send ``source`` to the minimal append-only endpoint (plain websockets client)."""
     port = free_port()
     target = SCRATCH / "baseline.bin"
-    server = start_process([sys.executable, "-m", "bench.baseline_ws", str(port), str(target)],
-                           port)
+    server = start_process(
+        [sys.executable, "-m", "bench.baseline_ws", str(port), str(target)], port
+    )
     try:
         started = time.perf_counter()
-        async with connect(f"ws://127.0.0.1:{port}/append", compression=None,
-                           max_size=None) as ws:
+        async with connect(f"ws://127.0.0.1:{port}/append", compression=None, max_size=None) as ws:
             with source.open("rb", buffering=0) as data:
                 while piece := data.read(MESSAGE):
                     await ws.send(piece)
@@ -68,10 +68,12 @@ async def livefile_upload(source: Path, followers: int = 0) -> tuple[float, int]
     try:
         async with AsyncUploadClient(f"ws://127.0.0.1:{port}") as client:
             with PeakRss(server.pid) as rss:
-                upload = await client.start(filename=source.name,
-                                            mime_type="application/octet-stream")
-                follow = [asyncio.create_task(follow_to_end(upload.reference))
-                          for _ in range(followers)]
+                upload = await client.start(
+                    filename=source.name, mime_type="application/octet-stream"
+                )
+                follow = [
+                    asyncio.create_task(follow_to_end(upload.reference)) for _ in range(followers)
+                ]
                 started = time.perf_counter()
                 with source.open("rb", buffering=0) as data:
                     while piece := data.read(MESSAGE):
@@ -112,13 +114,19 @@ async def main() -> None:
     elapsed, peak = await livefile_upload(source, followers=args.followers)
 
     print(f"upload of {args.size_mib} MiB, median of {args.runs} runs (MiB/s):")
-    print(f"  baseline (minimal FastAPI/uvicorn append endpoint): {median(baseline):8.1f}"
-          f"   runs: {', '.join(f'{v:.0f}' for v in baseline)}")
-    print(f"  livefile SDK -> livefile serve:                     {median(ours):8.1f}"
-          f"   runs: {', '.join(f'{v:.0f}' for v in ours)}")
+    print(
+        f"  baseline (minimal FastAPI/uvicorn append endpoint): {median(baseline):8.1f}"
+        f"   runs: {', '.join(f'{v:.0f}' for v in baseline)}"
+    )
+    print(
+        f"  livefile SDK -> livefile serve:                     {median(ours):8.1f}"
+        f"   runs: {', '.join(f'{v:.0f}' for v in ours)}"
+    )
     print(f"  ratio livefile / baseline: {median(ours) / median(baseline):.2f}  (target >= 0.7)")
-    print(f"with {args.followers} concurrent followers: {size / MiB / elapsed:.1f} MiB/s,"
-          f" server peak RSS {peak / MiB:.1f} MiB (target < 150 MiB)")
+    print(
+        f"with {args.followers} concurrent followers: {size / MiB / elapsed:.1f} MiB/s,"
+        f" server peak RSS {peak / MiB:.1f} MiB (target < 150 MiB)"
+    )
 
 
 if __name__ == "__main__":

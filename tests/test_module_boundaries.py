@@ -19,10 +19,18 @@ SERVER_ONLY = {
 ALLOWED_IMPORTS = {
     "api": {"livefile.api", "pydantic"},
     "impl_common": {"livefile.api", "livefile.impl_common"},
-    "client_upload": {"livefile.api", "livefile.impl_common", "livefile.client_upload",
-                      "websockets"},
-    "client_download": {"livefile.api", "livefile.impl_common", "livefile.client_download",
-                        "websockets"},
+    "client_upload": {
+        "livefile.api",
+        "livefile.impl_common",
+        "livefile.client_upload",
+        "websockets",
+    },
+    "client_download": {
+        "livefile.api",
+        "livefile.impl_common",
+        "livefile.client_download",
+        "websockets",
+    },
 }
 CLIENTS = ("livefile-client-upload", "livefile-client-download")
 

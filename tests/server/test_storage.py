@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from livefile.impl_server.storage import FilesystemStorage
 
 RID = "0123456789abcdef0123456789abcdef"

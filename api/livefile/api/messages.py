@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
+from pydantic import AliasChoices, Field, StrictInt, TypeAdapter, ValidationError
+
 from livefile.api.errors import ProtocolError
 from livefile.api.model import ResourceMetadata, ResourceReference, ResourceStatus, WireModel
-from pydantic import AliasChoices, Field, StrictInt, TypeAdapter, ValidationError
 
 
 class Message(WireModel):

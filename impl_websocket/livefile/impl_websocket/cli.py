@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import uvicorn
+
 from livefile.impl_websocket.app import create_app
 from livefile.impl_websocket.settings import Settings
 

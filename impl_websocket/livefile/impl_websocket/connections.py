@@ -7,8 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from livefile.api import close_codes
 from starlette.websockets import WebSocket, WebSocketState
+
+from livefile.api import close_codes
 
 logger = logging.getLogger(__name__)
 

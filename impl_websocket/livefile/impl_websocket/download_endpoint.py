@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
 from livefile.api import close_codes
 from livefile.api.errors import ProtocolError
 from livefile.api.interfaces import StatusSubscription
@@ -20,7 +22,6 @@ from livefile.api.messages import (
 )
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_websocket.settings import Settings
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
 from livefile.api.model import ResourceInfo, UploadContextInfo
 from livefile.impl_server.contexts import QueueingContextListener, UnknownContextError
 from livefile.impl_server.manager import ResourceManager
-from pydantic import BaseModel
 
 router = APIRouter()
 SSE_KEEPALIVE_SECONDS = 15.0

@@ -14,6 +14,9 @@ from collections.abc import AsyncIterator, Mapping
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
+
 from livefile.api.interfaces import CatalogEntry
 from livefile.api.model import ResourceStatus, TransferStatus, WireModel
 from livefile.impl_common.http_ranges import (
@@ -25,8 +28,6 @@ from livefile.impl_common.http_ranges import (
     parse_range,
 )
 from livefile.impl_server.manager import ResourceManager
-from pydantic import BaseModel
-from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

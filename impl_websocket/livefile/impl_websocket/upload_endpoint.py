@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
 from livefile.api import close_codes
 from livefile.api.errors import (
     LivefileError,
@@ -26,7 +28,6 @@ from livefile.impl_common.upload_protocol import ProtocolViolation, UploadServer
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import ActiveUpload
 from livefile.impl_websocket.settings import Settings
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 logger = logging.getLogger(__name__)
 

@@ -89,10 +89,9 @@ async def main() -> None:
         f"HTTP download of a COMPLETED {args.size_mib} MiB resource with curl,"
         f" median of {args.runs} runs (MiB/s):"
     )
-    print(
-        f"  nginx (sendfile):  {median(theirs):8.1f}   runs: {', '.join(f'{v:.0f}' for v in theirs)}"
-    )
-    print(f"  livefile:          {median(ours):8.1f}   runs: {', '.join(f'{v:.0f}' for v in ours)}")
+    for name, figures in (("nginx (sendfile)", theirs), ("livefile", ours)):
+        runs = ", ".join(f"{value:.0f}" for value in figures)
+        print(f"  {name:18} {median(figures):8.1f}   runs: {runs}")
     print(f"  ratio livefile / nginx: {median(ours) / median(theirs):.2f}  (target >= 0.5)")
 
 

@@ -1,1 +1,9 @@
-"""x"""
+"""The livefile download SDK: watch a resource, read ranges and lines, follow it to its end.
+
+``AsyncDownloadClient`` is the implementation; ``DownloadClient`` is its blocking facade.
+"""
+
+from livefile.client_download.client import AsyncDownloadClient
+from livefile.client_download.sync import DownloadClient
+
+__all__ = ["AsyncDownloadClient", "DownloadClient"]

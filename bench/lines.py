@@ -57,7 +57,7 @@ async def main() -> None:
             )
         upload_seconds = time.perf_counter() - started
         assert result.status.number_of_lines == args.lines
-        index = next(data_dir.rglob(f"{result.resource_id}.idx"))
+        index_size = next(data_dir.rglob(f"{result.resource_id}.idx")).stat().st_size
         near_end = args.lines - 1_000_000
         async with connect(result.reference, compression=None, max_size=None) as ws:
             await ws.recv()  # the current status
@@ -78,8 +78,8 @@ async def main() -> None:
         " line number)"
     )
     print(
-        f"  index: {index.stat().st_size / args.lines:.1f} bytes per line"
-        f" ({index.stat().st_size / len(data) * 100:.1f} % of the data)"
+        f"  index: {index_size / args.lines:.1f} bytes per line"
+        f" ({index_size / len(data) * 100:.1f} % of the data)"
     )
 
 

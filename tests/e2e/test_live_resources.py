@@ -90,7 +90,7 @@ async def test_trickled_text_ends_the_same_for_early_and_late_watchers(
             if index == 150:
                 late = asyncio.create_task(follow_md5(upload.reference))
             if index % 10 == 0:
-                await asyncio.sleep(0.02)  # pacing the producer over ~0.6 s
+                await asyncio.sleep(0.07)  # pacing the producer over ~2 s
         result = await upload.finish()
     assert late is not None
     (early_md5, early_status), (late_md5, late_status) = await asyncio.gather(early, late)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.redis_server import RedisProcess
 from tests.support.server import LivefileProcess
 
 ServerFactory = Callable[..., LivefileProcess]
@@ -40,3 +41,11 @@ def server(shared_server: LivefileProcess) -> LivefileProcess:
     if shared_server.process is None or shared_server.process.poll() is not None:
         pytest.fail("the shared server died:\n" + shared_server.log())
     return shared_server
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A fresh redis-server for one test (see tests/support/redis_server.py)."""
+    server = RedisProcess(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_ONLY = {
     "livefile-impl-server", "livefile-impl-websocket", "fastapi", "starlette", "uvicorn",
-    "httptools", "uvloop", "pydantic-settings",
+    "httptools", "uvloop", "pydantic-settings", "redis",
 }  # fmt: skip
 ALLOWED_IMPORTS = {
     "api": {"livefile.api", "pydantic"},

@@ -13,7 +13,7 @@ INITIATED = status(TransferStatus.INITIATED, 0)
 
 async def test_subscriber_gets_current_status_first() -> None:
     bus = InProcessStatusBus()
-    subscription = bus.subscribe("r", INITIATED)
+    subscription = await bus.subscribe("r", INITIATED)
     bus.publish("r", status(TransferStatus.COMPLETED, 3))
     seen = [s async for s in subscription]
     assert seen[-1].transfer_status is TransferStatus.COMPLETED
@@ -22,7 +22,7 @@ async def test_subscriber_gets_current_status_first() -> None:
 
 async def test_older_status_published_late_is_never_delivered() -> None:
     bus = InProcessStatusBus()
-    subscription = bus.subscribe("r", INITIATED)
+    subscription = await bus.subscribe("r", INITIATED)
     bus.publish("r", status(TransferStatus.IN_PROGRESS, 10))
     bus.publish("r", status(TransferStatus.IN_PROGRESS, 5))  # stale, arrives late
     bus.publish("r", status(TransferStatus.COMPLETED, 10))
@@ -33,7 +33,7 @@ async def test_older_status_published_late_is_never_delivered() -> None:
 
 async def test_terminal_status_is_final_for_the_subscriber() -> None:
     bus = InProcessStatusBus()
-    subscription = bus.subscribe("r", INITIATED)
+    subscription = await bus.subscribe("r", INITIATED)
     bus.publish("r", status(TransferStatus.FAILED, 4))
     bus.publish("r", status(TransferStatus.COMPLETED, 4))
     seen = [s async for s in subscription]
@@ -42,7 +42,7 @@ async def test_terminal_status_is_final_for_the_subscriber() -> None:
 
 async def test_closing_a_subscription_unsubscribes_it() -> None:
     bus = InProcessStatusBus()
-    subscription = bus.subscribe("r", INITIATED)
+    subscription = await bus.subscribe("r", INITIATED)
     assert bus.subscriber_count("r") == 1
     subscription.close()
     assert bus.subscriber_count("r") == 0

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,10 +63,24 @@ class LivefileProcess:
         )
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
-        if not self._ready.wait(START_TIMEOUT) or self.process.poll() is not None:
+        if not self._ready.wait(START_TIMEOUT) or not self._answers_health_checks():
             self.kill()
             raise RuntimeError("livefile serve did not start:\n" + "".join(self.output))
         return self
+
+    def _answers_health_checks(self) -> bool:
+        """With several workers the parent announces the address before a worker listens on
+        it: probe /healthz (a refused connection fails at once) until one answers."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.process is not None and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=5):
+                    return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+        return False
 
     def _read_output(self) -> None:
         assert self.process is not None

@@ -92,5 +92,7 @@ class StatusBus(Protocol):
 
     def publish(self, resource_id: str, status: ResourceStatus) -> None: ...
 
-    def subscribe(self, resource_id: str, current: ResourceStatus) -> StatusSubscription:
-        """Subscribe, starting from ``current`` (the status the subscriber sees first)."""
+    async def subscribe(self, resource_id: str, current: ResourceStatus) -> StatusSubscription:
+        """Subscribe, starting from ``current`` or anything newer published meanwhile."""
+
+    async def close(self) -> None: ...

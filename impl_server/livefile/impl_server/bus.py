@@ -70,7 +70,7 @@ class InProcessStatusBus:
         for mailbox in self._subscribers.get(resource_id, ()):
             mailbox.offer(status)
 
-    def subscribe(self, resource_id: str, current: ResourceStatus) -> StatusMailbox:
+    async def subscribe(self, resource_id: str, current: ResourceStatus) -> StatusMailbox:
         def unsubscribe(mailbox: StatusMailbox) -> None:
             subscribers = self._subscribers.get(resource_id)
             if subscribers is not None:
@@ -81,6 +81,9 @@ class InProcessStatusBus:
         mailbox = StatusMailbox(current, unsubscribe)
         self._subscribers[resource_id].add(mailbox)
         return mailbox
+
+    async def close(self) -> None:
+        return None
 
     def subscriber_count(self, resource_id: str) -> int:
         return len(self._subscribers.get(resource_id, ()))

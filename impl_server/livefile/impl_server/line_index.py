@@ -107,3 +107,10 @@ def read_lines(
         lines.append(raw[offset : end - begin])
         offset = end - begin
     return lines
+
+
+def final_line_count(index_path: Path, size: int) -> int:
+    """Lines of an ended resource from its index: complete ones, plus a final unterminated one."""
+    count = entry_count(index_path)
+    last_end = read_ends(index_path, count - 1, 1)[0] if count else 0
+    return count + (1 if size > last_end else 0)

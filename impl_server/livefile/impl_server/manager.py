@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from livefile.api.errors import PolicyViolationError, QuotaExceededError
+from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
 from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
 from livefile.api.model import (
     ResourceInfo,
@@ -20,7 +20,7 @@ from livefile.api.model import (
     new_resource_id,
 )
 from livefile.impl_server.contexts import UploadContexts
-from livefile.impl_server.line_index import LineIndexWriter, read_lines
+from livefile.impl_server.line_index import LineIndexWriter, final_line_count, read_lines
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.upload import ActiveUpload
 
@@ -50,11 +50,16 @@ class ResourceManager:
         """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
         entries = await self.catalog.unfinished()
         for entry in entries:
+            if entry.resource_id in self._active:
+                continue  # ours and alive
             size = await asyncio.to_thread(self.storage.size, entry.resource_id)
+            lines = None
+            if entry.metadata.supports_line_access:
+                lines = await asyncio.to_thread(
+                    final_line_count, self.storage.index_path(entry.resource_id), size
+                )
             status = ResourceStatus(
-                transfer_status=TransferStatus.FAILED,
-                current_size=size,
-                number_of_lines=entry.status.number_of_lines,
+                transfer_status=TransferStatus.FAILED, current_size=size, number_of_lines=lines
             )
             await self.catalog.set_status(entry.resource_id, status)
             logger.warning(
@@ -75,6 +80,7 @@ class ResourceManager:
                 raise QuotaExceededError(reason)
             context.resource_count += 1
         resource_id = new_resource_id()
+        await self._check_catalog()
         writer = await asyncio.to_thread(self.storage.create, resource_id)
         index = None
         if metadata.supports_line_access:
@@ -96,6 +102,20 @@ class ResourceManager:
             self.contexts.resource_created(context_id, resource_id, metadata)
         self._publish(resource_id, initial)
         return upload
+
+    async def _check_catalog(self) -> None:
+        """Refuse new uploads while the catalog cannot record them (e.g. Redis is away)."""
+        ping = getattr(self.catalog, "ping", None)
+        if ping is not None:
+            try:
+                await ping()
+            except Exception as exc:
+                reason = f"Service unavailable: the catalog is unreachable ({exc})"
+                raise ServerError(reason) from None
+
+    @property
+    def active_ids(self) -> list[str]:
+        return list(self._active)
 
     async def complete(self, upload: ActiveUpload, client_checksum: str) -> ResourceStatus:
         """Finish ``upload``: COMPLETED when the checksums agree; raises otherwise (then FAILED)."""
@@ -167,7 +187,7 @@ class ResourceManager:
         upload = self._active.get(resource_id)
         if upload is not None and upload.status.is_newer_than(status):
             status = upload.status
-        return self.bus.subscribe(resource_id, status)
+        return await self.bus.subscribe(resource_id, status)
 
     async def read_lines(
         self, resource_id: str, status: ResourceStatus, start: int, count: int, max_bytes: int

@@ -6,14 +6,23 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
+from livefile.api.interfaces import Catalog, StatusBus
 from livefile.impl_common.references import CONTEXT_PARAMETER
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import UploadContexts
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.quotas import Quotas
+from livefile.impl_server.redis_backend import (
+    LeaseKeeper,
+    RedisCatalog,
+    RedisStatusBus,
+    RedisStore,
+)
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_websocket.connections import Connections
 from livefile.impl_websocket.download_endpoint import DownloadSession
@@ -32,11 +41,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         data_dir = settings.data_dir.resolve()
-        catalog = SqliteCatalog(data_dir / "catalog.sqlite3")
+        catalog: Catalog
+        bus: StatusBus
+        leases: LeaseKeeper | None = None
+        if settings.redis_url:
+            store = RedisStore(settings.redis_url, settings.redis_prefix)
+            await store.ping()
+            catalog = redis_catalog = RedisCatalog(store, settings.lease_seconds)
+            bus = redis_bus = RedisStatusBus(store)
+            redis_bus.start()
+        else:
+            catalog, bus = SqliteCatalog(data_dir / "catalog.sqlite3"), InProcessStatusBus()
         manager = ResourceManager(
             storage=FilesystemStorage(data_dir / "resources"),
             catalog=catalog,
-            bus=InProcessStatusBus(),
+            bus=bus,
             contexts=UploadContexts(),
             quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
             checkpoint_interval=settings.checkpoint_interval,
@@ -44,6 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
+        if settings.redis_url:
+            leases = LeaseKeeper(
+                redis_catalog, lambda: manager.active_ids, manager.recover, settings.lease_seconds
+            )
+            leases.start()
         app.state.manager = manager
         logger.info("livefile serving data in %s", data_dir)
         try:
@@ -51,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await connections.close_all()
             await manager.shutdown()
+            if leases is not None:
+                await leases.close()
+            await bus.close()
             await catalog.close()
 
     app = FastAPI(
@@ -62,6 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.connections = connections
     app.include_router(router)
+
+    @app.exception_handler(RedisError)
+    async def redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"Service unavailable: Redis is unreachable ({exc})"}, status_code=503
+        )
+
     app.include_router(content_router)
 
     @app.websocket("/ws/streaming/upload")
@@ -78,3 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await DownloadSession(websocket, app.state.manager, settings, resource_id).run()
 
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one worker process, configured from ``LIVEFILE_*`` (``livefile serve
+    --workers N`` passes its settings on that way)."""
+    return create_app(Settings())

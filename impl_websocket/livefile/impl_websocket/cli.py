@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import sys
 from typing import Any
 
+import redis
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
 from livefile.impl_websocket.app import create_app
 from livefile.impl_websocket.settings import Settings
+
+APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
 
 
 class LivefileServer(uvicorn.Server):
@@ -27,9 +33,23 @@ class LivefileServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class LivefileWorker(multiprocess.Process):
+    """A uvicorn worker process running ``LivefileServer``."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = LivefileServer(config=self.config)
+        return self._server
+
+
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    # Several workers each build their app from the environment; one builds it here.
+    several = settings.workers > 1
     return uvicorn.Config(
-        create_app(settings),
+        APP_FACTORY if several else create_app(settings),
+        factory=several,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -50,9 +70,43 @@ def serve(args: argparse.Namespace) -> int:
         if key in Settings.model_fields and value is not None
     }
     settings = Settings(**overrides)
-    server = LivefileServer(uvicorn_config(settings))
-    server.run()
+    if settings.workers > 1 and not settings.redis_url:
+        print(
+            "livefile serve: --workers greater than 1 needs --redis-url (LIVEFILE_REDIS_URL):"
+            " the workers share their catalog and statuses through Redis",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.redis_url and (problem := redis_problem(settings.redis_url)):
+        print(
+            f"livefile serve: Redis at {settings.redis_url} is unreachable: {problem}",
+            file=sys.stderr,
+        )
+        return 1
+    config = uvicorn_config(settings)
+    if settings.workers == 1:
+        LivefileServer(config).run()
+        return 0
+    # The workers are new processes: hand them the settings through the environment.
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[f"LIVEFILE_{name.upper()}"] = str(value)
+    # uvicorn's supervisor builds a plain uvicorn.Server in each worker; make it build ours,
+    # so that every worker closes its WebSockets with 1001 on shutdown too.
+    multiprocess.Process = LivefileWorker  # type: ignore[misc]
+    multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
+
+
+def redis_problem(url: str) -> str | None:
+    """Why Redis cannot be used (None when it answers a PING)."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,6 +148,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         default=None,
         help="refuse uploads without ?streamingUploadContextId=",
+    )
+    parser.add_argument(
+        "--redis-url",
+        dest="redis_url",
+        help="share catalog and statuses through Redis (LIVEFILE_REDIS_URL),"
+        " e.g. redis://127.0.0.1:6379/0",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        dest="redis_prefix",
+        help="prefix of every Redis key (LIVEFILE_REDIS_PREFIX, livefile)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (LIVEFILE_WORKERS, 1); more than 1 needs Redis",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        dest="lease_seconds",
+        type=float,
+        help="with Redis: how long a dead uploader's resource may stay"
+        " IN_PROGRESS before another process fails it (default 6)",
     )
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     parser.set_defaults(handler=serve)

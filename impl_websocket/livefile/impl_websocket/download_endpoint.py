@@ -39,7 +39,12 @@ class DownloadSession:
         self._send_lock = asyncio.Lock()
 
     async def run(self) -> None:
-        subscription = await self.manager.subscribe(self.resource_id)
+        try:
+            subscription = await self.manager.subscribe(self.resource_id)
+        except Exception as exc:  # the shared catalog or bus is unreachable
+            logger.error("cannot watch %s: %s", self.resource_id, exc)
+            await self._close(close_codes.INTERNAL_ERROR, "Service unavailable: try again later")
+            return
         if subscription is None:
             await self._send_text(Error(code="NOT_FOUND", message="Unknown resource id").to_json())
             await self._close(close_codes.POLICY_VIOLATION, "Unknown resource id")

@@ -28,4 +28,12 @@ class Settings(BaseSettings):
     max_lines_reply_bytes: int = Field(
         default=1 * MiB, ge=1024, description="text in one Lines reply (at least one line)"
     )
+    redis_url: str | None = Field(
+        default=None, description="shared catalog and status bus (several workers or nodes)"
+    )
+    redis_prefix: str = "livefile"
+    lease_seconds: float = Field(
+        default=6.0, gt=0, description="an upload's owner must renew its lease within this"
+    )
+    workers: int = Field(default=1, ge=1)
     log_level: str = "info"

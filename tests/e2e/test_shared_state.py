@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from livefile.api import TransferStatus
+from livefile.api import ServerError, TransferStatus
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
 from tests.support.redis_server import RedisProcess
 from tests.support.server import LivefileProcess, free_port
-from tests.support.wire import get_json, open_ws, start_upload
+from tests.support.wire import get_json, open_ws, start_upload, wait_closed
 
 WAIT = 60.0
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
@@ -150,3 +150,32 @@ def test_unreachable_redis_at_start_exits_with_a_clear_message(tmp_path: Path) -
     )  # fmt: skip
     assert result.returncode == 1
     assert f"Redis at {url} is unreachable" in result.stderr
+
+
+async def test_new_uploads_are_refused_while_redis_is_away_and_accepted_after(
+    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    node = start_server("--redis-url", redis_server.url, data_dir=tmp_path / "shared")
+    redis_server.stop()
+    async with open_ws(f"{node.ws_url}/ws/streaming/upload") as up:
+        await up.send('{"@":"StartUpload","metadata":{"filename":"a","mimeType":"a/b"}}')
+        code, reason = await wait_closed(up)
+    assert code == 1011
+    assert reason is not None
+    assert reason.startswith("Service unavailable: the catalog is unreachable")
+    status, body = get_json(f"{node.http_url}/resources/{'a' * 32}")
+    assert status == 503
+    assert body["detail"].startswith("Service unavailable: Redis is unreachable")
+    redis_server.start_on_same_port()
+    # The service recovers without a restart: the first uploads may still meet a stale pooled
+    # connection (refused as above), a later one goes through.
+    async with AsyncUploadClient(node.ws_url, timeout=WAIT) as client:
+        for _attempt in range(20):
+            try:
+                result = await client.upload_bytes(b"back", filename="b")
+                break
+            except ServerError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("uploads were still refused after Redis came back")
+    assert result.status.transfer_status is TransferStatus.COMPLETED

@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-from livefile.api import ServerError, TransferStatus
+import pytest
+
+from livefile.api import (
+    PolicyViolationError,
+    QuotaExceededError,
+    ServerError,
+    TransferStatus,
+)
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
@@ -179,3 +190,53 @@ async def test_new_uploads_are_refused_while_redis_is_away_and_accepted_after(
         else:
             raise AssertionError("uploads were still refused after Redis came back")
     assert result.status.transfer_status is TransferStatus.COMPLETED
+
+
+def read_context_events(url: str, subscribed: threading.Event) -> list[tuple[str, Any]]:
+    """A context's SSE stream until ``contextClosed``; ``subscribed`` is set at its first line."""
+    events: list[tuple[str, Any]] = []
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        kind = ""
+        for raw in response:
+            subscribed.set()
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+                if kind == "contextClosed":
+                    break
+    return events
+
+
+async def test_upload_contexts_work_across_processes(
+    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    nodes = cluster(start_server, redis_server, tmp_path / "shared",
+                    "--max-resources-per-context", "1")  # fmt: skip
+    _, context = get_json(f"{nodes[0].http_url}/contexts", method="POST")
+    context_id = context["contextId"]
+    subscribed = threading.Event()
+    reader = asyncio.ensure_future(asyncio.to_thread(
+        read_context_events, f"{nodes[1].http_url}/contexts/{context_id}/events", subscribed
+    ))  # fmt: skip
+    assert await asyncio.to_thread(subscribed.wait, WAIT)
+    async with AsyncUploadClient(nodes[2].ws_url, context_id=context_id, timeout=WAIT) as client:
+        result = await client.upload_bytes(b"in context", filename="c.txt")
+    async with AsyncUploadClient(nodes[1].ws_url, context_id=context_id, timeout=WAIT) as client:
+        with pytest.raises(QuotaExceededError, match="already holds 1 resources"):
+            await client.upload_bytes(b"one too many", filename="d.txt")
+    assert get_json(f"{nodes[0].http_url}/contexts/{context_id}")[1]["resourceCount"] == 1
+    assert get_json(f"{nodes[2].http_url}/contexts/{context_id}", method="DELETE")[0] == 204
+    events = await asyncio.wait_for(reader, WAIT)
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "resourceCreated"
+    assert events[0][1]["resourceId"] == result.resource_id
+    assert (
+        "statusChanged",
+        {"resourceId": result.resource_id, "resourceStatus": result.status.to_wire()},
+    ) in events
+    assert kinds[-2:] == ["creationRefused", "contextClosed"]
+    async with AsyncUploadClient(nodes[0].ws_url, context_id=context_id, timeout=WAIT) as client:
+        with pytest.raises(PolicyViolationError, match="Unknown upload context"):
+            await client.upload_bytes(b"closed", filename="e.txt")

@@ -12,7 +12,7 @@ from livefile.api.errors import ChecksumMismatchError, QuotaExceededError
 from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
-from livefile.impl_server.contexts import UploadContexts
+from livefile.impl_server.contexts import ContextEvent, UploadContexts
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.storage import FilesystemStorage
@@ -40,20 +40,18 @@ async def manager(tmp_path: Path) -> AsyncIterator[ResourceManager]:
 
 
 class RecordingListener:
+    """An in-process listener, as an embedding application would register one."""
+
     def __init__(self) -> None:
         self.events: list[tuple[str, object]] = []
 
-    def on_resource_created(self, resource_id: str, metadata: ResourceMetadata) -> None:
-        self.events.append(("created", resource_id))
-
-    def on_resource_status_changed(self, resource_id: str, status: ResourceStatus) -> None:
-        self.events.append(("status", status.transfer_status))
-
-    def on_resource_creation_refused(self, metadata: ResourceMetadata | None, reason: str) -> None:
-        self.events.append(("refused", reason))
-
-    def on_context_closed(self) -> None:
-        self.events.append(("closed", None))
+    def on_event(self, event: ContextEvent) -> None:
+        if event.kind == "statusChanged":
+            status = event.data["resourceStatus"]
+            assert isinstance(status, dict)
+            self.events.append(("status", status["transferStatus"]))
+        else:
+            self.events.append((event.kind, event.data.get("reason")))
 
 
 async def test_completed_upload_is_readable_and_persisted(manager: ResourceManager) -> None:
@@ -101,20 +99,20 @@ async def test_size_quota_stops_the_write_that_exceeds_it(tmp_path: Path) -> Non
 
 async def test_context_listener_hears_creation_statuses_and_refusals(tmp_path: Path) -> None:
     manager = make_manager(tmp_path, Quotas(max_resources_per_context=1))
-    context = manager.contexts.open()
+    context_id = await manager.contexts.open()
     listener = RecordingListener()
-    manager.contexts.add_listener(context.context_id, listener)
-    upload = await manager.create(META, context.context_id)
+    await manager.contexts.add_listener(context_id, listener)
+    upload = await manager.create(META, context_id)
     await upload.write(b"x")
     await manager.complete(upload, hashlib.md5(b"x").hexdigest())
     with pytest.raises(QuotaExceededError):
-        await manager.create(META, context.context_id)
-    manager.contexts.close(context.context_id)
+        await manager.create(META, context_id)
+    await manager.contexts.close(context_id)
     kinds = [kind for kind, _ in listener.events]
-    assert kinds[0] == "created"
-    assert ("status", TransferStatus.INITIATED) in listener.events
-    assert ("status", TransferStatus.COMPLETED) in listener.events
-    assert kinds[-2:] == ["refused", "closed"]
+    assert kinds[0] == "resourceCreated"
+    assert ("status", "INITIATED") in listener.events
+    assert ("status", "COMPLETED") in listener.events
+    assert kinds[-2:] == ["creationRefused", "contextClosed"]
     await manager.catalog.close()
 
 

@@ -1,103 +1,30 @@
 """Upload contexts: named groups of uploads that an application opens, watches and closes.
 
 Listeners on a context hear of each resource created in it, each status change of those
-resources, and each refused creation. In-process listeners are called synchronously and must not
-block; remote listeners (the SSE stream) are queues with a bounded size.
+resources, each refused creation, and the context's closing. In-process listeners are called
+synchronously and must not block; remote listeners (the SSE stream) are bounded queues.
+
+``UploadContexts`` keeps contexts in this process. ``RedisUploadContexts`` keeps them in Redis
+and carries their events over pub/sub, so that a context opened through one process takes
+uploads and feeds listeners on every other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, cast
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from livefile.api.errors import QuotaExceededError
 from livefile.api.model import ResourceMetadata, ResourceStatus, new_context_id
 
 logger = logging.getLogger(__name__)
-
-
-class UploadContextListener(Protocol):
-    def on_resource_created(self, resource_id: str, metadata: ResourceMetadata) -> None: ...
-
-    def on_resource_status_changed(self, resource_id: str, status: ResourceStatus) -> None: ...
-
-    def on_resource_creation_refused(
-        self, metadata: ResourceMetadata | None, reason: str
-    ) -> None: ...
-
-    def on_context_closed(self) -> None: ...
-
-
-@dataclass
-class UploadContext:
-    context_id: str
-    listeners: list[UploadContextListener] = field(default_factory=list)
-    resource_count: int = 0
-
-
-class UnknownContextError(LookupError):
-    pass
-
-
-class UploadContexts:
-    """The registry of open upload contexts of this process."""
-
-    def __init__(self) -> None:
-        self._contexts: dict[str, UploadContext] = {}
-
-    def open(self, context_id: str | None = None) -> UploadContext:
-        context = UploadContext(context_id or new_context_id())
-        self._contexts[context.context_id] = context
-        return context
-
-    def close(self, context_id: str) -> None:
-        context = self._contexts.pop(context_id, None)
-        if context is None:
-            raise UnknownContextError(context_id)
-        for listener in context.listeners:
-            _notify(listener.on_context_closed)
-
-    def get(self, context_id: str) -> UploadContext | None:
-        return self._contexts.get(context_id)
-
-    def add_listener(self, context_id: str, listener: UploadContextListener) -> None:
-        context = self._contexts.get(context_id)
-        if context is None:
-            raise UnknownContextError(context_id)
-        context.listeners.append(listener)
-
-    def remove_listener(self, context_id: str, listener: UploadContextListener) -> None:
-        context = self._contexts.get(context_id)
-        if context is not None and listener in context.listeners:
-            context.listeners.remove(listener)
-
-    def resource_created(self, context_id: str, resource_id: str, meta: ResourceMetadata) -> None:
-        for listener in self._listeners(context_id):
-            _notify(listener.on_resource_created, resource_id, meta)
-
-    def status_changed(self, context_id: str, resource_id: str, status: ResourceStatus) -> None:
-        for listener in self._listeners(context_id):
-            _notify(listener.on_resource_status_changed, resource_id, status)
-
-    def creation_refused(
-        self, context_id: str, metadata: ResourceMetadata | None, reason: str
-    ) -> None:
-        for listener in self._listeners(context_id):
-            _notify(listener.on_resource_creation_refused, metadata, reason)
-
-    def _listeners(self, context_id: str) -> list[UploadContextListener]:
-        context = self._contexts.get(context_id)
-        return list(context.listeners) if context else []
-
-
-def _notify(callback: object, *args: object) -> None:
-    # A listener's failure must not break an upload or the other listeners.
-    try:
-        callback(*args)  # type: ignore[operator]
-    except Exception:
-        logger.exception("upload context listener failed")
-
 
 ContextEventKind = Literal["resourceCreated", "statusChanged", "creationRefused", "contextClosed"]
 
@@ -108,6 +35,185 @@ class ContextEvent:
     data: dict[str, object]
 
 
+class UploadContextListener(Protocol):
+    def on_event(self, event: ContextEvent) -> None: ...
+
+
+class UnknownContextError(LookupError):
+    pass
+
+
+class UploadContexts:
+    """The registry of open upload contexts, in this process."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._listeners: dict[str, list[UploadContextListener]] = {}
+
+    async def open(self) -> str:
+        context_id = new_context_id()
+        self._counts[context_id] = 0
+        return context_id
+
+    async def close(self, context_id: str) -> None:
+        if self._counts.pop(context_id, None) is None:
+            raise UnknownContextError(context_id)
+        self._emit(context_id, ContextEvent("contextClosed", {}))
+
+    async def resource_count(self, context_id: str) -> int | None:
+        """Resources created in the context so far; None when it is not open."""
+        return self._counts.get(context_id)
+
+    async def reserve(self, context_id: str, limit: int | None) -> None:
+        """Count one more resource in the context, within ``limit``."""
+        count = self._counts.get(context_id)
+        if count is None:
+            raise UnknownContextError(context_id)
+        if limit is not None and count >= limit:
+            raise QuotaExceededError(f"Upload context {context_id} already holds {limit} resources")
+        self._counts[context_id] = count + 1
+
+    async def add_listener(self, context_id: str, listener: UploadContextListener) -> None:
+        if await self.resource_count(context_id) is None:
+            raise UnknownContextError(context_id)
+        self._listeners.setdefault(context_id, []).append(listener)
+
+    def remove_listener(self, context_id: str, listener: UploadContextListener) -> None:
+        listeners = self._listeners.get(context_id, [])
+        if listener in listeners:
+            listeners.remove(listener)
+        if not listeners:
+            self._listeners.pop(context_id, None)
+
+    def resource_created(self, context_id: str, resource_id: str, meta: ResourceMetadata) -> None:
+        event = ContextEvent(
+            "resourceCreated", {"resourceId": resource_id, "metadata": meta.to_wire()}
+        )
+        self._emit(context_id, event)
+
+    def status_changed(self, context_id: str, resource_id: str, status: ResourceStatus) -> None:
+        event = ContextEvent(
+            "statusChanged", {"resourceId": resource_id, "resourceStatus": status.to_wire()}
+        )
+        self._emit(context_id, event)
+
+    def creation_refused(
+        self, context_id: str, metadata: ResourceMetadata | None, reason: str
+    ) -> None:
+        data: dict[str, object] = {"reason": reason}
+        if metadata is not None:
+            data["metadata"] = metadata.to_wire()
+        self._emit(context_id, ContextEvent("creationRefused", data))
+
+    def _emit(self, context_id: str, event: ContextEvent) -> None:
+        self._deliver(context_id, event)
+
+    def _deliver(self, context_id: str, event: ContextEvent) -> None:
+        for listener in list(self._listeners.get(context_id, ())):
+            # A listener's failure must not break an upload or the other listeners.
+            try:
+                listener.on_event(event)
+            except Exception:
+                logger.exception("upload context listener failed")
+
+    async def stop(self) -> None:
+        return None
+
+
+class RedisUploadContexts(UploadContexts):
+    """Contexts in Redis: ``P:context:{id}`` holds the resource count while the context is open;
+    events travel on ``P:context-events:{id}`` to the listeners of every process."""
+
+    _RESERVE = """
+    local count = redis.call('HGET', KEYS[1], 'resourceCount')
+    if not count then return -1 end
+    if ARGV[1] ~= '' and tonumber(count) >= tonumber(ARGV[1]) then return 0 end
+    redis.call('HINCRBY', KEYS[1], 'resourceCount', 1)
+    return 1
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        super().__init__()
+        self._client = client
+        self._prefix = prefix.rstrip(":")
+        self._reserve = client.register_script(self._RESERVE)
+        self._outbox: asyncio.Queue[tuple[str, ContextEvent]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _key(self, context_id: str) -> str:
+        return f"{self._prefix}:context:{context_id}"
+
+    def _channel(self, context_id: str) -> str:
+        return f"{self._prefix}:context-events:{context_id}"
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._publish_events()),
+            asyncio.create_task(self._receive_events()),
+        ]
+
+    async def open(self) -> str:
+        context_id = new_context_id()
+        await self._client.hset(self._key(context_id), "resourceCount", 0)
+        return context_id
+
+    async def close(self, context_id: str) -> None:
+        if not await self._client.delete(self._key(context_id)):
+            raise UnknownContextError(context_id)
+        self._emit(context_id, ContextEvent("contextClosed", {}))
+
+    async def resource_count(self, context_id: str) -> int | None:
+        count = await self._client.hget(self._key(context_id), "resourceCount")
+        return None if count is None else int(count)
+
+    async def reserve(self, context_id: str, limit: int | None) -> None:
+        result = await self._reserve(
+            keys=[self._key(context_id)], args=["" if limit is None else limit]
+        )
+        if result == -1:
+            raise UnknownContextError(context_id)
+        if result == 0:
+            raise QuotaExceededError(f"Upload context {context_id} already holds {limit} resources")
+
+    def _emit(self, context_id: str, event: ContextEvent) -> None:
+        self._outbox.put_nowait((context_id, event))
+
+    async def _publish_events(self) -> None:
+        while True:
+            context_id, event = await self._outbox.get()
+            payload = json.dumps({"kind": event.kind, "data": event.data})
+            for _attempt in range(100):  # ride out a short Redis outage, then drop the event
+                try:
+                    await self._client.publish(self._channel(context_id), payload)
+                    break
+                except (RedisError, ConnectionError) as exc:
+                    logger.warning("publishing a context event failed: %s", exc)
+                    await asyncio.sleep(0.1)
+
+    async def _receive_events(self) -> None:
+        prefix = self._channel("")
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(f"{prefix}*")
+                async for message in pubsub.listen():
+                    if message["type"] != "pmessage":
+                        continue
+                    parsed = cast(dict[str, Any], json.loads(message["data"]))
+                    event = ContextEvent(parsed["kind"], parsed["data"])
+                    self._deliver(str(message["channel"])[len(prefix) :], event)
+            except (RedisError, ConnectionError) as exc:
+                logger.warning("context events connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
 class QueueingContextListener:
     """A listener that queues events for a remote watcher; overflows end the stream."""
 
@@ -115,32 +221,10 @@ class QueueingContextListener:
         self.events: asyncio.Queue[ContextEvent | None] = asyncio.Queue(max_events)
         self.overflowed = False
 
-    def _put(self, event: ContextEvent | None) -> None:
+    def on_event(self, event: ContextEvent) -> None:
         try:
             self.events.put_nowait(event)
+            if event.kind == "contextClosed":
+                self.events.put_nowait(None)
         except asyncio.QueueFull:
             self.overflowed = True
-
-    def on_resource_created(self, resource_id: str, metadata: ResourceMetadata) -> None:
-        self._put(ContextEvent("resourceCreated", {"resourceId": resource_id, **_meta(metadata)}))
-
-    def on_resource_status_changed(self, resource_id: str, status: ResourceStatus) -> None:
-        self._put(
-            ContextEvent(
-                "statusChanged", {"resourceId": resource_id, "resourceStatus": status.to_wire()}
-            )
-        )
-
-    def on_resource_creation_refused(self, metadata: ResourceMetadata | None, reason: str) -> None:
-        data: dict[str, object] = {"reason": reason}
-        if metadata is not None:
-            data.update(_meta(metadata))
-        self._put(ContextEvent("creationRefused", data))
-
-    def on_context_closed(self) -> None:
-        self._put(ContextEvent("contextClosed", {}))
-        self._put(None)
-
-
-def _meta(metadata: ResourceMetadata) -> dict[str, object]:
-    return {"metadata": metadata.to_wire()}

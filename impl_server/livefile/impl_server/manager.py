@@ -19,7 +19,7 @@ from livefile.api.model import (
     is_valid_id,
     new_resource_id,
 )
-from livefile.impl_server.contexts import UploadContexts
+from livefile.impl_server.contexts import UnknownContextError, UploadContexts
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count, read_lines
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.upload import ActiveUpload
@@ -70,15 +70,13 @@ class ResourceManager:
     async def create(self, metadata: ResourceMetadata, context_id: str | None) -> ActiveUpload:
         """Create a resource and start its upload (INITIATED is published at once)."""
         if context_id is not None:
-            context = self.contexts.get(context_id)
-            if context is None:
-                raise PolicyViolationError(f"Unknown upload context {context_id[:64]}")
-            limit = self.quotas.max_resources_per_context
-            if limit is not None and context.resource_count >= limit:
-                reason = f"Upload context {context_id} already holds {limit} resources"
-                self.contexts.creation_refused(context_id, metadata, reason)
-                raise QuotaExceededError(reason)
-            context.resource_count += 1
+            try:
+                await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
+            except UnknownContextError:
+                raise PolicyViolationError(f"Unknown upload context {context_id[:64]}") from None
+            except QuotaExceededError as exc:
+                self.contexts.creation_refused(context_id, metadata, str(exc))
+                raise
         resource_id = new_resource_id()
         await self._check_catalog()
         writer = await asyncio.to_thread(self.storage.create, resource_id)

@@ -14,7 +14,7 @@ from livefile.api.interfaces import Catalog, StatusBus
 from livefile.impl_common.references import CONTEXT_PARAMETER
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
-from livefile.impl_server.contexts import UploadContexts
+from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.redis_backend import (
@@ -44,19 +44,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog: Catalog
         bus: StatusBus
         leases: LeaseKeeper | None = None
+        contexts: UploadContexts
         if settings.redis_url:
             store = RedisStore(settings.redis_url, settings.redis_prefix)
             await store.ping()
             catalog = redis_catalog = RedisCatalog(store, settings.lease_seconds)
             bus = redis_bus = RedisStatusBus(store)
             redis_bus.start()
+            contexts = redis_contexts = RedisUploadContexts(store.client, settings.redis_prefix)
+            redis_contexts.start()
         else:
             catalog, bus = SqliteCatalog(data_dir / "catalog.sqlite3"), InProcessStatusBus()
+            contexts = UploadContexts()
         manager = ResourceManager(
             storage=FilesystemStorage(data_dir / "resources"),
             catalog=catalog,
             bus=bus,
-            contexts=UploadContexts(),
+            contexts=contexts,
             quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
             checkpoint_interval=settings.checkpoint_interval,
         )
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await manager.shutdown()
             if leases is not None:
                 await leases.close()
+            await contexts.stop()
             await bus.close()
             await catalog.close()
 

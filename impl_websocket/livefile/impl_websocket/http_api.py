@@ -61,8 +61,8 @@ async def get_resource(resource_id: str, request: Request) -> ResourceInfo:
 )
 async def open_context(request: Request) -> UploadContextInfo:
     """Open an upload context; uploads join it with ``?streamingUploadContextId=<contextId>``."""
-    context = _manager(request).contexts.open()
-    return UploadContextInfo(context_id=context.context_id)
+    context_id = await _manager(request).contexts.open()
+    return UploadContextInfo(context_id=context_id)
 
 
 @router.get(
@@ -74,10 +74,10 @@ async def open_context(request: Request) -> UploadContextInfo:
 )
 async def describe_context(context_id: str, request: Request) -> UploadContextInfo:
     """An open upload context and how many resources were created in it."""
-    context = _manager(request).contexts.get(context_id)
-    if context is None:
+    count = await _manager(request).contexts.resource_count(context_id)
+    if count is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context")
-    return UploadContextInfo(context_id=context_id, resource_count=context.resource_count)
+    return UploadContextInfo(context_id=context_id, resource_count=count)
 
 
 @router.delete(
@@ -89,7 +89,7 @@ async def describe_context(context_id: str, request: Request) -> UploadContextIn
 async def close_context(context_id: str, request: Request) -> None:
     """Close an upload context: new uploads to it are refused, its event streams end."""
     try:
-        _manager(request).contexts.close(context_id)
+        await _manager(request).contexts.close(context_id)
     except UnknownContextError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context") from None
 
@@ -109,7 +109,7 @@ async def context_events(context_id: str, request: Request) -> StreamingResponse
     contexts = _manager(request).contexts
     listener = QueueingContextListener()
     try:
-        contexts.add_listener(context_id, listener)
+        await contexts.add_listener(context_id, listener)
     except UnknownContextError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context") from None
 

@@ -89,7 +89,7 @@ class UploadSession:
         if self.context_id is None:
             if self.settings.require_upload_context:
                 raise PolicyViolationError(close_codes.REASON_MISSING_CONTEXT)
-        elif self.manager.contexts.get(self.context_id) is None:
+        elif await self.manager.contexts.resource_count(self.context_id) is None:
             raise PolicyViolationError(f"Unknown upload context {self.context_id[:64]}")
 
     async def _serve(self) -> None:

@@ -1,7 +1,8 @@
-"""``livefile upload`` as a user runs it: reference first, final status last, honest exit codes."""
+"""``livefile upload`` as a user runs it: reference first, final result last, honest exit codes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -9,50 +10,84 @@ import subprocess
 import sys
 from pathlib import Path
 
-from livefile.client_download import AsyncDownloadClient
+from tests.client_upload.watch import wait_for_status
 from tests.support.server import LivefileProcess
 from tests.support.wire import download
 
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
 
 
-def test_upload_prints_the_reference_first_and_the_final_status_last(
+def run_upload(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LIVEFILE, "upload", *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_upload_prints_the_reference_first_and_the_result_last(
     server: LivefileProcess, tmp_path: Path
 ) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("one\ntwo\n")
-    result = subprocess.run(
-        [*LIVEFILE, "upload", str(path), "--server", server.ws_url, "--lines"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = run_upload(str(path), "--server", server.ws_url, "--lines")
     assert result.returncode == 0, result.stderr
-    first, last = result.stdout.splitlines()[0], result.stdout.splitlines()[-1]
-    final = json.loads(last)
-    assert first.startswith(f"{server.ws_url}/ws/streaming/download/")
-    assert final["reference"] == first
-    assert final["status"] == {"transferStatus": "COMPLETED", "currentSize": 8, "numberOfLines": 2}
+    lines = result.stdout.splitlines()
+    reference, final = lines[0], json.loads(lines[-1])
+    assert reference == f"{server.ws_url}/ws/streaming/download/{final['resourceId']}"
+    assert final == {
+        "reference": reference,
+        "resourceId": final["resourceId"],
+        "size": 8,
+        "checksum": hashlib.md5(b"one\ntwo\n").hexdigest(),
+        "status": {"transferStatus": "COMPLETED", "currentSize": 8, "numberOfLines": 2},
+    }
+    assert result.stderr == ""  # no progress when stderr is not a terminal
 
 
-def test_failed_upload_exits_non_zero_with_the_reason(
+def test_server_defaults_to_livefile_server_from_the_environment(
     server: LivefileProcess, tmp_path: Path
 ) -> None:
+    path = tmp_path / "env.bin"
+    path.write_bytes(b"from env")
+    result = run_upload(str(path), env={"LIVEFILE_SERVER": f"127.0.0.1:{server.port}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{server.ws_url}/ws/streaming/download/")
+
+
+def test_progress_goes_to_stderr_on_request(server: LivefileProcess, tmp_path: Path) -> None:
+    path = tmp_path / "p.bin"
+    path.write_bytes(os.urandom(300_000))
+    result = run_upload(str(path), "--server", server.ws_url, "--progress")
+    assert result.returncode == 0, result.stderr
+    # The line is rewritten with "\r" (which text mode reads as a line break); the last is final.
+    assert result.stderr.splitlines()[-1] == "sent        0.3 MB, stored        0.3 MB"
+    assert len(result.stdout.splitlines()) == 2  # the reference and the result, nothing else
+
+
+def test_failed_upload_exits_1_with_the_reason(server: LivefileProcess, tmp_path: Path) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(b"x")
-    result = subprocess.run(
-        [*LIVEFILE, "upload", str(path), "--server", server.ws_url, "--context", "nope"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = run_upload(str(path), "--server", server.ws_url, "--context", "nope")
     assert result.returncode == 1
-    assert "Unknown upload context nope" in result.stderr
+    assert result.stdout == ""
+    assert result.stderr == (
+        "livefile: upload failed: PolicyViolationError:"
+        " closed with 1008: Unknown upload context nope\n"
+    )
 
 
 def test_missing_file_is_a_usage_error(server: LivefileProcess, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*LIVEFILE, "upload", str(tmp_path / "absent"), "--server", server.ws_url],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = run_upload(str(tmp_path / "absent"), "--server", server.ws_url)
     assert result.returncode == 2
     assert "no such file" in result.stderr
+
+
+def test_bad_server_url_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"x")
+    result = run_upload(str(path), "--server", "ftp://example.invalid")
+    assert result.returncode == 2
+    assert result.stderr == "livefile: Unsupported server URL scheme: 'ftp'\n"
 
 
 async def test_live_upload_follows_the_file_until_sigterm(
@@ -69,12 +104,28 @@ async def test_live_upload_follows_the_file_until_sigterm(
     resource_id = reference.rsplit("/", 1)[1]
     with path.open("ab") as log:
         log.write(b"second\n")
-    # The upload has the second line once the server has published it; then stop the CLI.
-    async with AsyncDownloadClient(reference, timeout=30) as watcher:
-        await watcher.wait_for_status(lambda status: status.current_size == 13)
+    # Once the server has published the second line, the CLI has sent it: now stop it.
+    await wait_for_status(server.ws_url, resource_id, lambda s: s["currentSize"] == 13)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert json.loads(stdout.splitlines()[-1])["status"]["transferStatus"] == "COMPLETED"
     assert await download(server.ws_url, resource_id) == b"first\nsecond\n"
-    assert os.path.getsize(path) == 13
+
+
+def test_live_upload_ends_after_the_idle_timeout(server: LivefileProcess, tmp_path: Path) -> None:
+    path = tmp_path / "quiet.log"
+    path.write_bytes(b"nothing more\n")
+    result = run_upload(str(path), "--server", server.ws_url, "--live", "--idle-timeout", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["status"] == {
+        "transferStatus": "COMPLETED", "currentSize": 13, "numberOfLines": None,
+    }  # fmt: skip
+
+
+def test_idle_timeout_without_live_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"x")
+    result = run_upload(str(path), "--idle-timeout", "1")
+    assert result.returncode == 2
+    assert result.stderr == "livefile: --idle-timeout needs --live\n"

@@ -246,6 +246,7 @@ async def test_range_beyond_a_growing_resource_says_it_is_still_growing(
             head, _, body = beyond.partition(b"\r\n\r\n")
             assert headers_of(head)["status"].startswith("HTTP/1.1 416")
             assert headers_of(head)["x-livefile-current-size"] == "10"
+            assert headers_of(head)["content-type"] == "application/json"
             assert json.loads(body)["currentSize"] == 10
             await finish_upload(up, b"0123456789")
 

@@ -219,3 +219,23 @@ async def test_count_quota_refuses_the_extra_resource_of_a_context(
     assert reason == (
         f"QuotaExceededException: Upload context {context['contextId']} already holds 1 resources"
     )
+
+
+async def test_oversized_binary_message_closes_1009_and_fails_the_resource(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--max-message-size", "4096")
+    async with open_ws(f"{server.ws_url}/ws/streaming/upload") as ws:
+        resource_id = await start_upload(ws)
+        await ws.send(b"k" * 4096)
+        await ws.send(b"k" * 4097)
+        assert await wait_closed(ws) == (1009, "Binary message of 4097 bytes exceeds 4096")
+    _, info = get_json(f"{server.http_url}/resources/{resource_id}")
+    assert info["status"]["transferStatus"] == "FAILED"
+    assert info["status"]["currentSize"] == 4096
+
+
+async def test_oversized_text_message_is_measured_in_bytes(healthy: LivefileProcess) -> None:
+    async with open_ws(f"{healthy.ws_url}/ws/streaming/upload") as ws:
+        await ws.send("\N{EURO SIGN}" * 30_000)  # 30,000 characters, 90,000 bytes
+        assert await wait_closed(ws) == (1009, "Text message of 90000 bytes exceeds 65536")

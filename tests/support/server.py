@@ -40,6 +40,7 @@ class LivefileProcess:
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self._ready = threading.Event()
+        self._new_output = threading.Condition()
         self._reader: threading.Thread | None = None
 
     @property
@@ -86,7 +87,9 @@ class LivefileProcess:
         assert self.process is not None
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.output.append(line)
+            with self._new_output:
+                self.output.append(line)
+                self._new_output.notify_all()
             if READY_LINE in line:
                 self._ready.set()
         self._ready.set()  # the process ended: wake a waiting start()
@@ -111,3 +114,8 @@ class LivefileProcess:
 
     def log(self) -> str:
         return "".join(self.output)
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> bool:
+        """Block until the server has printed ``text`` (True) or ``timeout`` passed (False)."""
+        with self._new_output:
+            return self._new_output.wait_for(lambda: text in self.log(), timeout)

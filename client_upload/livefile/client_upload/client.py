@@ -7,37 +7,55 @@ import mimetypes
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 from urllib.parse import quote
 
 from livefile.api.model import ResourceMetadata
 from livefile.client_upload.live_file import EndSignal, follow_file
-from livefile.client_upload.upload import AsyncUpload, Progress, UploadResult
+from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
 from livefile.impl_common.references import CONTEXT_PARAMETER, UPLOAD_PATH, ws_base_url
 
 ReferenceCallback = Callable[[str], None]
+"""``on_reference(reference_uri)``: called once, as soon as the server sent the reference."""
+
+DEFAULT_SERVER = "ws://127.0.0.1:8080"
 DEFAULT_MESSAGE_SIZE = 1024 * 1024
+DEFAULT_TIMEOUT = 30.0
+# Files are read in pieces this large (a few messages each): fewer thread hops than reading
+# one message at a time, and memory stays bounded whatever the file's size.
 FILE_READ_SIZE = 4 * 1024 * 1024
+FALLBACK_MIME_TYPE = "application/octet-stream"
 
 
 def guess_mime_type(filename: str) -> str:
-    guessed, _ = mimetypes.guess_type(filename)
-    return guessed or "application/octet-stream"
+    """The MIME type of ``filename`` from its extension, without parameters; else
+    ``application/octet-stream``."""
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed.split(";", 1)[0].strip() if guessed else FALLBACK_MIME_TYPE
 
 
 class AsyncUploadClient:
     """Uploads to one livefile server: ``async with AsyncUploadClient(url) as client:``.
 
-    The client holds configuration only; every upload is its own WebSocket connection.
+    ``server`` may be ``ws://``, ``wss://``, ``http://``, ``https://`` or ``host:port``.
+    The client holds configuration only; every upload is its own WebSocket connection, so one
+    client may run many uploads at once. ``timeout`` bounds every wait: the connection, the
+    reference, each data message being taken by the transport, and the acknowledgement.
+    Messages carry at most ``message_size`` bytes of data.
     """
 
     def __init__(
         self,
-        server: str = "ws://127.0.0.1:8080",
+        server: str = DEFAULT_SERVER,
         *,
         context_id: str | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         message_size: int = DEFAULT_MESSAGE_SIZE,
     ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        if message_size <= 0:
+            raise ValueError(f"message_size must be positive, not {message_size}")
         self.server = ws_base_url(server)
         self.context_id = context_id
         self.timeout = timeout
@@ -73,7 +91,8 @@ class AsyncUploadClient:
         """Open an upload; its ``reference`` is known when this returns, before any data.
 
         ``charset``: the text is in that charset and is stored as UTF-8 (a contradicting
-        byte-order mark raises ``TranscodingError``).
+        byte-order mark raises ``TranscodingError``). Invalid metadata (e.g. a MIME type with
+        parameters) raises ``ValueError`` before anything is sent.
         """
         metadata = ResourceMetadata(
             filename=filename, mime_type=mime_type, supports_line_access=supports_line_access
@@ -89,15 +108,16 @@ class AsyncUploadClient:
 
     async def upload_bytes(
         self,
-        data: bytes,
+        data: Data,
         *,
         filename: str,
-        mime_type: str = "application/octet-stream",
+        mime_type: str = FALLBACK_MIME_TYPE,
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
+        """Upload ``data`` (sent in messages of at most ``message_size`` bytes)."""
         return await self.upload_stream(
             [data],
             filename=filename,
@@ -119,11 +139,13 @@ class AsyncUploadClient:
         on_reference: ReferenceCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
-        """Upload a file that is complete (for one still being written, see upload_live_file)."""
-        path = Path(path)
+        """Upload a complete file (for one still being written, see ``upload_live_file``).
+
+        ``filename`` defaults to the file's name, ``mime_type`` to the type guessed from it.
+        """
         return await self.upload_live_file(
             path,
-            until=lambda: True,
+            until=_already_ended,
             filename=filename,
             mime_type=mime_type,
             supports_line_access=supports_line_access,
@@ -134,16 +156,21 @@ class AsyncUploadClient:
 
     async def upload_stream(
         self,
-        chunks: Iterable[bytes] | AsyncIterable[bytes],
+        chunks: Iterable[Data] | AsyncIterable[Data],
         *,
         filename: str,
-        mime_type: str = "application/octet-stream",
+        mime_type: str = FALLBACK_MIME_TYPE,
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
-        """Upload what an iterator (sync or async) of bytes yields, until it is exhausted."""
+        """Upload what an iterator (sync or async) of bytes yields, until it is exhausted.
+
+        The iterator is advanced only as fast as the server takes the data, and not at all
+        once the server ended the upload (e.g. a quota). A sync iterator's ``next`` runs in a
+        worker thread, since it may block (reading a pipe, say).
+        """
         upload = await self.start(
             filename=filename,
             mime_type=mime_type,
@@ -161,7 +188,6 @@ class AsyncUploadClient:
                 for chunk in chunks:
                     await upload.write(chunk)
             else:
-                # next() of a sync iterator may block (it may read a pipe): keep it off the loop.
                 iterator = iter(chunks)
                 while (item := await asyncio.to_thread(_next_or_none, iterator)) is not None:
                     await upload.write(item)
@@ -180,26 +206,38 @@ class AsyncUploadClient:
         on_reference: ReferenceCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
-        """Upload a file another process is still writing: follow it (polling every
-        ``poll_interval`` seconds) until ``until`` says the writer is done, then send what is
-        left and finish. ``until``: a callable returning bool, or an asyncio/threading Event.
+        """Upload a file another process is still writing: follow it, polling every
+        ``poll_interval`` seconds at its end, until ``until`` says the writer is done; then
+        send what is left and finish.
+
+        ``until``: a callable returning bool (checked on the event loop, so it must be quick),
+        or an ``asyncio.Event`` / ``threading.Event`` that is set. The file is opened before
+        the upload starts, so a missing file raises ``FileNotFoundError`` and creates nothing.
         """
         path = Path(path)
         name = filename or path.name
-        upload = await self.start(
-            filename=name,
-            mime_type=mime_type or guess_mime_type(name),
-            supports_line_access=supports_line_access,
-            charset=charset,
-            progress=progress,
-        )
-        async with upload:
-            if on_reference is not None:
-                on_reference(upload.reference)
-            async for chunk in follow_file(path, until, poll_interval, FILE_READ_SIZE):
-                await upload.write(chunk)
-            return await upload.finish()
+        source: BinaryIO = await asyncio.to_thread(path.open, "rb")
+        try:
+            upload = await self.start(
+                filename=name,
+                mime_type=mime_type or guess_mime_type(name),
+                supports_line_access=supports_line_access,
+                charset=charset,
+                progress=progress,
+            )
+            async with upload:
+                if on_reference is not None:
+                    on_reference(upload.reference)
+                async for chunk in follow_file(source, until, poll_interval, FILE_READ_SIZE):
+                    await upload.write(chunk)
+                return await upload.finish()
+        finally:
+            await asyncio.to_thread(source.close)
 
 
-def _next_or_none(iterator: Iterator[bytes]) -> bytes | None:
+def _already_ended() -> bool:
+    return True
+
+
+def _next_or_none(iterator: Iterator[Data]) -> Data | None:
     return next(iterator, None)

@@ -5,16 +5,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from livefile.client_upload.client import AsyncUploadClient
+from livefile.client_upload.client import (
+    DEFAULT_MESSAGE_SIZE,
+    DEFAULT_SERVER,
+    DEFAULT_TIMEOUT,
+    FALLBACK_MIME_TYPE,
+    AsyncUploadClient,
+    ReferenceCallback,
+)
 from livefile.client_upload.live_file import EndSignal
-from livefile.client_upload.upload import AsyncUpload, Progress, UploadResult
+from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
 from livefile.impl_common.sync_bridge import LoopThread
 
 
 class Upload:
-    """Blocking twin of ``AsyncUpload``; ``reference`` is known before any data is sent."""
+    """Blocking twin of ``AsyncUpload``; ``reference`` is known before any data is sent.
+
+    As a context manager: a block that raises aborts the upload, a block that ends normally
+    finishes it unless it was finished or aborted inside.
+    """
 
     def __init__(self, thread: LoopThread, upload: AsyncUpload) -> None:
         self._thread = thread
@@ -28,7 +38,19 @@ class Upload:
     def resource_id(self) -> str:
         return self._upload.resource_id
 
-    def write(self, data: bytes) -> None:
+    @property
+    def sent(self) -> int:
+        return self._upload.sent
+
+    @property
+    def acknowledged(self) -> int:
+        return self._upload.acknowledged
+
+    @property
+    def ended(self) -> bool:
+        return self._upload.ended
+
+    def write(self, data: Data) -> None:
         self._thread.run(self._upload.write(data))
 
     def finish(self) -> UploadResult:
@@ -52,21 +74,27 @@ class Upload:
 class UploadClient:
     """Blocking twin of ``AsyncUploadClient``: ``with UploadClient(url) as client:``.
 
-    Callbacks (``on_reference``, ``progress``) run on the client's loop thread.
+    Every call runs the async client on one private event loop thread, which ``close()`` (or
+    the end of the ``with`` block) stops. Callbacks (``on_reference``, ``progress``, a callable
+    ``until``) run on that thread; ``until`` is typically a ``threading.Event``.
     """
 
     def __init__(
         self,
-        server: str = "ws://127.0.0.1:8080",
+        server: str = DEFAULT_SERVER,
         *,
         context_id: str | None = None,
-        timeout: float = 30.0,
-        message_size: int = 1024 * 1024,
+        timeout: float = DEFAULT_TIMEOUT,
+        message_size: int = DEFAULT_MESSAGE_SIZE,
     ) -> None:
         self._client = AsyncUploadClient(
             server, context_id=context_id, timeout=timeout, message_size=message_size
         )
         self._thread = LoopThread("livefile-upload")
+
+    @property
+    def server(self) -> str:
+        return self._client.server
 
     def close(self) -> None:
         self._thread.close()
@@ -102,21 +130,101 @@ class UploadClient:
         )
         return Upload(self._thread, upload)
 
-    def upload_bytes(self, data: bytes, **options: Any) -> UploadResult:
-        return self._thread.run(self._client.upload_bytes(data, **options))
+    def upload_bytes(
+        self,
+        data: Data,
+        *,
+        filename: str,
+        mime_type: str = FALLBACK_MIME_TYPE,
+        supports_line_access: bool = False,
+        charset: str | None = None,
+        on_reference: ReferenceCallback | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        return self._thread.run(
+            self._client.upload_bytes(
+                data,
+                filename=filename,
+                mime_type=mime_type,
+                supports_line_access=supports_line_access,
+                charset=charset,
+                on_reference=on_reference,
+                progress=progress,
+            )
+        )
 
-    def upload_file(self, path: str | Path, **options: Any) -> UploadResult:
-        return self._thread.run(self._client.upload_file(path, **options))
+    def upload_file(
+        self,
+        path: str | Path,
+        *,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        supports_line_access: bool = False,
+        charset: str | None = None,
+        on_reference: ReferenceCallback | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        return self._thread.run(
+            self._client.upload_file(
+                path,
+                filename=filename,
+                mime_type=mime_type,
+                supports_line_access=supports_line_access,
+                charset=charset,
+                on_reference=on_reference,
+                progress=progress,
+            )
+        )
 
     def upload_stream(
-        self, chunks: Iterable[bytes] | AsyncIterable[bytes], **options: Any
+        self,
+        chunks: Iterable[Data] | AsyncIterable[Data],
+        *,
+        filename: str,
+        mime_type: str = FALLBACK_MIME_TYPE,
+        supports_line_access: bool = False,
+        charset: str | None = None,
+        on_reference: ReferenceCallback | None = None,
+        progress: Progress | None = None,
     ) -> UploadResult:
-        return self._thread.run(self._client.upload_stream(chunks, **options))
+        return self._thread.run(
+            self._client.upload_stream(
+                chunks,
+                filename=filename,
+                mime_type=mime_type,
+                supports_line_access=supports_line_access,
+                charset=charset,
+                on_reference=on_reference,
+                progress=progress,
+            )
+        )
 
     def upload_live_file(
-        self, path: str | Path, *, until: EndSignal, **options: Any
+        self,
+        path: str | Path,
+        *,
+        until: EndSignal,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        supports_line_access: bool = False,
+        charset: str | None = None,
+        poll_interval: float = 0.05,
+        on_reference: ReferenceCallback | None = None,
+        progress: Progress | None = None,
     ) -> UploadResult:
-        return self._thread.run(self._client.upload_live_file(path, until=until, **options))
+        return self._thread.run(
+            self._client.upload_live_file(
+                path,
+                until=until,
+                filename=filename,
+                mime_type=mime_type,
+                supports_line_access=supports_line_access,
+                charset=charset,
+                poll_interval=poll_interval,
+                on_reference=on_reference,
+                progress=progress,
+            )
+        )
 
 
 __all__ = ["Upload", "UploadClient"]

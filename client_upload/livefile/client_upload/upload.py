@@ -8,23 +8,17 @@ close — a quota exceeded mid-stream stops ``write`` at once instead of after t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from livefile.api import close_codes
-from livefile.api.errors import (
-    ConnectionLostError,
-    LivefileError,
-    LivefileTimeoutError,
-    ProtocolError,
-)
+from livefile.api.errors import LivefileTimeoutError, ProtocolError
 from livefile.api.messages import (
     FinishUpload,
     ReadyForUpload,
@@ -33,35 +27,49 @@ from livefile.api.messages import (
     UploadAcknowledged,
 )
 from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
-from livefile.impl_common.close_reason import error_for_close, safe_close_reason
+from livefile.client_upload.connection import (
+    close_quietly,
+    closed_error,
+    drop,
+    open_connection,
+)
 from livefile.impl_common.transcoding import Utf8Transcoder
 from livefile.impl_common.upload_protocol import UploadClientProtocol
 
 T = TypeVar("T")
+Data = bytes | bytearray | memoryview
 Progress = Callable[[int, int], None]
 """``progress(sent_bytes, acknowledged_bytes)``: called as data is sent and at checkpoints."""
+
+# Below this size a hop to a worker thread costs more than hashing on the loop; above it MD5
+# (which releases the GIL) runs in a thread while the same bytes are being sent.
+THREAD_HASH_MIN = 256 * 1024
 
 
 @dataclass(frozen=True)
 class UploadResult:
-    """A finished upload: where it is, what the server stored, and its MD5."""
+    """A finished upload: where it is, its final status (COMPLETED), its MD5 and size."""
 
     reference: str
     resource_id: str
     status: ResourceStatus
     checksum: str
-
-    @property
-    def size(self) -> int:
-        return self.status.current_size
+    size: int
 
 
 class AsyncUpload:
-    """An upload in progress. ``reference`` is known before any data is sent."""
+    """An upload in progress, from ``AsyncUploadClient.start``.
+
+    ``reference`` and ``resource_id`` are known before any data is sent. ``write`` as often as
+    needed, then ``finish`` (or ``abort``). As an async context manager: a block that raises
+    aborts the upload (the resource becomes FAILED with the bytes sent so far), a block that
+    ends normally finishes it unless it was finished or aborted inside.
+    """
 
     def __init__(
         self,
         ws: ClientConnection,
+        *,
         message_size: int,
         timeout: float,
         progress: Progress | None,
@@ -74,12 +82,19 @@ class AsyncUpload:
         self._transcoder = transcoder
         self._protocol = UploadClientProtocol()
         self._md5 = hashlib.md5()
-        self._ready: asyncio.Future[ReadyForUpload] = asyncio.get_running_loop().create_future()
-        self._ack: asyncio.Future[UploadAcknowledged] = asyncio.get_running_loop().create_future()
-        self._failure: LivefileError | None = None
-        self._receiver = asyncio.create_task(self._receive(), name="livefile-upload")
+        # One write or finish at a time, so that the bytes hashed are the bytes sent, in order.
+        self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[ReadyForUpload] = loop.create_future()
+        self._ack: asyncio.Future[UploadAcknowledged] = loop.create_future()
+        self._failure: Exception | None = None
+        self._aborted = False
+        self._receiver = asyncio.create_task(self._receive(), name="livefile-upload-receiver")
         self.sent = 0
+        """Bytes sent so far (after transcoding, when a charset was given)."""
         self.acknowledged = 0
+        """Bytes the server has stored and published (its last checkpoint)."""
+        self._reported = (0, 0)
         self.reference = ""
         self.resource_id = ""
         self.result: UploadResult | None = None
@@ -97,79 +112,80 @@ class AsyncUpload:
     ) -> AsyncUpload:
         """Connect, announce the resource, and wait for its reference."""
         transcoder = Utf8Transcoder(charset) if charset else None
-        try:
-            ws = await asyncio.wait_for(
-                connect(uri, compression=None, max_size=1024 * 1024, open_timeout=None), timeout
-            )
-        except TimeoutError:
-            raise LivefileTimeoutError(f"Connecting to {uri} timed out after {timeout} s") from None
-        except (OSError, InvalidHandshake, InvalidURI) as exc:
-            raise ConnectionLostError(f"Cannot connect to {uri}: {exc}") from exc
-        upload = cls(ws, message_size, timeout, progress, transcoder)
+        ws = await open_connection(uri, timeout)
+        upload = cls(
+            ws,
+            message_size=message_size,
+            timeout=timeout,
+            progress=progress,
+            transcoder=transcoder,
+        )
         try:
             await upload._send(StartUpload(metadata=metadata).to_json())
             ready = await upload._wait(upload._ready, "the reference (ReadyForUpload)")
         except BaseException:
-            await upload._close_quietly(close_codes.INTERNAL_ERROR, "Upload start failed")
+            await upload._shut(close_codes.INTERNAL_ERROR, "Upload start failed")
             raise
         upload.reference = ready.reference.uri
         upload.resource_id = ready.resource_id
         return upload
 
-    async def write(self, data: bytes) -> None:
-        """Send ``data`` (in messages of at most ``message_size`` bytes)."""
-        if self._transcoder is not None:
-            data = self._transcoder.feed(data)
-        view = memoryview(data)
-        for offset in range(0, len(view), self._message_size):
-            piece = view[offset : offset + self._message_size]
-            self._raise_if_failed()
-            # Hash in a worker thread while the same bytes are sent: MD5 releases the GIL.
-            try:
-                await asyncio.gather(
-                    asyncio.to_thread(self._md5.update, piece), self._ws.send(piece)
-                )
-            except ConnectionClosed:
-                await self._receiver_done()
-                self._raise_if_failed()
-                raise
-            self.sent += len(piece)
-            if self._progress is not None:
-                self._progress(self.sent, self.acknowledged)
+    @property
+    def ended(self) -> bool:
+        """Whether the upload finished, failed or was aborted: it takes no more data."""
+        return self.result is not None or self._aborted or self._failure is not None
+
+    async def write(self, data: Data) -> None:
+        """Send ``data`` in messages of at most ``message_size`` bytes.
+
+        Returns once the transport took the last message (websockets waits for the socket's
+        buffer to drain, so a slow server slows the writer down instead of filling memory).
+        Raises the server's error (e.g. ``QuotaExceededError``) as soon as it closed the
+        upload, and ``LivefileTimeoutError`` when a message is not taken within the timeout.
+        """
+        async with self._lock:
+            await self._write(data)
 
     async def finish(self) -> UploadResult:
-        """Send the checksum, wait for the server's acknowledgement, and return the result."""
-        if self.result is not None:
-            return self.result
-        if self._transcoder is not None:
-            tail, self._transcoder = self._transcoder.finish(), None
-            await self.write(tail)
-        self._raise_if_failed()
-        self._protocol.finishing()
-        checksum = self._md5.hexdigest()
-        await self._send(FinishUpload(checksum=checksum).to_json())
-        ack = await self._wait(self._ack, "the acknowledgement (UploadAcknowledged)")
-        if ack.checksum != checksum or ack.size != self.sent:
-            raise ProtocolError(
-                f"The server acknowledged {ack.size} bytes with MD5 {ack.checksum},"
-                f" the client sent {self.sent} bytes with MD5 {checksum}"
+        """Send the checksum, wait for the server's acknowledgement, and return the result.
+
+        Calling it again returns the same result.
+        """
+        async with self._lock:
+            if self.result is not None:
+                return self.result
+            if self._transcoder is not None:
+                tail, self._transcoder = self._transcoder.finish(), None
+                await self._write(tail)
+            self._check_writable()
+            self._protocol.finishing()
+            checksum = self._md5.hexdigest()
+            await self._send(FinishUpload(checksum=checksum).to_json())
+            ack = await self._wait(self._ack, "the acknowledgement (UploadAcknowledged)")
+            if ack.checksum != checksum or ack.size != self.sent:
+                await self._shut(close_codes.PROTOCOL_ERROR, "Acknowledgement does not match")
+                raise ProtocolError(
+                    f"The server acknowledged {ack.size} bytes with MD5 {ack.checksum},"
+                    f" the client sent {self.sent} bytes with MD5 {checksum}"
+                )
+            # The server closes right after its acknowledgement; answer that close.
+            await self._shut(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
+            status = ResourceStatus(
+                transfer_status=TransferStatus.COMPLETED,
+                current_size=ack.size,
+                number_of_lines=ack.number_of_lines,
             )
-        await self._close_quietly(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
-        status = ResourceStatus(
-            transfer_status=TransferStatus.COMPLETED,
-            current_size=ack.size,
-            number_of_lines=ack.number_of_lines,
-        )
-        self.acknowledged = ack.size
-        if self._progress is not None:
-            self._progress(self.sent, self.acknowledged)
-        self.result = UploadResult(self.reference, self.resource_id, status, checksum)
-        return self.result
+            self.acknowledged = ack.size
+            self._report()
+            self.result = UploadResult(self.reference, self.resource_id, status, checksum, ack.size)
+            return self.result
 
     async def abort(self, reason: str = "Upload aborted by the client") -> None:
         """End the upload without finishing it: the server marks the resource FAILED and keeps
-        the bytes it received."""
-        await self._close_quietly(close_codes.INTERNAL_ERROR, reason)
+        the bytes it received. Does nothing to an upload that has already ended."""
+        if not self.ended:
+            self._aborted = True
+        await self._shut(close_codes.INTERNAL_ERROR, reason)
 
     async def __aenter__(self) -> AsyncUpload:
         return self
@@ -180,75 +196,124 @@ class AsyncUpload:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """A block that raises aborts the upload; one that ends normally finishes it."""
         if exc is not None:
-            await self.abort(safe_close_reason(f"Upload aborted: {exc!r}"))
-        elif self.result is None:
+            await self.abort(f"Upload aborted: {type(exc).__name__}: {exc}")
+        elif not self.ended:
             await self.finish()
 
-    # --- plumbing -----------------------------------------------------------------------
+    # --- sending ------------------------------------------------------------------------
 
-    async def _send(self, text: str) -> None:
-        self._raise_if_failed()
-        try:
-            await self._ws.send(text)
-        except ConnectionClosed:
-            await self._receiver_done()
+    async def _write(self, data: Data) -> None:
+        self._check_writable()
+        if self._transcoder is not None:
+            data = self._transcoder.feed(bytes(data))
+        view = memoryview(data).cast("B")
+        for offset in range(0, len(view), self._message_size):
+            piece = view[offset : offset + self._message_size]
             self._raise_if_failed()
-            raise
+            await self._send(piece)
+            self.sent += len(piece)
+            self._report()
 
-    async def _wait(self, future: asyncio.Future[T], what: str) -> T:
+    async def _send(self, message: str | memoryview) -> None:
+        """Send one message (data is hashed as it goes) within the timeout."""
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                if isinstance(message, str):
+                    await self._ws.send(message)
+                elif len(message) < THREAD_HASH_MIN:
+                    self._md5.update(message)
+                    await self._ws.send(message)
+                    # send() does not yield while the socket takes everything (loopback takes
+                    # megabytes); yield so that the receive task sees an early close at once.
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.gather(
+                        asyncio.to_thread(self._md5.update, message), self._ws.send(message)
+                    )
         except TimeoutError:
-            await self._close_quietly(close_codes.INTERNAL_ERROR, f"Timed out waiting for {what}")
-            raise LivefileTimeoutError(
-                f"The server did not send {what} within {self._timeout} s"
-            ) from None
-
-    async def _receive(self) -> None:
-        try:
-            async for message in self._ws:
-                if isinstance(message, bytes):
-                    raise ProtocolError("The server sent binary data on an upload connection")
-                reply = self._protocol.receive_text(message)
-                if isinstance(reply, ReadyForUpload):
-                    self._ready.set_result(reply)
-                elif isinstance(reply, StatusChanged):
-                    self.acknowledged = max(self.acknowledged, reply.resource_status.current_size)
-                    if self._progress is not None:
-                        self._progress(self.sent, self.acknowledged)
-                elif isinstance(reply, UploadAcknowledged):
-                    self._ack.set_result(reply)
-            failure = self._closed_error()
+            # The server stopped reading: a close frame would wait behind the unsent data.
+            drop(self._ws)
+            await self._wait_for_receiver()
+            raise LivefileTimeoutError(f"The server took no data for {self._timeout} s") from None
         except ConnectionClosed:
-            failure = self._closed_error()
-        except LivefileError as exc:
-            failure = exc
-            await self._close_quietly(close_codes.PROTOCOL_ERROR, str(exc))
-        if not self._ack.done():
-            self._failure = failure
-            for future in (self._ready, self._ack):
-                if not future.done():
-                    future.set_exception(failure)
-                    future.exception()  # retrieved here: the waiter may have given up
+            # The receive task knows why (the server's close code and reason).
+            await self._wait_for_receiver()
+            raise self._failure or closed_error(self._ws) from None
 
-    def _closed_error(self) -> LivefileError:
-        code, reason = self._ws.close_code, self._ws.close_reason or ""
-        if self._ws.protocol.close_rcvd is None:
-            return ConnectionLostError("The connection to the server was lost")
-        return error_for_close(code, reason)
+    def _report(self) -> None:
+        # Only news: a status that repeats the last checkpoint (e.g. on subscribe) is not.
+        if self._progress is not None and (self.sent, self.acknowledged) != self._reported:
+            self._reported = (self.sent, self.acknowledged)
+            self._progress(self.sent, self.acknowledged)
 
-    async def _receiver_done(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._receiver), self._timeout)
+    def _check_writable(self) -> None:
+        if self._aborted:
+            raise ProtocolError("The upload was aborted")
+        if self.result is not None:
+            raise ProtocolError("The upload is already finished")
+        self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
             raise self._failure
 
-    async def _close_quietly(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws.close(code, safe_close_reason(reason)), self._timeout)
-        with contextlib.suppress(Exception):
-            await self._receiver
+    # --- receiving ----------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        failure: Exception
+        try:
+            async for message in self._ws:
+                self._handle(message)
+            failure = closed_error(self._ws)
+        except ConnectionClosed:
+            failure = closed_error(self._ws)
+        except Exception as exc:  # the server broke the protocol, or a progress callback raised
+            failure = exc
+            code = (
+                close_codes.PROTOCOL_ERROR
+                if isinstance(exc, ProtocolError)
+                else close_codes.INTERNAL_ERROR
+            )
+            await close_quietly(self._ws, code, str(exc))
+        if self._ack.done():
+            return  # the upload succeeded; the close that follows is its normal end
+        self._failure = failure
+        for future in (self._ready, self._ack):
+            if not future.done():
+                future.set_exception(failure)
+                future.exception()  # retrieved here: nobody may be waiting any more
+
+    def _handle(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            raise ProtocolError("The server sent binary data on an upload connection")
+        reply = self._protocol.receive_text(message)
+        if isinstance(reply, ReadyForUpload):
+            self._ready.set_result(reply)
+        elif isinstance(reply, StatusChanged):
+            # Progress only ever moves forward, whatever order the reports come in.
+            self.acknowledged = max(self.acknowledged, reply.resource_status.current_size)
+            self._report()
+        elif isinstance(reply, UploadAcknowledged):
+            self._ack.set_result(reply)
+
+    async def _wait(self, future: asyncio.Future[T], what: str) -> T:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            await self._shut(close_codes.INTERNAL_ERROR, f"Timed out waiting for {what}")
+            raise LivefileTimeoutError(
+                f"The server did not send {what} within {self._timeout} s"
+            ) from None
+
+    async def _wait_for_receiver(self) -> None:
+        # asyncio.wait neither raises the task's outcome nor cancels it on timeout.
+        done, _ = await asyncio.wait({self._receiver}, timeout=self._timeout)
+        if not done:
+            self._receiver.cancel()
+
+    async def _shut(self, code: int, reason: str) -> None:
+        """Close the connection (if still open) and let the receive task end."""
+        await close_quietly(self._ws, code, reason)
+        await self._wait_for_receiver()

@@ -29,7 +29,11 @@ from functools import partial
 from typing import cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from livefile.api.interfaces import CatalogEntry
@@ -63,6 +67,7 @@ return 1
 """
 
 
+SAFETY_NET_PERIOD = 1.0  # seconds between re-reads of the watched statuses
 TERMINAL_WRITE_PATIENCE = 30.0  # seconds a terminal status waits for Redis to come back
 
 
@@ -98,7 +103,16 @@ class RedisStore:
     catalog, the bus and the leases of one process."""
 
     def __init__(self, url: str, prefix: str = "livefile") -> None:
-        self.client: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+        # After Redis restarts, pooled connections are dead: a command meeting one retries on a
+        # fresh connection instead of failing, and idle connections are checked before use.
+        self.client: aioredis.Redis = aioredis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError],
+            health_check_interval=2,
+            socket_connect_timeout=2,
+        )
         self.keys = RedisKeys(prefix)
         self.node_id = uuid.uuid4().hex
         self._set_status = self.client.register_script(_SET_STATUS)
@@ -240,6 +254,7 @@ class RedisStatusBus:
         self._tasks = [
             asyncio.create_task(self._publisher(), name="livefile-redis-publisher"),
             asyncio.create_task(self._listener(), name="livefile-redis-listener"),
+            asyncio.create_task(self._safety_net(), name="livefile-redis-catch-up"),
         ]
 
     def publish(self, resource_id: str, status: ResourceStatus) -> None:
@@ -277,6 +292,16 @@ class RedisStatusBus:
             status = _status_from(fields)
             for mailbox in self._mailboxes.get(resource_id, ()):
                 mailbox.offer(status)
+
+    async def _safety_net(self) -> None:
+        """Re-read the watched statuses every second. Pub/sub normally delivers them at once;
+        this bounds how long a watcher can miss one when a subscription silently broke (e.g.
+        while Redis restarts), at the cost of one HGETALL per watched resource per second."""
+        while True:
+            await asyncio.sleep(SAFETY_NET_PERIOD)
+            for resource_id in list(self._mailboxes):
+                with contextlib.suppress(RedisError, ConnectionError, TimeoutError):
+                    await asyncio.wait_for(self._catch_up(resource_id), SAFETY_NET_PERIOD)
 
     async def _unsubscribe(self, channel: str) -> None:
         with contextlib.suppress(RedisError, ConnectionError):

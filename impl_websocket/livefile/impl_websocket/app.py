@@ -107,14 +107,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def upload(websocket: WebSocket) -> None:
         context_id = websocket.query_params.get(CONTEXT_PARAMETER) or None
         await websocket.accept()
-        async with connections.track(websocket):
-            await UploadSession(websocket, app.state.manager, settings, context_id).run()
+        async with connections.track(websocket, "upload", settings.max_uploads) as admitted:
+            if admitted:
+                await UploadSession(websocket, app.state.manager, settings, context_id).run()
 
     @app.websocket("/ws/streaming/download/{resource_id}", name="download")
     async def download(websocket: WebSocket, resource_id: str) -> None:
         await websocket.accept()
-        async with connections.track(websocket):
-            await DownloadSession(websocket, app.state.manager, settings, resource_id).run()
+        async with connections.track(websocket, "download", settings.max_downloads) as admitted:
+            if admitted:
+                await DownloadSession(websocket, app.state.manager, settings, resource_id).run()
 
     return app
 

@@ -149,6 +149,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="refuse uploads without ?streamingUploadContextId=",
     )
+    for flag, kind, text in (
+        ("--start-timeout", float, "seconds for a new upload to send StartUpload (30)"),
+        ("--upload-idle-timeout", float, "seconds an upload may send nothing before it FAILS"),
+        ("--send-timeout", float, "seconds a send may block before a slow consumer is dropped"),
+        ("--max-uploads", int, "concurrent uploads per process (1000)"),
+        ("--max-downloads", int, "concurrent download connections per process (10000)"),
+    ):
+        parser.add_argument(flag, type=kind, help=text)
     parser.add_argument(
         "--redis-url",
         dest="redis_url",

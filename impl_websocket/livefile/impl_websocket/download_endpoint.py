@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -21,6 +22,7 @@ from livefile.api.messages import (
     parse_message,
 )
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,9 +60,7 @@ class DownloadSession:
             logger.exception("download connection failed")
             await self._close(close_codes.INTERNAL_ERROR, "Internal server error")
         finally:
-            statuses.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await statuses
+            await cancel_quietly(statuses)
             subscription.close()
 
     async def _forward_statuses(self, subscription: StatusSubscription) -> None:
@@ -162,12 +162,29 @@ class DownloadSession:
         await self._send_text(Error(code=code, message=message, request_id=request_id).to_json())
 
     async def _send_text(self, text: str) -> None:
-        async with self._send_lock:
+        async with self._send_lock, self._slow_consumer_guard():
             await self.websocket.send_text(text)
 
     async def _send_bytes(self, data: bytes) -> None:
-        async with self._send_lock:
+        async with self._send_lock, self._slow_consumer_guard():
             await self.websocket.send_bytes(data)
+
+    @contextlib.asynccontextmanager
+    async def _slow_consumer_guard(self) -> AsyncIterator[None]:
+        """A client that does not read lets its send buffer fill up; after ``send_timeout`` it
+        is disconnected, so that it holds no memory and nobody else waits for it."""
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                yield
+        except TimeoutError:
+            logger.warning("disconnecting a slow consumer of %s", self.resource_id)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await self.websocket.close(
+                        close_codes.POLICY_VIOLATION,
+                        f"Slow consumer: nothing read for {self.settings.send_timeout:g} s",
+                    )
+            raise ConnectionError("slow consumer disconnected") from None
 
     async def _close(self, code: int, reason: str) -> None:
         if self.websocket.application_state is WebSocketState.CONNECTED:

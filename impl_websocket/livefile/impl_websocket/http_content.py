@@ -226,6 +226,8 @@ def _not_yet(headers: dict[str, str], size: int) -> Response:
         "currentSize": size,
         "transferStatus": headers[STATUS_HEADER],
     }
+    headers.pop("Content-Type", None)  # the body is JSON, not the resource
+    headers.pop("Content-Disposition", None)
     return JSONResponse(body, status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE, headers=headers)
 
 

@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     max_lines_reply_bytes: int = Field(
         default=1 * MiB, ge=1024, description="text in one Lines reply (at least one line)"
     )
+    start_timeout: float = Field(
+        default=30.0, gt=0, description="seconds for a new upload connection to send StartUpload"
+    )
+    upload_idle_timeout: float = Field(
+        default=600.0, gt=0, description="seconds an upload may send nothing before it FAILS"
+    )
+    send_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a send to a client may stay blocked (slow consumer)",
+    )
+    max_uploads: int = Field(default=1000, ge=1, description="concurrent uploads per process")
+    max_downloads: int = Field(default=10000, ge=1, description="concurrent watchers per process")
     redis_url: str | None = Field(
         default=None, description="shared catalog and status bus (several workers or nodes)"
     )

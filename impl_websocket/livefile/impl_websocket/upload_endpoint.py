@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from livefile.api import close_codes
@@ -24,9 +25,14 @@ from livefile.api.messages import (
 )
 from livefile.api.model import ResourceReference
 from livefile.impl_common.close_reason import safe_close_reason
-from livefile.impl_common.upload_protocol import ProtocolViolation, UploadServerProtocol
+from livefile.impl_common.upload_protocol import (
+    ProtocolViolation,
+    UploadPhase,
+    UploadServerProtocol,
+)
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import ActiveUpload
+from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -94,21 +100,26 @@ class UploadSession:
 
     async def _serve(self) -> None:
         while True:
-            message = await self.websocket.receive()
+            message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("bytes")
             if data is not None:
+                if len(data) > self.settings.max_message_size:
+                    raise ProtocolViolation(
+                        close_codes.MESSAGE_TOO_BIG,
+                        f"Binary message of {len(data)} bytes exceeds"
+                        f" {self.settings.max_message_size}",
+                    )
                 self.protocol.receive_data()
                 assert self.upload is not None
                 await self.upload.write(data)
                 continue
             text = message.get("text") or ""
-            if len(text) > self.settings.max_text_message_size:
+            if (size := len(text.encode())) > self.settings.max_text_message_size:
                 raise ProtocolViolation(
                     close_codes.MESSAGE_TOO_BIG,
-                    f"Text message of {len(text)} bytes exceeds"
-                    f" {self.settings.max_text_message_size}",
+                    f"Text message of {size} bytes exceeds {self.settings.max_text_message_size}",
                 )
             request = self.protocol.receive_text(text)
             if isinstance(request, StartUpload):
@@ -116,6 +127,20 @@ class UploadSession:
             elif isinstance(request, FinishUpload):
                 await self._finish(request)
                 return
+
+    async def _receive(self) -> Message:
+        """The next message; a client that stays silent too long is disconnected."""
+        waiting_for_start = self.protocol.phase is UploadPhase.AWAITING_START
+        timeout = (
+            self.settings.start_timeout if waiting_for_start else self.settings.upload_idle_timeout
+        )
+        try:
+            return await asyncio.wait_for(self.websocket.receive(), timeout)
+        except TimeoutError:
+            what = "No StartUpload" if waiting_for_start else "No data"
+            raise ProtocolViolation(
+                close_codes.POLICY_VIOLATION, f"{what} for {timeout:g} s: connection closed"
+            ) from None
 
     async def _start(self, request: StartUpload) -> None:
         self.upload = await self.manager.create(request.metadata, self.context_id)
@@ -153,9 +178,7 @@ class UploadSession:
 
     async def _stop_forwarder(self) -> None:
         if self._forwarder is not None:
-            self._forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._forwarder
+            await cancel_quietly(self._forwarder)
             self._forwarder = None
 
     def _download_uri(self, resource_id: str) -> str:

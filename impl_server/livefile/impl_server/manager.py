@@ -131,12 +131,16 @@ class ResourceManager:
     async def _persist_end(self, upload: ActiveUpload) -> None:
         if self._active.get(upload.resource_id) is not upload or not upload.ended:
             return
-        checksum = (
-            upload.checksum if upload.status.transfer_status is TransferStatus.COMPLETED else None
-        )
-        await self.catalog.set_status(upload.resource_id, upload.status, checksum)
-        del self._active[upload.resource_id]
-        self._context_of.pop(upload.resource_id, None)
+        completed = upload.status.transfer_status is TransferStatus.COMPLETED
+        try:
+            await self.catalog.set_status(
+                upload.resource_id, upload.status, upload.checksum if completed else None
+            )
+        finally:
+            # Even if the catalog could not record it (Redis away too long), this process no
+            # longer owns the upload: its lease lapses and the resource cannot stay IN_PROGRESS.
+            del self._active[upload.resource_id]
+            self._context_of.pop(upload.resource_id, None)
 
     async def shutdown(self) -> None:
         """End every running upload FAILED (their connections are going away)."""

@@ -94,6 +94,8 @@ class ActiveUpload:
 
     async def finish(self, client_checksum: str) -> ResourceStatus:
         """Write what is queued, check the checksum, and end COMPLETED (or FAILED on mismatch)."""
+        if self.ended:
+            raise ServerError(f"The upload has already ended {self.status.transfer_status.value}")
         await self._stop_writer()
         if self._write_error is not None:
             await self.fail()

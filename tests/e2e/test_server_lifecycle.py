@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import threading
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.support.wire import (
     get_json,
     open_ws,
     read_chunk,
+    read_context_events,
     receive_json,
     start_upload,
     wait_closed,
@@ -177,24 +177,6 @@ async def test_reference_is_absolute_as_seen_by_the_client(server: LivefileProce
     )
 
 
-def read_sse_events(url: str, subscribed: threading.Event) -> list[tuple[str, dict[str, Any]]]:
-    """Read a context's event stream until ``contextClosed``; set ``subscribed`` on its first
-    line (the server sends a comment once the listener is registered)."""
-    events: list[tuple[str, dict[str, Any]]] = []
-    with urllib.request.urlopen(url, timeout=WAIT) as response:
-        kind = ""
-        for raw in response:
-            subscribed.set()
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, json.loads(line[6:])))
-                if kind == "contextClosed":
-                    break
-    return events
-
-
 async def test_context_event_stream_reports_creation_statuses_and_close(
     server: LivefileProcess,
 ) -> None:
@@ -202,7 +184,7 @@ async def test_context_event_stream_reports_creation_statuses_and_close(
     context_id = context["contextId"]
     subscribed = threading.Event()
     events_url = f"{server.http_url}/contexts/{context_id}/events"
-    reader = asyncio.ensure_future(asyncio.to_thread(read_sse_events, events_url, subscribed))
+    reader = asyncio.ensure_future(asyncio.to_thread(read_context_events, events_url, subscribed))
     assert await asyncio.to_thread(subscribed.wait, WAIT)
     async with open_ws(
         f"{server.ws_url}/ws/streaming/upload?streamingUploadContextId={context_id}"

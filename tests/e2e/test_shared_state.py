@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,7 +25,7 @@ from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
 from tests.support.redis_server import RedisProcess
 from tests.support.server import LivefileProcess, free_port
-from tests.support.wire import get_json, open_ws, start_upload, wait_closed
+from tests.support.wire import get_json, open_ws, read_context_events, start_upload, wait_closed
 
 WAIT = 60.0
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
@@ -190,23 +187,6 @@ async def test_new_uploads_are_refused_while_redis_is_away_and_accepted_after(
         else:
             raise AssertionError("uploads were still refused after Redis came back")
     assert result.status.transfer_status is TransferStatus.COMPLETED
-
-
-def read_context_events(url: str, subscribed: threading.Event) -> list[tuple[str, Any]]:
-    """A context's SSE stream until ``contextClosed``; ``subscribed`` is set at its first line."""
-    events: list[tuple[str, Any]] = []
-    with urllib.request.urlopen(url, timeout=WAIT) as response:
-        kind = ""
-        for raw in response:
-            subscribed.set()
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, json.loads(line[6:])))
-                if kind == "contextClosed":
-                    break
-    return events
 
 
 async def test_upload_contexts_work_across_processes(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -95,3 +96,23 @@ async def download(ws_url: str, resource_id: str) -> bytes:
         first = await receive_json(ws)
         size = int(first["resourceStatus"]["currentSize"])
         return await read_chunk(ws, 0, size)
+
+
+def read_context_events(
+    url: str, subscribed: threading.Event, timeout: float = 30.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """Read a context's event stream until ``contextClosed``; set ``subscribed`` on its first
+    line (the server sends a comment once the listener is registered)."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        kind = ""
+        for raw in response:
+            subscribed.set()
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+                if kind == "contextClosed":
+                    break
+    return events

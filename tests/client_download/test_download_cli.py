@@ -1,4 +1,5 @@
-"""``livefile get``, ``tail``, ``lines`` and ``status`` as a user runs them."""
+"""``livefile get``, ``tail``, ``lines`` and ``status`` as a user runs them: real processes
+against a real server, judged by their output and exit status."""
 
 from __future__ import annotations
 
@@ -8,36 +9,74 @@ import os
 import sys
 from pathlib import Path
 
-from livefile.client_download import AsyncDownloadClient
-from livefile.client_upload import AsyncUploadClient
-from tests.support.server import LivefileProcess
+import pytest
+
+from livefile.impl_common.cli import main
+from tests.support.raw_upload import RawUpload, upload
+from tests.support.server import LivefileProcess, free_port
 
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
 WAIT = 30.0
+PIPE = asyncio.subprocess.PIPE
+
+
+async def start(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*LIVEFILE, *args, stdout=PIPE, stderr=PIPE)
 
 
 async def run(*args: str) -> tuple[int, bytes, bytes]:
-    process = await asyncio.create_subprocess_exec(
-        *LIVEFILE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+    process = await start(*args)
     stdout, stderr = await asyncio.wait_for(process.communicate(), WAIT)
     assert process.returncode is not None
     return process.returncode, stdout, stderr
 
 
+def one_line(stderr: bytes) -> str:
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
 async def test_get_writes_the_resource_to_a_file(server: LivefileProcess, tmp_path: Path) -> None:
     data = os.urandom(2_000_000)
-    async with AsyncUploadClient(server.ws_url) as client:
-        result = await client.upload_bytes(data, filename="g.bin")
-    code, _, stderr = await run("get", result.reference, "-o", str(tmp_path / "g.bin"))
-    assert code == 0, stderr
+    reference = await upload(server.ws_url, data)
+    code, stdout, stderr = await run("get", reference, "-o", str(tmp_path / "g.bin"))
+    assert (code, stdout, stderr) == (0, b"", b"")
     assert (tmp_path / "g.bin").read_bytes() == data
 
 
-async def test_status_prints_json(server: LivefileProcess) -> None:
-    async with AsyncUploadClient(server.ws_url) as client:
-        result = await client.upload_bytes(b"abc", filename="s.bin")
-    code, stdout, _ = await run("status", result.reference)
+async def test_get_follows_a_growing_resource_to_its_end_on_stdout(
+    server: LivefileProcess,
+) -> None:
+    data = os.urandom(500_000)
+    async with RawUpload(server.ws_url) as raw:
+        get = await start("get", raw.reference)
+        await raw.trickle(data, seconds=1.0)
+        await raw.finish()
+        stdout, stderr = await asyncio.wait_for(get.communicate(), WAIT)
+    assert get.returncode == 0, stderr
+    assert stdout == data
+
+
+async def test_tail_prints_the_bytes_as_they_arrive(server: LivefileProcess) -> None:
+    first, second = b"first line\n" * 100, b"second line\n" * 100
+    async with RawUpload(server.ws_url, mime_type="text/plain") as raw:
+        await raw.write(first)
+        tail = await start("tail", raw.reference)
+        assert tail.stdout is not None
+        # Printed (and flushed) while the upload is still running: nothing more is written
+        # until the tail has shown the first part.
+        shown = await asyncio.wait_for(tail.stdout.readexactly(len(first)), WAIT)
+        await raw.write(second)
+        await raw.finish()
+        rest, stderr = await asyncio.wait_for(tail.communicate(), WAIT)
+    assert tail.returncode == 0, stderr
+    assert (shown, rest) == (first, second)
+
+
+async def test_status_prints_the_current_status_as_json(server: LivefileProcess) -> None:
+    reference = await upload(server.ws_url, b"abc")
+    code, stdout, _ = await run("status", reference)
     assert code == 0
     assert json.loads(stdout) == {
         "transferStatus": "COMPLETED",
@@ -46,67 +85,64 @@ async def test_status_prints_json(server: LivefileProcess) -> None:
     }
 
 
-async def test_tail_prints_bytes_as_they_arrive_and_lines_with_n(
-    server: LivefileProcess,
-) -> None:
-    text = [f"line {n}\n".encode() for n in range(100)]
-    async with AsyncUploadClient(server.ws_url) as client:
-        upload = await client.start(
-            filename="t.log", mime_type="text/plain", supports_line_access=True
-        )
-        await upload.write(b"".join(text[:50]))
-        async with AsyncDownloadClient(upload.reference) as watcher:
-            await watcher.wait_for_status(lambda status: status.number_of_lines == 50)
-        tails = [
-            await asyncio.create_subprocess_exec(
-                *LIVEFILE, "tail", *extra, upload.reference,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )
-            for extra in ([], ["-n", "5"])
-        ]  # fmt: skip
-        # Each tail has printed what existed when it connected before anything more is written.
-        heads = [
-            await asyncio.wait_for(tail.stdout.readexactly(len(b"".join(part))), WAIT)
-            for tail, part in zip(tails, (text[:50], text[45:50]), strict=True)
-            if tail.stdout is not None
-        ]
-        for line in text[50:]:
-            await upload.write(line)
-            await asyncio.sleep(0.005)  # pacing the producer
-        await upload.finish()
-    outputs = [await asyncio.wait_for(tail.communicate(), WAIT) for tail in tails]
-    assert [tail.returncode for tail in tails] == [0, 0], [err for _, err in outputs]
-    assert heads[0] + outputs[0][0] == b"".join(text)
-    assert heads[1] + outputs[1][0] == b"".join(text[45:])
-
-
-async def test_lines_prints_the_requested_lines(server: LivefileProcess) -> None:
-    async with AsyncUploadClient(server.ws_url) as client:
-        result = await client.upload_bytes(
-            b"a\nb\nc\nd", filename="l.txt", mime_type="text/plain", supports_line_access=True
-        )
-    code, stdout, _ = await run("lines", result.reference, "--start", "1", "--count", "3")
-    assert code == 0
-    assert stdout == b"b\nc\nd"
-
-
-async def test_get_and_tail_exit_non_zero_when_the_resource_failed(
+async def test_get_and_tail_exit_1_when_the_resource_failed(
     server: LivefileProcess, tmp_path: Path
 ) -> None:
-    async with AsyncUploadClient(server.ws_url) as client:
-        upload = await client.start(filename="f.bin", mime_type="application/octet-stream")
-        await upload.write(b"partial")
-        await upload.abort()
-    code, _, stderr = await run("get", upload.reference, "-o", str(tmp_path / "f.bin"))
-    assert code == 1
-    assert b"FAILED at 7 bytes" in stderr
-    assert (tmp_path / "f.bin").read_bytes() == b"partial"
-    code, stdout, stderr = await run("tail", upload.reference)
-    assert code == 1
-    assert stdout == b"partial"
+    async with RawUpload(server.ws_url) as raw:
+        await raw.write(b"partial")
+        await raw.drop()
+    (get_code, _, get_err), (tail_code, tail_out, tail_err) = await asyncio.gather(
+        run("get", raw.reference, "-o", str(tmp_path / "f.bin")), run("tail", raw.reference)
+    )
+    assert get_code == tail_code == 1
+    assert "FAILED at 7 bytes" in one_line(get_err)
+    assert "FAILED at 7 bytes" in one_line(tail_err)
+    assert (tmp_path / "f.bin").read_bytes() == tail_out == b"partial"
 
 
-async def test_unknown_resource_exits_non_zero(server: LivefileProcess) -> None:
-    code, _, stderr = await run("get", f"{server.ws_url}/ws/streaming/download/{'f' * 32}")
-    assert code == 1
-    assert b"Unknown resource" in stderr
+async def test_errors_exit_non_zero_with_one_line_on_stderr(server: LivefileProcess) -> None:
+    unknown = f"{server.ws_url}/ws/streaming/download/{'f' * 32}"
+    nobody = f"ws://127.0.0.1:{free_port()}/ws/streaming/download/{'f' * 32}"
+    (
+        (unknown_code, _, unknown_err),
+        (nobody_code, _, nobody_err),
+        (bad_code, _, bad_err),
+    ) = await asyncio.gather(
+        run("get", unknown), run("tail", nobody), run("status", "ws://host/not/a/reference")
+    )
+    assert (unknown_code, nobody_code, bad_code) == (1, 1, 2)
+    assert one_line(unknown_err) == f"livefile: Unknown resource {'f' * 32}"
+    assert one_line(nobody_err).startswith("livefile: Cannot connect")
+    assert one_line(bad_err).startswith("livefile: Not a livefile reference")
+
+
+# In-process from here on: the command host and handlers as above, without a process start.
+
+
+def test_tail_c_starts_that_many_bytes_before_the_end(
+    server: LivefileProcess, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    reference = asyncio.run(upload(server.ws_url, b"0123456789"))
+    assert main(["tail", "-c", "4", reference]) == 0
+    assert capfdbinary.readouterr().out == b"6789"
+
+
+def test_tail_n_starts_that_many_lines_before_the_end(
+    server: LivefileProcess, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    text = b"".join(f"line {n}\n".encode() for n in range(10))
+    reference = asyncio.run(
+        upload(server.ws_url, text, mime_type="text/plain", supports_line_access=True)
+    )
+    assert main(["tail", "-n", "2", reference]) == 0
+    assert capfdbinary.readouterr().out == b"line 8\nline 9\n"
+
+
+def test_lines_prints_the_requested_lines(
+    server: LivefileProcess, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    reference = asyncio.run(
+        upload(server.ws_url, b"a\nb\nc\nd", mime_type="text/plain", supports_line_access=True)
+    )
+    assert main(["lines", reference, "--start", "1", "--count", "3"]) == 0
+    assert capfdbinary.readouterr().out == b"b\nc\nd"

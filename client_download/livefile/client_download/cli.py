@@ -1,7 +1,10 @@
 """``livefile get``, ``tail``, ``lines`` and ``status``: the download SDK on the command line.
 
-Every command exits 0 only when the resource ended COMPLETED (``status`` and ``lines`` when the
-request succeeded), so that a script never takes a truncated file for a complete one.
+Exit status: 0 when the resource ended COMPLETED (for ``status`` and ``lines``: when the
+request was answered); 1 when it ended FAILED or anything else went wrong (unknown resource,
+lost connection, timeout, a refused request), with one line on standard error; 2 for a
+reference that is not a livefile reference; 141 when the reader of standard output went away
+(``livefile tail REF | head``). A script therefore never takes a truncated file for a whole one.
 """
 
 from __future__ import annotations
@@ -9,100 +12,148 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO
 
-from livefile.api.errors import LivefileError, ResourceFailedError
+from livefile.api.errors import LivefileError, RequestError
 from livefile.client_download.client import AsyncDownloadClient
 
-Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
-
-def _run(command: Command) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return asyncio.run(command(args))
-        except ResourceFailedError as exc:
-            print(f"livefile: {exc}", file=sys.stderr)
-            return 1
-        except (LivefileError, ValueError, OSError) as exc:
-            print(f"livefile: {exc}", file=sys.stderr)
-            return 1
-
-    return handler
-
-
-async def _get(args: argparse.Namespace) -> int:
-    async with AsyncDownloadClient(args.reference, timeout=args.timeout) as download:
-        if args.output and args.output != "-":
-            await download.save(args.output)
-        else:
-            await _copy(download, sys.stdout.buffer)
-    return 0
-
-
-async def _copy(download: AsyncDownloadClient, sink: BinaryIO) -> None:
-    async for piece in download.iter_bytes():
-        sink.write(piece)
-        sink.flush()
-
-
-async def _tail(args: argparse.Namespace) -> int:
-    async with AsyncDownloadClient(args.reference, timeout=args.timeout) as download:
-        if args.lines is None:
-            await _copy(download, sys.stdout.buffer)
-            return 0
-        # Like tail -f: start N complete lines before the current end, then follow.
-        available = download.status.number_of_lines
-        if available is None:
-            print("livefile: the resource has no line access; use tail without -n", file=sys.stderr)
-            return 2
-        start = max(0, available - args.lines)
-        async for line in download.iter_lines(start):
-            sys.stdout.write(line)
-            sys.stdout.flush()
-    return 0
-
-
-async def _lines(args: argparse.Namespace) -> int:
-    async with AsyncDownloadClient(args.reference, timeout=args.timeout) as download:
-        for line in await download.lines(args.start, args.count):
-            sys.stdout.write(line)
-    sys.stdout.flush()
-    return 0
-
-
-async def _status(args: argparse.Namespace) -> int:
-    async with AsyncDownloadClient(args.reference, timeout=args.timeout) as download:
-        print(json.dumps(download.status.to_wire()))
-    return 0
+Command = Callable[[AsyncDownloadClient, argparse.Namespace], Coroutine[Any, Any, None]]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``get``, ``tail``, ``lines`` and ``status`` to the ``livefile`` command."""
+
     def add(name: str, help_text: str, command: Command) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("reference", help="the resource's reference (ws:// or http:// URL)")
+        parser.add_argument(
+            "reference", help="the resource's reference: ws(s)://…/ws/streaming/download/ID"
+            " or http(s)://…/resources/ID",
+        )  # fmt: skip
         parser.add_argument(
             "--timeout",
             type=float,
             default=30.0,
-            help="seconds to wait for the server at each step (default 30)",
+            metavar="SECONDS",
+            help="limit for connecting and for each reply of the server (default 30)",
         )
-        parser.set_defaults(handler=_run(command))
+        parser.set_defaults(handler=_handler(command))
         return parser
 
-    get = add("get", "download a resource, following it to its end", _get)
-    get.add_argument("-o", "--output", help="file to write (default: standard output)")
-    tail = add("tail", "print a resource as it grows, until it ends (like tail -f)", _tail)
-    tail.add_argument(
+    get = add("get", "download a resource, following it while it grows, to its end", _get)
+    get.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
+
+    tail = add("tail", "print a resource as it grows, until it ends", _tail)
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument(
+        "-c",
+        "--bytes",
+        type=non_negative,
+        metavar="N",
+        help="start N bytes before the current end (default: from the first byte)",
+    )
+    start.add_argument(
         "-n",
         "--lines",
-        type=int,
+        type=non_negative,
         metavar="N",
-        help="print lines, starting N complete lines before the current end",
+        help="print lines, starting N complete lines before the current end"
+        " (resources uploaded with line access)",
     )
-    lines = add("lines", "print lines of a text resource", _lines)
-    lines.add_argument("--start", type=int, default=0, help="first line (from 0)")
-    lines.add_argument("--count", type=int, default=100, help="number of lines")
+
+    lines = add("lines", "print lines of a resource uploaded with line access", _lines)
+    lines.add_argument(
+        "--start", type=non_negative, default=0, help="first line, from 0 (default 0)"
+    )
+    lines.add_argument(
+        "--count", type=non_negative, default=100, help="number of lines (default 100)"
+    )
+
     add("status", "print the current status as JSON", _status)
+
+
+async def _get(download: AsyncDownloadClient, args: argparse.Namespace) -> None:
+    if args.output and args.output != "-":
+        await download.save(args.output)
+    else:
+        async for piece in download.iter_bytes():
+            await _write(sys.stdout.buffer, piece)
+
+
+async def _tail(download: AsyncDownloadClient, args: argparse.Namespace) -> None:
+    status = download.status
+    if args.lines is None:
+        start = 0 if args.bytes is None else max(0, status.current_size - args.bytes)
+        async for piece in download.iter_bytes(start):
+            await _write(sys.stdout.buffer, piece)
+        return
+    if status.number_of_lines is None:
+        raise RequestError("UNSUPPORTED", "the resource was uploaded without line access")
+    async for line in download.iter_lines(max(0, status.number_of_lines - args.lines)):
+        await _write(sys.stdout.buffer, line.encode("utf-8"))
+
+
+async def _lines(download: AsyncDownloadClient, args: argparse.Namespace) -> None:
+    text = "".join(await download.lines(args.start, args.count))
+    await _write(sys.stdout.buffer, text.encode("utf-8"))
+
+
+async def _status(download: AsyncDownloadClient, args: argparse.Namespace) -> None:
+    await _write(sys.stdout.buffer, json.dumps(download.status.to_wire()).encode() + b"\n")
+
+
+async def _write(sink: BinaryIO, data: bytes) -> None:
+    # In a thread, so that a slow reader of our output does not stop the event loop (which
+    # answers the server's pings) while the server waits for us.
+    await asyncio.to_thread(_write_and_flush, sink, data)
+
+
+def _write_and_flush(sink: BinaryIO, data: bytes) -> None:
+    sink.write(data)
+    sink.flush()
+
+
+def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            download = AsyncDownloadClient(args.reference, timeout=args.timeout)
+        except ValueError as exc:
+            return _fail(exc, EXIT_USAGE)
+        try:
+            asyncio.run(_connected(download, command, args))
+        except BrokenPipeError:
+            # Nobody reads our output any more: stop quietly, and keep Python from reporting
+            # the broken pipe again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
+        except (LivefileError, OSError) as exc:
+            return _fail(exc, EXIT_FAILED)
+        return 0
+
+    return handler
+
+
+async def _connected(
+    download: AsyncDownloadClient, command: Command, args: argparse.Namespace
+) -> None:
+    async with download:
+        await command(download, args)
+
+
+def _fail(error: Exception, code: int) -> int:
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"livefile: {message}", file=sys.stderr)
+    return code
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value

@@ -1,39 +1,61 @@
-"""The blocking facade: the same client, run on a private event loop thread."""
+"""The blocking facade: the async client, run on a private event loop thread.
+
+with DownloadClient(reference) as download:
+    for piece in download.iter_bytes():
+        ...
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
+from livefile.api.errors import LivefileError
 from livefile.api.model import ResourceStatus
-from livefile.client_download.client import AsyncDownloadClient, StatusListener
+from livefile.client_download.client import (
+    CLIENT_TIMEOUT,
+    NOT_CONNECTED,
+    AsyncDownloadClient,
+    Timeout,
+)
+from livefile.client_download.connection import StatusListener, StatusPredicate
 from livefile.impl_common.sync_bridge import LoopThread
+
+T = TypeVar("T")
 
 
 class DownloadClient:
-    """Blocking twin of ``AsyncDownloadClient``: ``with DownloadClient(reference) as d:``.
+    """Blocking twin of ``AsyncDownloadClient``, with the same methods and semantics.
 
-    Status listeners run on the client's loop thread and must not block.
+    Status listeners and predicates run on the client's own loop thread: they must be quick,
+    and must not call the client's blocking methods.
     """
 
-    def __init__(self, reference: str, timeout: float = 30.0) -> None:
-        self._thread = LoopThread("livefile-download")
-        self._client = self._thread.run(_make(reference, timeout))
+    def __init__(self, reference: str, timeout: float | None = 30.0) -> None:
+        # Parsed here, so that a bad reference raises before a thread is started.
+        self._client = AsyncDownloadClient(reference, timeout)
+        self._thread: LoopThread | None = None
 
     def connect(self) -> DownloadClient:
-        try:
-            self._thread.run(self._client.connect())
-        except BaseException:
-            self._thread.close()
-            raise
+        if self._thread is None:
+            self._thread = LoopThread(f"livefile-download-{self._client.resource_id}")
+            try:
+                self._thread.run(self._client.connect())
+            except BaseException:
+                self._stop_thread()
+                raise
         return self
 
     def close(self) -> None:
+        """Close the connection and stop the loop thread; closing twice is harmless."""
+        if self._thread is None:
+            return
         try:
             self._thread.run(self._client.close())
         finally:
-            self._thread.close()
+            self._stop_thread()
 
     def __enter__(self) -> DownloadClient:
         return self.connect()
@@ -58,29 +80,46 @@ class DownloadClient:
         return self._client.add_status_listener(listener)
 
     def wait_for_status(
-        self, predicate: Callable[[ResourceStatus], bool], timeout: float | None = None
+        self, predicate: StatusPredicate, timeout: Timeout = CLIENT_TIMEOUT
     ) -> ResourceStatus:
-        return self._thread.run(self._client.wait_for_status(predicate, timeout))
+        return self._loop.run(self._client.wait_for_status(predicate, timeout))
 
     def wait_for_end(self, timeout: float | None = None) -> ResourceStatus:
-        return self._thread.run(self._client.wait_for_end(timeout))
+        return self._loop.run(self._client.wait_for_end(timeout))
 
     def read(self, start: int, end: int) -> bytes:
-        return self._thread.run(self._client.read(start, end))
+        return self._loop.run(self._client.read(start, end))
 
     def lines(self, start: int, count: int) -> list[str]:
-        return self._thread.run(self._client.lines(start, count))
+        return self._loop.run(self._client.lines(start, count))
 
     def iter_bytes(self, start: int = 0) -> Iterator[bytes]:
-        return self._thread.iterate(self._client.iter_bytes(start))
+        return self._iterate(self._client.iter_bytes, start)
 
     def iter_lines(self, start: int = 0) -> Iterator[str]:
-        return self._thread.iterate(self._client.iter_lines(start))
+        return self._iterate(self._client.iter_lines, start)
 
     def save(self, path: str | Path) -> ResourceStatus:
-        return self._thread.run(self._client.save(path))
+        return self._loop.run(self._client.save(path))
 
+    @property
+    def _loop(self) -> LoopThread:
+        if self._thread is None:
+            raise LivefileError(NOT_CONNECTED)
+        return self._thread
 
-async def _make(reference: str, timeout: float) -> AsyncDownloadClient:
-    # Created on the loop thread: its asyncio primitives belong to that loop.
-    return AsyncDownloadClient(reference, timeout)
+    def _iterate(self, make: Callable[[int], AsyncGenerator[T, None]], start: int) -> Iterator[T]:
+        loop = self._loop
+        iterator = make(start)
+        try:
+            yield from loop.iterate(iterator)
+        finally:
+            # A caller that stops early leaves the async generator suspended: close it on its
+            # loop now (its in-flight requests are dropped), not whenever it is collected.
+            if self._thread is loop:
+                loop.run(iterator.aclose())
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None:
+            self._thread.close()
+            self._thread = None

@@ -1,112 +1,22 @@
-"""``livefile serve``: run the server under uvicorn, closing WebSockets with 1001 on shutdown."""
+"""``livefile serve``: the command line of the server. The server itself (uvicorn, FastAPI,
+redis) is imported only when the command runs, so that every other ``livefile`` command starts
+fast."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import sys
-from typing import Any
-
-import redis
-import uvicorn
-from uvicorn.supervisors import multiprocess
-
-from livefile.impl_websocket.app import create_app
-from livefile.impl_websocket.settings import Settings
-
-APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
-
-
-class LivefileServer(uvicorn.Server):
-    """uvicorn's server, closing our WebSockets with 1001 before uvicorn drops connections."""
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        app: Any = self.config.loaded_app
-        while hasattr(app, "app") and not hasattr(app, "state"):
-            app = app.app  # unwrap uvicorn's middleware (proxy headers, message logger)
-        connections = getattr(getattr(app, "state", None), "connections", None)
-        if connections is not None:
-            await connections.close_all()
-        await super().shutdown(sockets)
-
-
-class LivefileWorker(multiprocess.Process):
-    """A uvicorn worker process running ``LivefileServer``."""
-
-    @property
-    def server(self) -> uvicorn.Server:
-        if self._server is None:
-            self._server = LivefileServer(config=self.config)
-        return self._server
-
-
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
-    # Several workers each build their app from the environment; one builds it here.
-    several = settings.workers > 1
-    return uvicorn.Config(
-        APP_FACTORY if several else create_app(settings),
-        factory=several,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws="websockets-sansio",
-        # Compression costs ~25x throughput on binary data and buys nothing for random bytes.
-        ws_per_message_deflate=False,
-        ws_max_size=max(settings.max_message_size, settings.max_text_message_size) + 1024,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=10,
-    )
 
 
 def serve(args: argparse.Namespace) -> int:
+    from livefile.impl_websocket.server import run
+    from livefile.impl_websocket.settings import Settings
+
     overrides = {
         key: value
         for key, value in vars(args).items()
         if key in Settings.model_fields and value is not None
     }
-    settings = Settings(**overrides)
-    if settings.workers > 1 and not settings.redis_url:
-        print(
-            "livefile serve: --workers greater than 1 needs --redis-url (LIVEFILE_REDIS_URL):"
-            " the workers share their catalog and statuses through Redis",
-            file=sys.stderr,
-        )
-        return 2
-    if settings.redis_url and (problem := redis_problem(settings.redis_url)):
-        print(
-            f"livefile serve: Redis at {settings.redis_url} is unreachable: {problem}",
-            file=sys.stderr,
-        )
-        return 1
-    config = uvicorn_config(settings)
-    if settings.workers == 1:
-        LivefileServer(config).run()
-        return 0
-    # The workers are new processes: hand them the settings through the environment.
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            os.environ[f"LIVEFILE_{name.upper()}"] = str(value)
-    # uvicorn's supervisor builds a plain uvicorn.Server in each worker; make it build ours,
-    # so that every worker closes its WebSockets with 1001 on shutdown too.
-    multiprocess.Process = LivefileWorker  # type: ignore[misc]
-    multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
-    return 0
-
-
-def redis_problem(url: str) -> str | None:
-    """Why Redis cannot be used (None when it answers a PING)."""
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
-        client.ping()
-        client.close()
-    except (redis.RedisError, OSError, ValueError) as exc:
-        return str(exc)
-    return None
+    return run(Settings(**overrides))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from livefile.api import close_codes
 from livefile.api.errors import ConnectionLostError, LivefileError, LivefileTimeoutError
 from livefile.api.model import ResourceStatus
-from livefile.client_download.protocol import (
+from livefile.impl_common.close_reason import error_for_close, safe_close_reason
+from livefile.impl_common.download_protocol import (
     ConnectionEnding,
     DownloadClientProtocol,
     Event,
@@ -28,7 +29,6 @@ from livefile.client_download.protocol import (
     RequestFailed,
     StatusReceived,
 )
-from livefile.impl_common.close_reason import error_for_close, safe_close_reason
 
 logger = logging.getLogger(__name__)
 

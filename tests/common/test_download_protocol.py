@@ -9,7 +9,7 @@ import pytest
 
 from livefile.api import ProtocolError, RequestError, ResourceNotFoundError, ResourceStatus
 from livefile.api.model import TransferStatus
-from livefile.client_download.protocol import (
+from livefile.impl_common.download_protocol import (
     ConnectionEnding,
     DownloadClientProtocol,
     ReplyReceived,

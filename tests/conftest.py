@@ -15,11 +15,14 @@ ServerFactory = Callable[..., LivefileProcess]
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start servers with extra ``livefile serve`` flags; all are stopped after the test."""
+    """Start servers with extra ``livefile serve`` flags (and environment variables); all are
+    stopped after the test."""
     started: list[LivefileProcess] = []
 
-    def start(*args: str, data_dir: Path | None = None) -> LivefileProcess:
-        server = LivefileProcess(data_dir or tmp_path / "data", *args).start()
+    def start(
+        *args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> LivefileProcess:
+        server = LivefileProcess(data_dir or tmp_path / "data", *args, env=env).start()
         started.append(server)
         return server
 

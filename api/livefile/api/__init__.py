@@ -1,6 +1,9 @@
 """livefile's data model, protocol messages, errors and backend interfaces. No I/O here."""
 
 from livefile.api.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    AuthorizationError,
     ChecksumMismatchError,
     ConnectionLostError,
     LivefileError,
@@ -22,6 +25,9 @@ from livefile.api.model import (
 )
 
 __all__ = [
+    "AccessDeniedError",
+    "AuthenticationError",
+    "AuthorizationError",
     "ChecksumMismatchError",
     "ConnectionLostError",
     "LivefileError",

@@ -17,6 +17,8 @@ REASON_SERVER_SHUTDOWN = "Server shutdown"
 REASON_MISSING_CONTEXT = "Missing parameter streamingUploadContextId"
 QUOTA_PREFIX = "QuotaExceededException: "
 CHECKSUM_PREFIX = "Checksum mismatch"
+UNAUTHORIZED_PREFIX = "Unauthorized: "  # no valid token (HTTP 401)
+FORBIDDEN_PREFIX = "Forbidden: "  # a valid token that does not grant the request (HTTP 403)
 
 # RFC 6455 allows 123 bytes of reason in a close frame (125 minus the code).
 MAX_REASON_BYTES = 123

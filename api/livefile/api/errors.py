@@ -35,6 +35,21 @@ class PolicyViolationError(ServerError):
     """The server refused the request by policy (close 1008), e.g. a missing upload context."""
 
 
+class AccessDeniedError(PolicyViolationError):
+    """Access control refused the request (close 1008 with an ``Unauthorized:`` or
+    ``Forbidden:`` reason, or HTTP 401/403)."""
+
+
+class AuthenticationError(AccessDeniedError):
+    """No valid token: missing, malformed, wrongly signed, expired, not yet valid, or for
+    another audience (HTTP 401)."""
+
+
+class AuthorizationError(AccessDeniedError):
+    """A valid token that does not grant this request: wrong scope, another resource or
+    another upload context (HTTP 403)."""
+
+
 class ResourceNotFoundError(LivefileError):
     """No resource with that id exists."""
 

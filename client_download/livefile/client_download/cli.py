@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             metavar="SECONDS",
             help="limit for connecting and for each reply of the server (default 30)",
         )
+        parser.add_argument(
+            "--token",
+            default=os.environ.get("LIVEFILE_TOKEN"),
+            help="access token (JWT) if the server requires one; LIVEFILE_TOKEN keeps it out"
+            " of the process list. A reference with ?token= needs none",
+        )
         parser.set_defaults(handler=_handler(command))
         return parser
 
@@ -122,7 +128,7 @@ def _write_and_flush(sink: BinaryIO, data: bytes) -> None:
 def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         try:
-            download = AsyncDownloadClient(args.reference, timeout=args.timeout)
+            download = AsyncDownloadClient(args.reference, timeout=args.timeout, token=args.token)
         except ValueError as exc:
             return _fail(exc, EXIT_USAGE)
         try:

@@ -56,13 +56,18 @@ class AsyncDownloadClient:
     status, and the wait for each reply (measured from the last reply data received).
     Waiting for statuses has no limit unless given one; a dead connection still ends every
     wait, with ConnectionLostError, once WebSocket keepalive pings go unanswered (~40 s).
+    ``token`` is an access token (JWT) for a server with access control on; a reference
+    handed out by such a server carries its own download token and needs none.
     """
 
-    def __init__(self, reference: str, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self, reference: str, timeout: float | None = 30.0, *, token: str | None = None
+    ) -> None:
         parsed = parse_reference(reference)
         self.resource_id = parsed.resource_id
         self.uri = parsed.download_uri
         self.timeout = timeout
+        self.token = token
         self._connection: DownloadConnection | None = None
 
     # --- connection ---------------------------------------------------------------------
@@ -74,7 +79,7 @@ class AsyncDownloadClient:
         connection, make a new client."""
         if self._connection is None:
             self._connection = await DownloadConnection.open(
-                self.uri, self.resource_id, self.timeout
+                self.uri, self.resource_id, self.timeout, self.token
             )
         return self
 

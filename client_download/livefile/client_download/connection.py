@@ -65,10 +65,12 @@ class DownloadConnection:
         )
 
     @classmethod
-    async def open(cls, uri: str, resource_id: str, timeout: float | None) -> DownloadConnection:
+    async def open(
+        cls, uri: str, resource_id: str, timeout: float | None, token: str | None = None
+    ) -> DownloadConnection:
         """Connect to ``uri`` and wait for the resource's current status, each within
         ``timeout``. Raises ResourceNotFoundError for an unknown resource."""
-        ws = await _connect(uri, timeout)
+        ws = await _connect(uri, timeout, token)
         connection = cls(ws, resource_id, timeout)
         try:
             await connection.wait_for_status(lambda status: True, timeout)
@@ -280,8 +282,9 @@ class DownloadConnection:
         await self._receiver
 
 
-async def _connect(uri: str, timeout: float | None) -> ClientConnection:
-    """Open the WebSocket (TCP, TLS and handshake together within ``timeout``).
+async def _connect(uri: str, timeout: float | None, token: str | None) -> ClientConnection:
+    """Open the WebSocket (TCP, TLS and handshake together within ``timeout``), showing
+    ``token`` as a bearer token when given (a reference may carry its own in ``?token=``).
 
     Compression stays off: permessage-deflate costs more than an order of magnitude of
     throughput on data that does not compress (DESIGN.md).
@@ -290,6 +293,7 @@ async def _connect(uri: str, timeout: float | None) -> ClientConnection:
         async with asyncio.timeout(timeout):
             return await connect(
                 uri,
+                additional_headers={"Authorization": f"Bearer {token}"} if token else None,
                 compression=None,
                 max_size=MAX_INCOMING_MESSAGE,
                 open_timeout=None,  # the timeout above covers the whole opening

@@ -33,9 +33,11 @@ class DownloadClient:
     and must not call the client's blocking methods.
     """
 
-    def __init__(self, reference: str, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self, reference: str, timeout: float | None = 30.0, *, token: str | None = None
+    ) -> None:
         # Parsed here, so that a bad reference raises before a thread is started.
-        self._client = AsyncDownloadClient(reference, timeout)
+        self._client = AsyncDownloadClient(reference, timeout, token=token)
         self._thread: LoopThread | None = None
 
     def connect(self) -> DownloadClient:

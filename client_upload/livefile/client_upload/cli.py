@@ -91,7 +91,9 @@ def _print_reference(reference: str) -> None:
 
 async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> UploadResult:
     path = Path(args.file)
-    client = AsyncUploadClient(args.server, context_id=args.context, timeout=args.timeout)
+    client = AsyncUploadClient(
+        args.server, context_id=args.context, timeout=args.timeout, token=args.token
+    )
     if not args.live:
         return await client.upload_file(
             path,
@@ -187,6 +189,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --live: also end after SECONDS without growth",
     )
     parser.add_argument("--context", help="upload context id (streamingUploadContextId)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LIVEFILE_TOKEN"),
+        help="access token (JWT) if the server requires one; LIVEFILE_TOKEN keeps it out"
+        " of the process list",
+    )
     parser.add_argument("--filename", help="name to store (default: the file's name)")
     parser.add_argument("--mime-type", help="MIME type (default: guessed from the name)")
     parser.add_argument(

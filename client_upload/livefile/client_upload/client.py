@@ -41,7 +41,8 @@ class AsyncUploadClient:
     The client holds configuration only; every upload is its own WebSocket connection, so one
     client may run many uploads at once. ``timeout`` bounds every wait: the connection, the
     reference, each data message being taken by the transport, and the acknowledgement.
-    Messages carry at most ``message_size`` bytes of data.
+    Messages carry at most ``message_size`` bytes of data. ``token`` is the access token
+    (JWT) when the server has access control on; references then carry their own token.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class AsyncUploadClient:
         context_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         message_size: int = DEFAULT_MESSAGE_SIZE,
+        token: str | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
@@ -60,6 +62,7 @@ class AsyncUploadClient:
         self.context_id = context_id
         self.timeout = timeout
         self.message_size = message_size
+        self.token = token
 
     @property
     def upload_uri(self) -> str:
@@ -104,6 +107,7 @@ class AsyncUploadClient:
             timeout=self.timeout,
             progress=progress,
             charset=charset,
+            token=self.token,
         )
 
     async def upload_bytes(

@@ -17,8 +17,9 @@ MAX_INCOMING_MESSAGE = 1024 * 1024
 MAX_CLOSE_TIMEOUT = 10.0
 
 
-async def open_connection(uri: str, timeout: float) -> ClientConnection:
-    """Connect to ``uri`` (TCP, TLS and WebSocket handshake together within ``timeout``).
+async def open_connection(uri: str, timeout: float, token: str | None = None) -> ClientConnection:
+    """Connect to ``uri`` (TCP, TLS and WebSocket handshake together within ``timeout``),
+    showing ``token`` as a bearer token when given.
 
     Compression stays off: permessage-deflate costs more than an order of magnitude of
     throughput on data that does not compress.
@@ -27,6 +28,7 @@ async def open_connection(uri: str, timeout: float) -> ClientConnection:
         async with asyncio.timeout(timeout):
             return await connect(
                 uri,
+                additional_headers=bearer_headers(token),
                 compression=None,
                 max_size=MAX_INCOMING_MESSAGE,
                 open_timeout=None,  # the timeout above covers the whole opening
@@ -36,6 +38,10 @@ async def open_connection(uri: str, timeout: float) -> ClientConnection:
         raise LivefileTimeoutError(f"Connecting to {uri} timed out after {timeout} s") from None
     except (OSError, InvalidHandshake, InvalidURI) as exc:
         raise ConnectionLostError(f"Cannot connect to {uri}: {exc}") from exc
+
+
+def bearer_headers(token: str | None) -> dict[str, str] | None:
+    return {"Authorization": f"Bearer {token}"} if token else None
 
 
 def closed_error(ws: ClientConnection) -> LivefileError:

@@ -86,9 +86,14 @@ class UploadClient:
         context_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         message_size: int = DEFAULT_MESSAGE_SIZE,
+        token: str | None = None,
     ) -> None:
         self._client = AsyncUploadClient(
-            server, context_id=context_id, timeout=timeout, message_size=message_size
+            server,
+            context_id=context_id,
+            timeout=timeout,
+            message_size=message_size,
+            token=token,
         )
         self._thread = LoopThread("livefile-upload")
 

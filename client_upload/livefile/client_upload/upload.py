@@ -109,10 +109,11 @@ class AsyncUpload:
         timeout: float,
         progress: Progress | None = None,
         charset: str | None = None,
+        token: str | None = None,
     ) -> AsyncUpload:
         """Connect, announce the resource, and wait for its reference."""
         transcoder = Utf8Transcoder(charset) if charset else None
-        ws = await open_connection(uri, timeout)
+        ws = await open_connection(uri, timeout, token)
         upload = cls(
             ws,
             message_size=message_size,

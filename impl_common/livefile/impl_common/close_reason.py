@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from livefile.api import close_codes
 from livefile.api.errors import (
+    AuthenticationError,
+    AuthorizationError,
     ChecksumMismatchError,
     ConnectionLostError,
     LivefileError,
@@ -28,6 +30,11 @@ def error_for_close(code: int | None, reason: str) -> LivefileError:
         return QuotaExceededError(reason[len(close_codes.QUOTA_PREFIX) :])
     if reason.startswith(close_codes.CHECKSUM_PREFIX):
         return ChecksumMismatchError(reason)
+    if code == close_codes.POLICY_VIOLATION:
+        if reason.startswith(close_codes.UNAUTHORIZED_PREFIX):
+            return AuthenticationError(reason)
+        if reason.startswith(close_codes.FORBIDDEN_PREFIX):
+            return AuthorizationError(reason)
     detail = f"closed with {code}" + (f": {reason}" if reason else "")
     if code == close_codes.POLICY_VIOLATION:
         return PolicyViolationError(detail)

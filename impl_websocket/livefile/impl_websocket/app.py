@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from livefile.api.errors import AccessDeniedError
 from livefile.api.interfaces import Catalog, StatusBus
 from livefile.impl_common.references import CONTEXT_PARAMETER
 from livefile.impl_server.bus import InProcessStatusBus
@@ -24,6 +25,12 @@ from livefile.impl_server.redis_backend import (
     RedisStore,
 )
 from livefile.impl_server.storage import FilesystemStorage
+from livefile.impl_websocket.access import (
+    AccessControlMiddleware,
+    close_denied,
+    denial_response,
+    grant_of,
+)
 from livefile.impl_websocket.connections import Connections
 from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
@@ -37,6 +44,7 @@ logger = logging.getLogger("livefile")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     connections = Connections()
+    authority = settings.token_authority()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +101,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.connections = connections
+    app.state.token_authority = authority
+    if authority is not None:
+        app.add_middleware(AccessControlMiddleware, authority=authority)
+        if not authority.can_sign:
+            logger.warning(
+                "access control on without a signing key: references carry no download token"
+            )
     app.include_router(router)
+
+    @app.exception_handler(AccessDeniedError)
+    async def access_denied(request: Request, exc: AccessDeniedError) -> JSONResponse:
+        return denial_response(exc)
 
     @app.exception_handler(RedisError)
     async def redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:
@@ -106,13 +125,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:
         context_id = websocket.query_params.get(CONTEXT_PARAMETER) or None
+        try:
+            context_id = grant_of(websocket).authorize_upload(context_id)
+        except AccessDeniedError as exc:
+            await close_denied(websocket, exc)
+            return
         await websocket.accept()
         async with connections.track(websocket, "upload", settings.max_uploads) as admitted:
             if admitted:
-                await UploadSession(websocket, app.state.manager, settings, context_id).run()
+                await UploadSession(
+                    websocket, app.state.manager, settings, context_id, authority
+                ).run()
 
     @app.websocket("/ws/streaming/download/{resource_id}", name="download")
     async def download(websocket: WebSocket, resource_id: str) -> None:
+        try:
+            grant_of(websocket).authorize_download(resource_id)
+        except AccessDeniedError as exc:
+            await close_denied(websocket, exc)
+            return
         await websocket.accept()
         async with connections.track(websocket, "download", settings.max_downloads) as admitted:
             if admitted:

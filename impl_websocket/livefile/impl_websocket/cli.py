@@ -1,10 +1,15 @@
-"""``livefile serve``: the command line of the server. The server itself (uvicorn, FastAPI,
-redis) is imported only when the command runs, so that every other ``livefile`` command starts
-fast."""
+"""``livefile serve`` and ``livefile token``: the command lines of the server. The server
+itself (uvicorn, FastAPI, redis) is imported only when ``serve`` runs, so that every other
+``livefile`` command starts fast."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -91,4 +96,113 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " IN_PROGRESS before another process fails it (default 6)",
     )
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    _add_key_arguments(parser)
+    parser.add_argument(
+        "--reference-token-ttl",
+        dest="reference_token_ttl",
+        type=duration,
+        help="lifetime of the download token in references, e.g. 7d (LIVEFILE_REFERENCE_TOKEN_TTL)",
+    )
     parser.set_defaults(handler=serve)
+
+
+def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
+    # The HS256 secret has no flag on purpose: command lines are visible to every local user.
+    parser.add_argument(
+        "--jwt-public-key",
+        dest="jwt_public_key",
+        help="PEM file verifying RS256/ES256/EdDSA tokens (LIVEFILE_JWT_PUBLIC_KEY);"
+        " an HS256 secret comes only from LIVEFILE_JWT_SECRET",
+    )
+    parser.add_argument(
+        "--jwt-private-key",
+        dest="jwt_private_key",
+        help="PEM file signing tokens (LIVEFILE_JWT_PRIVATE_KEY)",
+    )
+    parser.add_argument(
+        "--jwt-audience",
+        dest="jwt_audience",
+        help="token audience (LIVEFILE_JWT_AUDIENCE, livefile)",
+    )
+    parser.add_argument(
+        "--jwt-issuer", dest="jwt_issuer", help="token issuer (LIVEFILE_JWT_ISSUER)"
+    )
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``1h`` or ``7d``."""
+    match = DURATION.match(text)
+    if match is None or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive duration like 90s, 15m, 1h, 7d: {text!r}")
+    return float(match[1]) * SECONDS_PER_UNIT[match[2]]
+
+
+def token(args: argparse.Namespace) -> int:
+    from livefile.api.model import is_valid_id
+    from livefile.impl_server.access import Scope
+    from livefile.impl_websocket.settings import Settings
+
+    scopes = {Scope(scope) for scope in args.scope}
+    for value, name, scope in (
+        (args.resource, "--resource", Scope.DOWNLOAD),
+        (args.context, "--context", Scope.UPLOAD),
+    ):
+        if value is None:
+            continue
+        if scope not in scopes:
+            print(f"livefile token: {name} needs --scope {scope}", file=sys.stderr)
+            return 2
+        if not is_valid_id(value):
+            print(f"livefile token: {name} is not a livefile id: {value!r}", file=sys.stderr)
+            return 2
+    overrides = {
+        key: value
+        for key, value in vars(args).items()
+        if key.startswith("jwt_") and value is not None
+    }
+    try:
+        authority = Settings(**overrides).token_authority()
+    except (ValueError, OSError) as exc:
+        print(f"livefile token: cannot use the JWT key: {exc}", file=sys.stderr)
+        return 2
+    if authority is None or not authority.can_sign:
+        print(
+            "livefile token: no signing key: set LIVEFILE_JWT_SECRET or LIVEFILE_JWT_PRIVATE_KEY"
+            " (or --jwt-private-key)",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        authority.mint(
+            scopes,
+            args.ttl,
+            resource_id=args.resource,
+            context_id=args.context,
+            subject=args.subject,
+        )
+    )
+    return 0
+
+
+def register_token(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "token",
+        help="mint an access token from the configured key",
+        description="Print a JWT granting upload, download or admin access, signed with the key"
+        " livefile serve verifies (LIVEFILE_JWT_SECRET, or LIVEFILE_JWT_PRIVATE_KEY).",
+    )
+    parser.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=["upload", "download", "admin"],
+        help="what the token grants; repeat for several",
+    )
+    parser.add_argument("--resource", help="download: only this resource id")
+    parser.add_argument("--context", help="upload: only into this upload context")
+    parser.add_argument("--subject", help="who the token is for (the sub claim)")
+    parser.add_argument(
+        "--ttl", type=duration, default=3600.0, help="lifetime: 90s, 15m, 1h (default), 7d"
+    )
+    _add_key_arguments(parser)
+    parser.set_defaults(handler=token)

@@ -6,13 +6,19 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from livefile.api.model import ResourceInfo, UploadContextInfo
 from livefile.impl_server.contexts import QueueingContextListener, UnknownContextError
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_websocket.access import (
+    ACCESS_RESPONSES,
+    admin_access,
+    context_access,
+    download_access,
+)
 
 router = APIRouter()
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -41,7 +47,11 @@ async def healthz() -> Health:
     "/resources/{resource_id}",
     response_model=ResourceInfo,
     response_model_by_alias=True,
-    responses={404: {"model": ErrorBody, "description": "No resource with that id"}},
+    dependencies=[Depends(download_access)],
+    responses={
+        **ACCESS_RESPONSES,
+        404: {"model": ErrorBody, "description": "No resource with that id"},
+    },
     tags=["resources"],
 )
 async def get_resource(resource_id: str, request: Request) -> ResourceInfo:
@@ -57,6 +67,8 @@ async def get_resource(resource_id: str, request: Request) -> ResourceInfo:
     response_model=UploadContextInfo,
     response_model_by_alias=True,
     status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(admin_access)],
+    responses=ACCESS_RESPONSES,
     tags=["contexts"],
 )
 async def open_context(request: Request) -> UploadContextInfo:
@@ -69,7 +81,11 @@ async def open_context(request: Request) -> UploadContextInfo:
     "/contexts/{context_id}",
     response_model=UploadContextInfo,
     response_model_by_alias=True,
-    responses={404: {"model": ErrorBody, "description": "No open context with that id"}},
+    dependencies=[Depends(context_access)],
+    responses={
+        **ACCESS_RESPONSES,
+        404: {"model": ErrorBody, "description": "No open context with that id"},
+    },
     tags=["contexts"],
 )
 async def describe_context(context_id: str, request: Request) -> UploadContextInfo:
@@ -83,7 +99,11 @@ async def describe_context(context_id: str, request: Request) -> UploadContextIn
 @router.delete(
     "/contexts/{context_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"model": ErrorBody, "description": "No open context with that id"}},
+    dependencies=[Depends(admin_access)],
+    responses={
+        **ACCESS_RESPONSES,
+        404: {"model": ErrorBody, "description": "No open context with that id"},
+    },
     tags=["contexts"],
 )
 async def close_context(context_id: str, request: Request) -> None:
@@ -97,7 +117,9 @@ async def close_context(context_id: str, request: Request) -> None:
 @router.get(
     "/contexts/{context_id}/events",
     response_class=StreamingResponse,
+    dependencies=[Depends(context_access)],
     responses={
+        **ACCESS_RESPONSES,
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
         404: {"model": ErrorBody, "description": "No open context with that id"},
     },

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
@@ -28,9 +28,11 @@ from livefile.impl_common.http_ranges import (
     parse_range,
 )
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_websocket.access import ACCESS_RESPONSES, download_access
 
 logger = logging.getLogger(__name__)
-router = APIRouter()
+# Every route here reads the resource in its path.
+router = APIRouter(dependencies=[Depends(download_access)], responses=ACCESS_RESPONSES)
 READ_SIZE = 4 * 1024 * 1024
 STATUS_HEADER = "X-Livefile-Transfer-Status"
 SIZE_HEADER = "X-Livefile-Current-Size"

@@ -11,9 +11,11 @@ from typing import Any
 
 import redis
 import uvicorn
+from pydantic import SecretStr
 from uvicorn.supervisors import multiprocess
 
 from livefile.impl_websocket.app import create_app
+from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 
 APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
@@ -54,6 +56,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
         ws="websockets-sansio",
         # Compression costs ~25x throughput on binary data and buys nothing for random bytes.
         ws_per_message_deflate=False,
@@ -78,12 +81,19 @@ def run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        settings.token_authority()
+    except (ValueError, OSError) as exc:
+        print(f"livefile serve: cannot use the JWT key: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn_config(settings)
     if settings.workers == 1:
         LivefileServer(config).run()
         return 0
     # The workers are new processes: hand them the settings through the environment.
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             os.environ[f"LIVEFILE_{name.upper()}"] = str(value)
     # uvicorn's supervisor builds a plain uvicorn.Server in each worker; make it build ours,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from livefile.impl_server.access import TokenAuthority
 
 MiB = 1024 * 1024
 
@@ -48,5 +50,33 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=6.0, gt=0, description="an upload's owner must renew its lease within this"
     )
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 key (32+ bytes): turns access control on"
+    )
+    jwt_public_key: str | None = Field(
+        default=None, description="PEM (text or file) verifying RS256/ES256/EdDSA tokens"
+    )
+    jwt_private_key: str | None = Field(
+        default=None, description="PEM (text or file) signing reference and minted tokens"
+    )
+    jwt_audience: str = "livefile"
+    jwt_issuer: str | None = None
+    jwt_leeway: float = Field(default=10.0, ge=0, description="seconds of clock skew allowed")
+    reference_token_ttl: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="seconds the download token in a ReadyForUpload reference stays valid",
+    )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+
+    def token_authority(self) -> TokenAuthority | None:
+        """The configured verifier and signer of tokens; None when access control is off."""
+        return TokenAuthority.from_settings(
+            secret=self.jwt_secret.get_secret_value() if self.jwt_secret else None,
+            public_key=self.jwt_public_key,
+            private_key=self.jwt_private_key,
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+            leeway=self.jwt_leeway,
+        )

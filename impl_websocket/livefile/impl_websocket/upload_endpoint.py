@@ -30,8 +30,10 @@ from livefile.impl_common.upload_protocol import (
     UploadPhase,
     UploadServerProtocol,
 )
+from livefile.impl_server.access import Scope, TokenAuthority
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import ActiveUpload
+from livefile.impl_websocket.access import TOKEN_PARAMETER
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.settings import Settings
 
@@ -47,11 +49,13 @@ class UploadSession:
         manager: ResourceManager,
         settings: Settings,
         context_id: str | None,
+        authority: TokenAuthority | None = None,
     ) -> None:
         self.websocket = websocket
         self.manager = manager
         self.settings = settings
         self.context_id = context_id
+        self.authority = authority  # signs the download token of the reference
         self.protocol = UploadServerProtocol()
         self.upload: ActiveUpload | None = None
         self._send_lock = asyncio.Lock()
@@ -183,7 +187,15 @@ class UploadSession:
 
     def _download_uri(self, resource_id: str) -> str:
         # As seen by the client: scheme and Host header of this request, plus any root path.
-        return str(self.websocket.url_for("download", resource_id=resource_id))
+        uri = str(self.websocket.url_for("download", resource_id=resource_id))
+        if self.authority is None or not self.authority.can_sign:
+            return uri
+        # With access control on, the reference is a complete grant: whoever the uploader
+        # hands it to can watch and download this resource, and nothing else.
+        token = self.authority.mint(
+            [Scope.DOWNLOAD], self.settings.reference_token_ttl, resource_id=resource_id
+        )
+        return f"{uri}?{TOKEN_PARAMETER}={token}"
 
     async def _send(self, text: str) -> None:
         async with self._send_lock:

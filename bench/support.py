@@ -9,7 +9,9 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -95,3 +97,60 @@ class PeakRss:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+@dataclass
+class Result:
+    """One figure of the benchmark report: a subject measured against a baseline in the same run.
+
+    ``value`` and ``baseline_value`` are medians of ``runs`` and ``baseline_runs``. ``ratio`` is
+    always "how much better than the baseline" (above 1 is better), whichever way the unit goes.
+    ``series`` holds data for plots (e.g. ``{"sizes_mib": [...], "livefile": [...], ...}`` or
+    latency samples); ``notes`` says anything a reader must know (e.g. why a target is missed).
+    """
+
+    benchmark: str  # e.g. "upload 1 GiB"
+    subject: str  # e.g. "livefile SDK"
+    unit: str  # e.g. "MiB/s", "requests/s", "ms", "MiB"
+    runs: list[float]
+    baseline: str | None = None  # e.g. "minimal FastAPI/uvicorn WebSocket endpoint"
+    baseline_runs: list[float] = field(default_factory=list)
+    higher_is_better: bool = True
+    target: float | None = None  # the ratio to reach (or, without a baseline, the value)
+    target_text: str = ""  # e.g. ">= 0.8", "p95 <= 260 ms"
+    series: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def value(self) -> float:
+        return median(self.runs)
+
+    @property
+    def baseline_value(self) -> float | None:
+        return median(self.baseline_runs) if self.baseline_runs else None
+
+    @property
+    def ratio(self) -> float | None:
+        base = self.baseline_value
+        if base is None or base == 0 or self.value == 0:
+            return None
+        return self.value / base if self.higher_is_better else base / self.value
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the target is reached (None when there is no target)."""
+        if self.target is None:
+            return None
+        if self.baseline_runs:
+            ratio = self.ratio
+            return ratio is not None and ratio >= self.target
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "value": self.value,
+            "baseline_value": self.baseline_value,
+            "ratio": self.ratio,
+            "met": self.met,
+        }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from tests.client_upload.watch import wait_for_status
 from tests.support.server import LivefileProcess
-from tests.support.wire import download
+from tests.support.wire import crc32_hex, download
 
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
 
@@ -38,7 +37,8 @@ def test_upload_prints_the_reference_first_and_the_result_last(
         "reference": reference,
         "resourceId": final["resourceId"],
         "size": 8,
-        "checksum": hashlib.md5(b"one\ntwo\n").hexdigest(),
+        "checksum": crc32_hex(b"one\ntwo\n"),
+        "checksumAlgorithm": "crc32",
         "status": {"transferStatus": "COMPLETED", "currentSize": 8, "numberOfLines": 2},
     }
     assert result.stderr == ""  # no progress when stderr is not a terminal

@@ -14,7 +14,8 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ from livefile.client_upload import AsyncUploadClient, TranscodingError, UploadCl
 from tests.client_upload.watch import WAIT, read_range, wait_for_end
 from tests.conftest import ServerFactory
 from tests.support.server import LivefileProcess
-from tests.support.wire import download, get_json
+from tests.support.wire import crc32_hex, download, get_json
 
 
 def resource(server: LivefileProcess, resource_id: str) -> dict[str, object]:
@@ -49,13 +50,13 @@ async def test_bytes_are_uploaded_and_completed(server: LivefileProcess) -> None
     data = os.urandom(3_500_000)
     async with AsyncUploadClient(server.ws_url, timeout=WAIT) as client:
         result = await client.upload_bytes(data, filename="a.bin")
-    md5 = hashlib.md5(data).hexdigest()
+    crc = crc32_hex(data)
     assert result.status.transfer_status is TransferStatus.COMPLETED
-    assert (result.size, result.checksum) == (len(data), md5)
+    assert (result.size, result.checksum, result.checksum_algorithm) == (len(data), crc, "crc32")
     info = resource(server, result.resource_id)
     assert info["status"] == {"transferStatus": "COMPLETED", "currentSize": len(data),
                               "numberOfLines": None}  # fmt: skip
-    assert info["checksum"] == md5
+    assert (info["checksum"], info["checksumAlgorithm"]) == (crc, "crc32")
     assert await download(server.ws_url, result.resource_id) == data
 
 
@@ -63,7 +64,7 @@ async def test_zero_bytes_complete_with_size_zero(server: LivefileProcess) -> No
     async with AsyncUploadClient(server.ws_url, timeout=WAIT) as client:
         result = await client.upload_bytes(b"", filename="empty.txt")
     assert (result.status.transfer_status, result.size) == (TransferStatus.COMPLETED, 0)
-    assert result.checksum == hashlib.md5(b"").hexdigest()
+    assert result.checksum == crc32_hex(b"")
     assert resource(server, result.resource_id)["status"] == {
         "transferStatus": "COMPLETED", "currentSize": 0, "numberOfLines": None,
     }  # fmt: skip
@@ -374,7 +375,7 @@ async def test_live_file_is_followed_until_the_writer_says_it_is_done(
         result = await client.upload_live_file(path, until=done, supports_line_access=True)
     thread.join()
     expected = b"".join(lines)
-    assert result.checksum == hashlib.md5(expected).hexdigest()
+    assert result.checksum == crc32_hex(expected)
     assert (result.size, result.status.number_of_lines) == (len(expected), 200)
     assert await download(server.ws_url, result.resource_id) == expected
 
@@ -454,7 +455,7 @@ async def test_latin1_text_is_stored_as_exact_utf8_with_its_lines(
             charset="ISO-8859-1",
         )  # fmt: skip
     assert result.size == len(expected)
-    assert result.checksum == hashlib.md5(expected).hexdigest()
+    assert result.checksum == crc32_hex(expected)
     assert result.status.number_of_lines == 81
     assert await download(server.ws_url, result.resource_id) == expected
 
@@ -476,3 +477,36 @@ async def test_concurrent_uploads_do_not_mix(server: LivefileProcess) -> None:
         )
     for data, result in zip(payloads, results, strict=True):
         assert await download(server.ws_url, result.resource_id) == data
+
+
+def content(url: str) -> tuple[str | None, bytes]:
+    """The ETag and body of a GET."""
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        return response.headers["ETag"], response.read()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "digest"),
+    [
+        ("crc32", crc32_hex),
+        ("sha256", lambda data: hashlib.sha256(data).hexdigest()),
+        ("md5", lambda data: hashlib.md5(data).hexdigest()),
+    ],
+)
+async def test_each_checksum_algorithm_is_agreed_end_to_end_and_shown(
+    server: LivefileProcess, algorithm: str, digest: Callable[[bytes], str]
+) -> None:
+    data = os.urandom(2_500_000)
+    client = AsyncUploadClient(server.ws_url, timeout=WAIT, checksum_algorithm=algorithm)
+    result = await client.upload_bytes(data, filename="a.bin")
+    assert (result.checksum, result.checksum_algorithm) == (digest(data), algorithm)
+    info = resource(server, result.resource_id)
+    assert (info["checksum"], info["checksumAlgorithm"]) == (digest(data), algorithm)
+    stored = digest(data) if algorithm == "md5" else f"{algorithm}:{digest(data)}"
+    etag, body = content(f"{server.http_url}/resources/{result.resource_id}/content")
+    assert (etag, body) == (f'"{stored}"', data)
+
+
+def test_an_unknown_checksum_algorithm_is_refused_before_any_io() -> None:
+    with pytest.raises(ValueError, match="sha1"):
+        AsyncUploadClient("ws://127.0.0.1:1", checksum_algorithm="sha1")

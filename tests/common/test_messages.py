@@ -12,7 +12,12 @@ from livefile.api.messages import (
     UploadAcknowledged,
     parse_message,
 )
-from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.api.model import (
+    ChecksumAlgorithm,
+    ResourceMetadata,
+    ResourceStatus,
+    TransferStatus,
+)
 
 
 def test_start_upload_round_trips_in_wire_form() -> None:
@@ -21,8 +26,23 @@ def test_start_upload_round_trips_in_wire_form() -> None:
     assert wire == {
         "@": "StartUpload",
         "metadata": {"filename": "a.txt", "mimeType": "text/plain", "supportsLineAccess": False},
+        "checksumAlgorithm": "md5",
     }
     assert parse_message(message.to_json()) == message
+
+
+def test_start_upload_without_checksum_algorithm_means_md5_as_in_step_streaming() -> None:
+    message = parse_message('{"@":"StartUpload","metadata":{"filename":"a","mimeType":"a/b"}}')
+    assert isinstance(message, StartUpload)
+    assert message.checksum_algorithm is ChecksumAlgorithm.MD5
+
+
+def test_start_upload_with_an_unknown_checksum_algorithm_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="checksumAlgorithm"):
+        parse_message(
+            '{"@":"StartUpload","metadata":{"filename":"a","mimeType":"a/b"},'
+            '"checksumAlgorithm":"sha1"}'
+        )
 
 
 def test_status_changed_writes_null_line_count_explicitly() -> None:

@@ -4,7 +4,6 @@ HTTP follow-downloads across processes, a killed uploader, and a Redis restart."
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import subprocess
 import sys
@@ -25,7 +24,14 @@ from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
 from tests.support.redis_server import RedisProcess
 from tests.support.server import LivefileProcess, free_port
-from tests.support.wire import get_json, open_ws, read_context_events, start_upload, wait_closed
+from tests.support.wire import (
+    crc32_hex,
+    get_json,
+    open_ws,
+    read_context_events,
+    start_upload,
+    wait_closed,
+)
 
 WAIT = 60.0
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
@@ -90,7 +96,7 @@ async def test_upload_on_one_process_is_followed_on_the_others(
     for node in nodes:
         _, info = get_json(f"{node.http_url}/resources/{resource_id}")
         assert info["status"] == result.status.to_wire()
-        assert info["checksum"] == hashlib.md5(text).hexdigest()
+        assert info["checksum"] == crc32_hex(text)
 
 
 async def test_killed_uploader_fails_for_watchers_on_other_processes(

@@ -7,12 +7,18 @@ import json
 import threading
 import urllib.error
 import urllib.request
+import zlib
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 META = {"filename": "data.bin", "mimeType": "application/octet-stream"}
+
+
+def crc32_hex(data: bytes) -> str:
+    """The checksum the SDK sends by default: CRC-32 (zlib's) as 8 hex digits."""
+    return f"{zlib.crc32(data):08x}"
 
 
 def open_ws(uri: str) -> connect:

@@ -17,6 +17,7 @@ from livefile.api.errors import (
     ServerError,
 )
 from livefile.api.model import (
+    ChecksumAlgorithm,
     ResourceInfo,
     ResourceMetadata,
     ResourceReference,
@@ -28,6 +29,7 @@ __all__ = [
     "AccessDeniedError",
     "AuthenticationError",
     "AuthorizationError",
+    "ChecksumAlgorithm",
     "ChecksumMismatchError",
     "ConnectionLostError",
     "LivefileError",

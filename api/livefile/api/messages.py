@@ -8,12 +8,26 @@ one of the messages below. ``parse_message`` turns a text message into a typed m
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    AliasChoices,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from livefile.api.errors import ProtocolError
-from livefile.api.model import ResourceMetadata, ResourceReference, ResourceStatus, WireModel
+from livefile.api.model import (
+    ChecksumAlgorithm,
+    ResourceMetadata,
+    ResourceReference,
+    ResourceStatus,
+    WireModel,
+)
 
 
 class Message(WireModel):
@@ -29,6 +43,19 @@ class Message(WireModel):
 class StartUpload(Message):
     kind: Literal["StartUpload"] = Field(default="StartUpload", alias="@")
     metadata: ResourceMetadata
+    # How FinishUpload's checksum is computed; step-streaming's clients name none and send MD5.
+    checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5
+
+    @field_validator("metadata")
+    @classmethod
+    def _mime_type_is_one_line(cls, metadata: ResourceMetadata) -> ResourceMetadata:
+        # The metadata's pattern ends in "$", which also matches before a final "\n": such a
+        # type would become an invalid Content-Type header and break every HTTP download.
+        if metadata.mime_type.endswith("\n"):
+            raise ValueError(
+                f"invalid MIME type {metadata.mime_type[:80]!r}: expected type/subtype"
+            )
+        return metadata
 
 
 class ReadyForUpload(Message):
@@ -46,6 +73,7 @@ class UploadAcknowledged(Message):
     kind: Literal["UploadAcknowledged"] = Field(default="UploadAcknowledged", alias="@")
     size: int
     checksum: str
+    checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5
     # step-streaming's Java server spells it "numberOflines"; accept both, send the right one.
     number_of_lines: int | None = Field(
         default=None,
@@ -125,6 +153,10 @@ def parse_message(text: str) -> AnyMessage:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError(f"Malformed JSON: {exc}") from None
+    except ValueError:  # an integer literal beyond Python's conversion limit
+        raise ProtocolError(
+            f"Malformed JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(raw, dict):
         raise ProtocolError(f"A message must be a JSON object, got {type(raw).__name__}")
     kind = raw.get("@")

@@ -35,6 +35,14 @@ class WireModel(BaseModel):
         return self.model_dump(by_alias=True, mode="json")
 
 
+class ChecksumAlgorithm(enum.StrEnum):
+    """How the uploader and the server checksum an upload (``StartUpload.checksumAlgorithm``)."""
+
+    MD5 = "md5"  # step-streaming's; assumed when a client names none
+    SHA256 = "sha256"
+    CRC32 = "crc32"
+
+
 class TransferStatus(enum.StrEnum):
     INITIATED = "INITIATED"
     IN_PROGRESS = "IN_PROGRESS"
@@ -122,7 +130,8 @@ class ResourceInfo(WireModel):
     metadata: ResourceMetadata
     status: ResourceStatus
     upload_context_id: str | None = None
-    checksum: str | None = None
+    checksum: str | None = None  # hex digest, once COMPLETED
+    checksum_algorithm: ChecksumAlgorithm | None = None
 
 
 class UploadContextInfo(WireModel):

@@ -92,7 +92,11 @@ def _print_reference(reference: str) -> None:
 async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> UploadResult:
     path = Path(args.file)
     client = AsyncUploadClient(
-        args.server, context_id=args.context, timeout=args.timeout, token=args.token
+        args.server,
+        context_id=args.context,
+        timeout=args.timeout,
+        token=args.token,
+        checksum_algorithm=args.checksum,
     )
     if not args.live:
         return await client.upload_file(
@@ -127,6 +131,7 @@ def _result_json(result: UploadResult) -> str:
             "resourceId": result.resource_id,
             "size": result.size,
             "checksum": result.checksum,
+            "checksumAlgorithm": result.checksum_algorithm.value,
             "status": result.status.to_wire(),
         }
     )
@@ -201,6 +206,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--lines", action="store_true", help="a text file with line access (supportsLineAccess)"
     )
     parser.add_argument("--charset", help="the text's charset; stored as UTF-8 (e.g. latin-1)")
+    parser.add_argument(
+        "--checksum",
+        choices=["crc32", "sha256", "md5"],
+        default="crc32",
+        help="end-to-end check of the bytes (default crc32, the fastest)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     parser.add_argument("--progress", action="store_true", help="show progress on stderr")
     parser.add_argument("--quiet", action="store_true", help="no progress")

@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import quote
 
-from livefile.api.model import ResourceMetadata
+from livefile.api.model import ChecksumAlgorithm, ResourceMetadata
 from livefile.client_upload.live_file import EndSignal, follow_file
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
 from livefile.impl_common.references import CONTEXT_PARAMETER, UPLOAD_PATH, ws_base_url
@@ -43,6 +43,8 @@ class AsyncUploadClient:
     reference, each data message being taken by the transport, and the acknowledgement.
     Messages carry at most ``message_size`` bytes of data. ``token`` is the access token
     (JWT) when the server has access control on; references then carry their own token.
+    ``checksum_algorithm`` is how client and server check the bytes end to end: CRC-32 by
+    default (about 4 GB/s), SHA-256 for a cryptographic digest, MD5 as step-streaming does.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class AsyncUploadClient:
         timeout: float = DEFAULT_TIMEOUT,
         message_size: int = DEFAULT_MESSAGE_SIZE,
         token: str | None = None,
+        checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
@@ -63,6 +66,7 @@ class AsyncUploadClient:
         self.timeout = timeout
         self.message_size = message_size
         self.token = token
+        self.checksum_algorithm = ChecksumAlgorithm(checksum_algorithm)
 
     @property
     def upload_uri(self) -> str:
@@ -108,6 +112,7 @@ class AsyncUploadClient:
             progress=progress,
             charset=charset,
             token=self.token,
+            checksum_algorithm=self.checksum_algorithm,
         )
 
     async def upload_bytes(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
 
+from livefile.api.model import ChecksumAlgorithm
 from livefile.client_upload.client import (
     DEFAULT_MESSAGE_SIZE,
     DEFAULT_SERVER,
@@ -87,6 +88,7 @@ class UploadClient:
         timeout: float = DEFAULT_TIMEOUT,
         message_size: int = DEFAULT_MESSAGE_SIZE,
         token: str | None = None,
+        checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32,
     ) -> None:
         self._client = AsyncUploadClient(
             server,
@@ -94,6 +96,7 @@ class UploadClient:
             timeout=timeout,
             message_size=message_size,
             token=token,
+            checksum_algorithm=checksum_algorithm,
         )
         self._thread = LoopThread("livefile-upload")
 

@@ -8,7 +8,6 @@ close — a quota exceeded mid-stream stops ``write`` at once instead of after t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -26,13 +25,14 @@ from livefile.api.messages import (
     StatusChanged,
     UploadAcknowledged,
 )
-from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.api.model import ChecksumAlgorithm, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.client_upload.connection import (
     close_quietly,
     closed_error,
     drop,
     open_connection,
 )
+from livefile.impl_common.checksums import new_digest
 from livefile.impl_common.transcoding import Utf8Transcoder
 from livefile.impl_common.upload_protocol import UploadClientProtocol
 
@@ -41,20 +41,22 @@ Data = bytes | bytearray | memoryview
 Progress = Callable[[int, int], None]
 """``progress(sent_bytes, acknowledged_bytes)``: called as data is sent and at checkpoints."""
 
-# Below this size a hop to a worker thread costs more than hashing on the loop; above it MD5
-# (which releases the GIL) runs in a thread while the same bytes are being sent.
+# Below this size a hop to a worker thread costs more than hashing on the loop; above it MD5 or
+# SHA-256 (which release the GIL) run in a thread while the same bytes are being sent. CRC-32
+# always runs inline: at ~4 GB/s a thread hop costs more than the checksum.
 THREAD_HASH_MIN = 256 * 1024
 
 
 @dataclass(frozen=True)
 class UploadResult:
-    """A finished upload: where it is, its final status (COMPLETED), its MD5 and size."""
+    """A finished upload: where it is, its final status (COMPLETED), its checksum and size."""
 
     reference: str
     resource_id: str
     status: ResourceStatus
-    checksum: str
+    checksum: str  # hex digest, agreed by the server
     size: int
+    checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32
 
 
 class AsyncUpload:
@@ -74,6 +76,7 @@ class AsyncUpload:
         timeout: float,
         progress: Progress | None,
         transcoder: Utf8Transcoder | None,
+        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32,
     ) -> None:
         self._ws = ws
         self._message_size = message_size
@@ -81,7 +84,11 @@ class AsyncUpload:
         self._progress = progress
         self._transcoder = transcoder
         self._protocol = UploadClientProtocol()
-        self._md5 = hashlib.md5()
+        self._checksum_algorithm = checksum_algorithm
+        self._digest = new_digest(checksum_algorithm)
+        self._hash_inline_below = (
+            THREAD_HASH_MIN if checksum_algorithm is not ChecksumAlgorithm.CRC32 else 1 << 62
+        )
         # One write or finish at a time, so that the bytes hashed are the bytes sent, in order.
         self._lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
@@ -110,6 +117,7 @@ class AsyncUpload:
         progress: Progress | None = None,
         charset: str | None = None,
         token: str | None = None,
+        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32,
     ) -> AsyncUpload:
         """Connect, announce the resource, and wait for its reference."""
         transcoder = Utf8Transcoder(charset) if charset else None
@@ -120,9 +128,11 @@ class AsyncUpload:
             timeout=timeout,
             progress=progress,
             transcoder=transcoder,
+            checksum_algorithm=checksum_algorithm,
         )
         try:
-            await upload._send(StartUpload(metadata=metadata).to_json())
+            start = StartUpload(metadata=metadata, checksum_algorithm=checksum_algorithm)
+            await upload._send(start.to_json())
             ready = await upload._wait(upload._ready, "the reference (ReadyForUpload)")
         except BaseException:
             await upload._shut(close_codes.INTERNAL_ERROR, "Upload start failed")
@@ -160,14 +170,16 @@ class AsyncUpload:
                 await self._write(tail)
             self._check_writable()
             self._protocol.finishing()
-            checksum = self._md5.hexdigest()
+            checksum = self._digest.hexdigest()
             await self._send(FinishUpload(checksum=checksum).to_json())
             ack = await self._wait(self._ack, "the acknowledgement (UploadAcknowledged)")
-            if ack.checksum != checksum or ack.size != self.sent:
+            algorithm = self._checksum_algorithm
+            if (ack.checksum, ack.checksum_algorithm, ack.size) != (checksum, algorithm, self.sent):
                 await self._shut(close_codes.PROTOCOL_ERROR, "Acknowledgement does not match")
                 raise ProtocolError(
-                    f"The server acknowledged {ack.size} bytes with MD5 {ack.checksum},"
-                    f" the client sent {self.sent} bytes with MD5 {checksum}"
+                    f"The server acknowledged {ack.size} bytes with {ack.checksum_algorithm}"
+                    f" {ack.checksum}, the client sent {self.sent} bytes with {algorithm}"
+                    f" {checksum}"
                 )
             # The server closes right after its acknowledgement; answer that close.
             await self._shut(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
@@ -178,7 +190,9 @@ class AsyncUpload:
             )
             self.acknowledged = ack.size
             self._report()
-            self.result = UploadResult(self.reference, self.resource_id, status, checksum, ack.size)
+            self.result = UploadResult(
+                self.reference, self.resource_id, status, checksum, ack.size, algorithm
+            )
             return self.result
 
     async def abort(self, reason: str = "Upload aborted by the client") -> None:
@@ -222,15 +236,15 @@ class AsyncUpload:
             async with asyncio.timeout(self._timeout):
                 if isinstance(message, str):
                     await self._ws.send(message)
-                elif len(message) < THREAD_HASH_MIN:
-                    self._md5.update(message)
+                elif len(message) < self._hash_inline_below:
+                    self._digest.update(message)
                     await self._ws.send(message)
                     # send() does not yield while the socket takes everything (loopback takes
                     # megabytes); yield so that the receive task sees an early close at once.
                     await asyncio.sleep(0)
                 else:
                     await asyncio.gather(
-                        asyncio.to_thread(self._md5.update, message), self._ws.send(message)
+                        asyncio.to_thread(self._digest.update, message), self._ws.send(message)
                     )
         except TimeoutError:
             # The server stopped reading: a close frame would wait behind the unsent data.

@@ -2,16 +2,21 @@
 
 Only transitions are persisted (creation and the terminal status), not every checkpoint: the live
 status of a running upload is held by the process taking it, and after a crash the bytes on disk
-say how far it got. SQLite runs in WAL mode; calls are short and made on the event loop.
+say how far it got. SQLite runs in WAL mode; calls are short and made on the event loop. The
+catalog shares the data directory's disk: a write refused because that disk is full raises a
+``ServerError`` that says so, and the caller decides whether to retry.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from livefile.api.errors import ServerError
 from livefile.api.interfaces import CatalogEntry
 from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
 
@@ -36,6 +41,16 @@ CREATE INDEX IF NOT EXISTS resources_context ON resources (upload_context_id);
 _TERMINAL = (TransferStatus.COMPLETED.value, TransferStatus.FAILED.value)
 
 
+@contextmanager
+def _writing() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            raise ServerError(f"Storage full: the catalog cannot be written ({exc})") from exc
+        raise
+
+
 class SqliteCatalog:
     """A catalog that survives restarts, in one SQLite file."""
 
@@ -54,21 +69,22 @@ class SqliteCatalog:
         status: ResourceStatus,
     ) -> None:
         now = time.time()
-        self._db.execute(
-            "INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-            (
-                resource_id,
-                metadata.filename,
-                metadata.mime_type,
-                int(metadata.supports_line_access),
-                upload_context_id,
-                status.transfer_status.value,
-                status.current_size,
-                status.number_of_lines,
-                now,
-                now,
-            ),
+        row = (
+            resource_id,
+            metadata.filename,
+            metadata.mime_type,
+            int(metadata.supports_line_access),
+            upload_context_id,
+            status.transfer_status.value,
+            status.current_size,
+            status.number_of_lines,
+            now,
+            now,
         )
+        with _writing():
+            self._db.execute(
+                "INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)", row
+            )
 
     async def get(self, resource_id: str) -> CatalogEntry | None:
         row = self._db.execute("SELECT * FROM resources WHERE id = ?", (resource_id,)).fetchone()
@@ -78,20 +94,21 @@ class SqliteCatalog:
         self, resource_id: str, status: ResourceStatus, checksum: str | None = None
     ) -> None:
         # The WHERE clause keeps terminal statuses final even if two paths race to end an upload.
-        self._db.execute(
-            "UPDATE resources SET transfer_status = ?, current_size = ?, number_of_lines = ?,"
-            " checksum = COALESCE(?, checksum), updated_at = ?"
-            " WHERE id = ? AND transfer_status NOT IN (?, ?)",
-            (
-                status.transfer_status.value,
-                status.current_size,
-                status.number_of_lines,
-                checksum,
-                time.time(),
-                resource_id,
-                *_TERMINAL,
-            ),
-        )
+        with _writing():
+            self._db.execute(
+                "UPDATE resources SET transfer_status = ?, current_size = ?, number_of_lines = ?,"
+                " checksum = COALESCE(?, checksum), updated_at = ?"
+                " WHERE id = ? AND transfer_status NOT IN (?, ?)",
+                (
+                    status.transfer_status.value,
+                    status.current_size,
+                    status.number_of_lines,
+                    checksum,
+                    time.time(),
+                    resource_id,
+                    *_TERMINAL,
+                ),
+            )
 
     async def unfinished(self) -> list[CatalogEntry]:
         rows = self._db.execute(

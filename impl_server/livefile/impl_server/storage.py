@@ -7,10 +7,22 @@ buffer), so once ``write`` returns the bytes are in the page cache and readable 
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
+from livefile.api.errors import ServerError
 from livefile.api.model import is_valid_id
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(exc: OSError) -> ServerError:
+    """The error an uploader is closed with when storing its bytes failed; a full disk (or
+    quota) is named as such, since it is the one failure the operator can fix at once."""
+    if exc.errno in _FULL:
+        return ServerError(f"Storage full: {os.strerror(exc.errno)}")
+    return ServerError(f"Storage failure: {exc}")
 
 
 class FileWriter:

@@ -12,7 +12,6 @@ last bytes are never held back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
 
@@ -23,10 +22,12 @@ from livefile.api.errors import (
     ServerError,
 )
 from livefile.api.interfaces import StorageWriter
-from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.api.model import ChecksumAlgorithm, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_common.checkpoint import CheckpointClock
+from livefile.impl_common.checksums import new_digest, stored_form
 from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_server.line_index import LineIndexWriter
+from livefile.impl_server.storage import storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ActiveUpload:
         checkpoint_interval: float,
         max_size: int | None,
         publish: Publish,
+        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
     ) -> None:
         self.resource_id = resource_id
         self.metadata = metadata
@@ -59,13 +61,17 @@ class ActiveUpload:
         self._clock = CheckpointClock(checkpoint_interval)
         self._max_size = max_size
         self._publish = publish
-        self._md5 = hashlib.md5()
+        self.checksum_algorithm = checksum_algorithm
+        self._digest = new_digest(checksum_algorithm)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
         self._accepted = 0  # bytes taken from the client (queued or written)
         self._written = 0  # bytes appended to storage: the most a checkpoint may publish
-        self._write_error: BaseException | None = None
+        self._write_error: OSError | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        # Done when storing failed: the session stops waiting for the client's next message,
+        # so an uploader that has gone quiet still learns of it at once (see ``check_storage``).
+        self.storage_failed: asyncio.Future[None] = self._loop.create_future()
         self._writer_task = asyncio.create_task(self._drain(), name=f"upload-{resource_id}")
 
     @property
@@ -74,14 +80,19 @@ class ActiveUpload:
 
     @property
     def checksum(self) -> str:
-        return self._md5.hexdigest()
+        """The hex digest of the bytes so far, in the uploader's checksum algorithm."""
+        return self._digest.hexdigest()
+
+    @property
+    def stored_checksum(self) -> str:
+        """The checksum as the catalog keeps it: ``<hex>`` for MD5, else ``<algorithm>:<hex>``."""
+        return stored_form(self.checksum_algorithm, self.checksum)
 
     async def write(self, data: bytes) -> None:
         """Take one data message; raises when the upload must stop (quota, storage failure)."""
         if self.ended:
             raise ServerError(f"The upload has already ended {self.status.transfer_status.value}")
-        if self._write_error is not None:
-            raise ServerError(f"Storage failure: {self._write_error}")
+        self.check_storage()
         if self._max_size is not None and self._accepted + len(data) > self._max_size:
             raise QuotaExceededError(
                 f"Size {self._accepted + len(data)} exceeds the maximum resource size"
@@ -92,6 +103,11 @@ class ActiveUpload:
         self._accepted += len(data)
         await self._queue.put(data)
 
+    def check_storage(self) -> None:
+        """Raise the storage failure (a ``ServerError`` naming a full disk as such), if any."""
+        if self._write_error is not None:
+            raise storage_error(self._write_error)
+
     async def finish(self, client_checksum: str) -> ResourceStatus:
         """Write what is queued, check the checksum, and end COMPLETED (or FAILED on mismatch)."""
         if self.ended:
@@ -99,13 +115,14 @@ class ActiveUpload:
         await self._stop_writer()
         if self._write_error is not None:
             await self.fail()
-            raise ServerError(f"Storage failure: {self._write_error}")
-        checksum = self._md5.hexdigest()
+            raise storage_error(self._write_error)
+        checksum = self._digest.hexdigest()
         if client_checksum.lower() != checksum:
             await self.fail()
-            # Fits a close frame (123 bytes) whole: both MD5s are what the client needs to know.
+            # Fits a close frame (123 bytes): 40 hex digits of each side (all of an MD5 or a
+            # CRC-32) are what the client needs to know.
             raise ChecksumMismatchError(
-                f"Checksum mismatch: client={client_checksum[:32]} server={checksum}"
+                f"Checksum mismatch: client={client_checksum[:40]} server={checksum[:40]}"
             )
         self._end(TransferStatus.COMPLETED)
         return self.status
@@ -116,6 +133,11 @@ class ActiveUpload:
             await self._stop_writer()
             self._end(TransferStatus.FAILED)
         return self.status
+
+    async def discard(self) -> None:
+        """Stop the writer and close the files without any status: for a resource whose
+        creation was refused, which nobody can watch."""
+        await self._stop_writer()
 
     async def _stop_writer(self) -> None:
         if not self._writer_task.done():
@@ -133,11 +155,13 @@ class ActiveUpload:
                 # Storing and hashing both release the GIL: run them side by side.
                 await asyncio.gather(
                     asyncio.to_thread(self._store, data, self._written),
-                    asyncio.to_thread(self._md5.update, data),
+                    asyncio.to_thread(self._digest.update, data),
                 )
             except OSError as exc:
                 logger.error("writing resource %s failed: %s", self.resource_id, exc)
                 self._write_error = exc
+                if not self.storage_failed.done():
+                    self.storage_failed.set_result(None)
                 continue
             self._written += len(data)
             if self._clock.on_write(self._loop.time()):

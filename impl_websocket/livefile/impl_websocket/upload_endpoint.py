@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -138,16 +139,31 @@ class UploadSession:
         timeout = (
             self.settings.start_timeout if waiting_for_start else self.settings.upload_idle_timeout
         )
+        receiving = asyncio.ensure_future(self.websocket.receive())
+        waits: set[asyncio.Future[Any]] = {receiving}
+        if self.upload is not None:
+            # Storing failed (e.g. the disk is full): end now, not at the next message.
+            waits.add(self.upload.storage_failed)
         try:
-            return await asyncio.wait_for(self.websocket.receive(), timeout)
-        except TimeoutError:
-            what = "No StartUpload" if waiting_for_start else "No data"
-            raise ProtocolViolation(
-                close_codes.POLICY_VIOLATION, f"{what} for {timeout:g} s: connection closed"
-            ) from None
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not receiving.done():
+                receiving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiving
+        if not receiving.cancelled():
+            return receiving.result()
+        if self.upload is not None:
+            self.upload.check_storage()
+        what = "No StartUpload" if waiting_for_start else "No data"
+        raise ProtocolViolation(
+            close_codes.POLICY_VIOLATION, f"{what} for {timeout:g} s: connection closed"
+        )
 
     async def _start(self, request: StartUpload) -> None:
-        self.upload = await self.manager.create(request.metadata, self.context_id)
+        self.upload = await self.manager.create(
+            request.metadata, self.context_id, request.checksum_algorithm
+        )
         self.protocol.resource_ready()
         resource_id = self.upload.resource_id
         reference = ResourceReference(uri=self._download_uri(resource_id))
@@ -162,6 +178,7 @@ class UploadSession:
         ack = UploadAcknowledged(
             size=status.current_size,
             checksum=self.upload.checksum,
+            checksum_algorithm=self.upload.checksum_algorithm,
             number_of_lines=status.number_of_lines,
         )
         await self._send(ack.to_json())

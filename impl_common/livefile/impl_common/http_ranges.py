@@ -9,6 +9,10 @@ from urllib.parse import quote
 
 MAX_RANGES = 100
 _RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+# Positions with more digits are beyond any resource; int() of thousands of digits would even
+# raise (Python's conversion limit), so they are all read as this one number.
+_MAX_DIGITS = 19
+_BEYOND_ANY_SIZE = 10**_MAX_DIGITS
 
 
 @dataclass(frozen=True)
@@ -49,17 +53,22 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:  # suffix range: the last N bytes
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise Unsatisfiable
         return ByteRange(max(0, size - suffix), size)
-    start = int(first)
-    stop = size if not last else int(last) + 1
+    start = _position(first)
+    stop = size if not last else _position(last) + 1
     if last and stop <= start:
         return None  # "bytes=5-2" is invalid syntax: ignore the header
     if start >= size:
         raise Unsatisfiable
     return ByteRange(start, min(stop, size))
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND_ANY_SIZE
 
 
 def content_disposition(filename: str) -> str:

@@ -79,8 +79,12 @@ class DownloadSession:
             if text is None:
                 await self._error("BAD_REQUEST", "Binary messages are not requests")
                 continue
-            if len(text) > self.settings.max_text_message_size:
-                await self._error("BAD_REQUEST", "Request too large")
+            # Measured in UTF-8 bytes, like on the upload connection.
+            if (size := len(text.encode())) > self.settings.max_text_message_size:
+                await self._error(
+                    "BAD_REQUEST",
+                    f"Text message of {size} bytes exceeds {self.settings.max_text_message_size}",
+                )
                 continue
             try:
                 request = parse_message(text)

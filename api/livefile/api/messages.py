@@ -11,14 +11,7 @@ import json
 import sys
 from typing import Annotated, Literal
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    StrictInt,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AliasChoices, Field, StrictInt, TypeAdapter, ValidationError
 
 from livefile.api.errors import ProtocolError
 from livefile.api.model import (
@@ -45,17 +38,6 @@ class StartUpload(Message):
     metadata: ResourceMetadata
     # How FinishUpload's checksum is computed; step-streaming's clients name none and send MD5.
     checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5
-
-    @field_validator("metadata")
-    @classmethod
-    def _mime_type_is_one_line(cls, metadata: ResourceMetadata) -> ResourceMetadata:
-        # The metadata's pattern ends in "$", which also matches before a final "\n": such a
-        # type would become an invalid Content-Type header and break every HTTP download.
-        if metadata.mime_type.endswith("\n"):
-            raise ValueError(
-                f"invalid MIME type {metadata.mime_type[:80]!r}: expected type/subtype"
-            )
-        return metadata
 
 
 class ReadyForUpload(Message):

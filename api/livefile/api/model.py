@@ -11,14 +11,16 @@ import re
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
 MAX_FILENAME_BYTES = 255
 # RFC 6838 restricted-name characters; parameters such as "; charset=" are not part of a MIME type
 # here (step-streaming's rule), the charset of text resources is always UTF-8 once stored.
-_MIME_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}$")
-_RESOURCE_ID = re.compile(r"^[0-9a-f]{32}$")
+# Matched with fullmatch: "$" would also accept a final "\n", which in a MIME type becomes an
+# invalid Content-Type header and breaks every HTTP download of the resource.
+_MIME_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
+_RESOURCE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class WireModel(BaseModel):
@@ -88,7 +90,11 @@ def _rank(status: TransferStatus) -> int:
 def _check_filename(name: str) -> str:
     if not name:
         raise ValueError("filename must not be empty")
-    if len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800-style JSON escape
+        raise ValueError("filename must be valid Unicode (no lone surrogates)") from None
+    if size > MAX_FILENAME_BYTES:
         raise ValueError(f"filename must be at most {MAX_FILENAME_BYTES} bytes in UTF-8")
     if "/" in name or "\\" in name:
         raise ValueError("filename must not contain path separators")
@@ -100,7 +106,7 @@ def _check_filename(name: str) -> str:
 
 
 def _check_mime_type(mime_type: str) -> str:
-    if not _MIME_TYPE.match(mime_type):
+    if not _MIME_TYPE.fullmatch(mime_type):
         raise ValueError(f"invalid MIME type {mime_type[:80]!r}: expected type/subtype")
     return mime_type
 
@@ -114,7 +120,7 @@ class ResourceMetadata(WireModel):
 
     filename: Filename
     mime_type: MimeType
-    supports_line_access: bool = False
+    supports_line_access: StrictBool = False  # "yes" or 1 is refused, not guessed
 
 
 class ResourceReference(WireModel):
@@ -152,4 +158,4 @@ def new_context_id() -> str:
 
 def is_valid_id(value: str) -> bool:
     """Whether ``value`` has the form of a server-generated id; checked before any path is built."""
-    return bool(_RESOURCE_ID.match(value))
+    return bool(_RESOURCE_ID.fullmatch(value))

@@ -35,6 +35,7 @@ from livefile.impl_websocket.connections import Connections
 from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
 from livefile.impl_websocket.http_content import router as content_router
+from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.upload_endpoint import UploadSession
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(content_router)
+    app.include_router(metrics_router)
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:

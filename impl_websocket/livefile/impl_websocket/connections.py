@@ -20,6 +20,10 @@ class Connections:
         self._counts: dict[str, int] = {}
         self.closing = False
 
+    def count(self, kind: str) -> int:
+        """How many connections of ``kind`` (``"upload"`` or ``"download"``) are open now."""
+        return self._counts.get(kind, 0)
+
     @contextlib.asynccontextmanager
     async def track(self, websocket: WebSocket, kind: str, limit: int) -> AsyncIterator[bool]:
         """Track an accepted connection; yields False (and closes it with 1013) over ``limit``."""

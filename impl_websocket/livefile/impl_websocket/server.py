@@ -12,6 +12,7 @@ from typing import Any
 import redis
 import uvicorn
 from pydantic import SecretStr
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors import multiprocess
 
 from livefile.impl_websocket.app import create_app
@@ -19,6 +20,18 @@ from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 
 APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, sending the refusal websockets prepares for a
+    handshake it cannot parse (e.g. 414 for a request line over 8 KiB): uvicorn leaves it
+    unsent, so the client waited for its timeout and the connection stayed open."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
 
 class LivefileServer(uvicorn.Server):
@@ -57,7 +70,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         port=settings.port,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
-        ws="websockets-sansio",
+        ws=WebSocketProtocol,
         # Compression costs ~25x throughput on binary data and buys nothing for random bytes.
         ws_per_message_deflate=False,
         ws_max_size=max(settings.max_message_size, settings.max_text_message_size) + 1024,

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from livefile.api import (
@@ -226,3 +227,16 @@ async def test_upload_contexts_work_across_processes(
     async with AsyncUploadClient(nodes[0].ws_url, context_id=context_id, timeout=WAIT) as client:
         with pytest.raises(PolicyViolationError, match="Unknown upload context"):
             await client.upload_bytes(b"closed", filename="e.txt")
+
+
+def test_workers_end_when_their_supervisor_is_killed(
+    start_server: ServerFactory, redis_server: RedisProcess
+) -> None:
+    server = start_server("--redis-url", redis_server.url, "--workers", "2")
+    assert server.process is not None
+    supervisor = psutil.Process(server.process.pid)
+    workers = supervisor.children()
+    assert len(workers) >= 2
+    server.kill()  # SIGKILL: the supervisor cannot stop its workers itself
+    _, alive = psutil.wait_procs(workers, timeout=WAIT)
+    assert alive == []

@@ -4,7 +4,9 @@ commands start without loading uvicorn, FastAPI or redis."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -20,6 +22,7 @@ from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 
 APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -50,13 +53,33 @@ class LivefileServer(uvicorn.Server):
 
 
 class LivefileWorker(multiprocess.Process):
-    """A uvicorn worker process running ``LivefileServer``."""
+    """A uvicorn worker process running ``LivefileServer``, and ending with its supervisor."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        self.supervisor_pid = os.getpid()
+        super().__init__(config, sockets)
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:
+        exit_with_parent(self.supervisor_pid)
+        super().target(sockets)
 
     @property
     def server(self) -> uvicorn.Server:
         if self._server is None:
             self._server = LivefileServer(config=self.config)
         return self._server
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent dies (Linux), so that a
+    supervisor killed with SIGKILL does not leave workers holding the port and serving alone."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:

@@ -8,6 +8,7 @@ from livefile.impl_common.http_ranges import (
     content_disposition,
     etag_matches,
     parse_range,
+    range_start,
 )
 
 
@@ -65,3 +66,24 @@ def test_etag_comparison_weak_and_strong() -> None:
     assert not etag_matches('W/"a"', '"a"', weak=False)
     assert etag_matches("*", '"z"')
     assert not etag_matches(None, '"a"')
+
+
+@pytest.mark.parametrize(
+    ("header", "start"),
+    [
+        ("bytes=10-", 10),
+        ("bytes=10-20", 10),
+        ("bytes=0-", 0),
+        ("bytes=" + "9" * 5000 + "-", 10**19),  # beyond any resource, never int() of 5000 digits
+        ("bytes=²-", None),  # a Latin-1 superscript is not a digit to HTTP
+        ("bytes=-5", None),
+        ("bytes=1-2,4-5", None),
+        ("items=1-", None),
+        ("bytes=", None),
+        (None, None),
+    ],
+)
+def test_range_start_reads_only_ascii_digits_of_a_single_range(
+    header: str | None, start: int | None
+) -> None:
+    assert range_start(header) == start

@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from livefile.impl_common.http_ranges import ByteRange, Unsatisfiable, parse_range
+from livefile.impl_common.http_ranges import ByteRange, Unsatisfiable, parse_range, range_start
 from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_common.transcoding import Utf8Transcoder
 from livefile.impl_common.upload_protocol import (
@@ -54,6 +54,12 @@ def test_any_header_is_ignored_refused_or_within_bounds(header: str, size: int) 
         return
     if wanted is not None:
         assert 0 <= wanted.start < wanted.stop <= size
+
+
+@given(header=st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=60))
+def test_range_start_of_any_latin1_header_is_none_or_a_position(header: str) -> None:
+    start = range_start(header)
+    assert start is None or start >= 0
 
 
 @given(pieces=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"")), max_size=12))

@@ -8,7 +8,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote
 
 MAX_RANGES = 100
-_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$", re.ASCII)
 # Positions with more digits are beyond any resource; int() of thousands of digits would even
 # raise (Python's conversion limit), so they are all read as this one number.
 _MAX_DIGITS = 19
@@ -64,6 +64,18 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if start >= size:
         raise Unsatisfiable
     return ByteRange(start, min(stop, size))
+
+
+def range_start(header: str | None) -> int | None:
+    """Where a single ``bytes=N-…`` range starts, whatever the size: following a growing
+    resource starts there even beyond what is readable yet. None for anything else."""
+    if header is None:
+        return None
+    unit, _, ranges = header.partition("=")
+    match = _RANGE_SPEC.match(ranges) if unit.strip().lower() == "bytes" else None
+    if match is None or not match[1]:
+        return None
+    return _position(match[1])
 
 
 def _position(digits: str) -> int:

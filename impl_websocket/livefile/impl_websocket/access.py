@@ -141,7 +141,23 @@ class Denial(BaseModel):
     detail: str
 
 
+def _denial(description: str) -> dict[str, Any]:
+    # The schema inline rather than as a "model": FastAPI would declare a model under the
+    # route's own media type (text/plain for /metrics), but a denial is always JSON.
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": Denial.model_json_schema()}},
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "Bearer challenge with the error code (RFC 6750)",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+    }
+
+
 ACCESS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": Denial, "description": "No valid token (access control on)"},
-    403: {"model": Denial, "description": "The token does not grant this request"},
+    401: _denial("No valid token (access control on)"),
+    403: _denial("The token does not grant this request"),
 }

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
@@ -26,6 +27,7 @@ from livefile.impl_common.http_ranges import (
     http_date,
     not_modified_since,
     parse_range,
+    range_start,
 )
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_websocket.access import ACCESS_RESPONSES, download_access
@@ -131,23 +133,88 @@ async def _entry_and_status(
     return entry, current
 
 
-@router.api_route(
-    "/resources/{resource_id}/content",
-    methods=["GET", "HEAD"],
-    response_class=Response,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},
-        206: {"description": "The requested range"},
-        304: {"description": "The client's copy is current"},
-        404: {"description": "No resource with that id"},
-        416: {"description": "The range is not within the (published) size"},
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class RangeNotSatisfiable(WireModel):
+    detail: str
+    current_size: int
+    transfer_status: TransferStatus
+
+
+def _header(description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema}
+
+
+_STRING: dict[str, Any] = {"type": "string"}
+_STATUS_HEADERS = {
+    STATUS_HEADER: _header(
+        "The transfer status", {"type": "string", "enum": [s.value for s in TransferStatus]}, True
+    ),
+    SIZE_HEADER: _header("The published size", {"type": "integer", "minimum": 0}, True),
+}
+_VALIDATORS = {
+    "ETag": _header("The checksum (COMPLETED only)", _STRING),
+    "Last-Modified": _header("When it completed (COMPLETED only)", _STRING),
+}
+# The bytes come with the resource's own media type, whatever it is.
+_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The bytes (followed until the end for a growing resource)",
+        "content": _BYTES,
+        "headers": {**_STATUS_HEADERS, **_VALIDATORS},
     },
+    206: {
+        "description": "The requested range",
+        "content": _BYTES,
+        "headers": {
+            **_STATUS_HEADERS,
+            **_VALIDATORS,
+            "Content-Range": _header("bytes a-b/size, or a-b/* while growing", _STRING, True),
+        },
+    },
+    304: {
+        "description": "The client's copy is current",
+        "headers": {STATUS_HEADER: _STATUS_HEADERS[STATUS_HEADER], **_VALIDATORS},
+    },
+    404: {"model": ErrorBody, "description": "No resource with that id"},
+    416: {
+        "model": RangeNotSatisfiable,
+        "description": "The range is not within the (published) size",
+        "headers": {
+            **_STATUS_HEADERS,
+            "Content-Range": _header("bytes */size, or bytes */* while growing", _STRING, True),
+        },
+    },
+}
+
+
+# Two routes rather than one with methods=["GET", "HEAD"], which would give both operations of
+# the OpenAPI description the same operationId.
+@router.get(
+    "/resources/{resource_id}/content",
+    response_class=Response,
+    responses=CONTENT_RESPONSES,
+    tags=["resources"],
+)
+@router.head(
+    "/resources/{resource_id}/content",
+    response_class=Response,
+    responses=CONTENT_RESPONSES,
     tags=["resources"],
 )
 async def get_content(
     resource_id: str,
     request: Request,
     follow: bool = Query(False, description="keep streaming a growing resource until it ends"),
+    range_header: str | None = Header(
+        None, alias="Range", description="one byte range, bytes=a-b, a- or -n (RFC 9110)"
+    ),
+    if_range: str | None = Header(None, description="the range applies only to this version"),
+    if_none_match: str | None = Header(None, description="ETags the client has (304 if current)"),
+    if_modified_since: str | None = Header(None, description="an HTTP date (304 if not newer)"),
 ) -> Response:
     """The bytes of a resource; a growing one is followed until it ends (see docs/protocol.md)."""
     manager: ResourceManager = request.app.state.manager
@@ -159,16 +226,11 @@ async def get_content(
     etag = headers.get("ETag")
 
     if current.transfer_status is TransferStatus.COMPLETED and (
-        (etag and etag_matches(request.headers.get("if-none-match"), etag))
-        or (
-            "if-none-match" not in request.headers
-            and not_modified_since(request.headers.get("if-modified-since"), entry.updated_at)
-        )
+        (etag and etag_matches(if_none_match, etag))
+        or (if_none_match is None and not_modified_since(if_modified_since, entry.updated_at))
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=_conditional(headers))
 
-    range_header = request.headers.get("range")
-    if_range = request.headers.get("if-range")
     if if_range is not None and not _if_range_holds(if_range, headers):
         range_header = None
     try:
@@ -177,10 +239,11 @@ async def get_content(
         if growing and not follow:
             return _not_yet(headers, size)
         if not growing:
-            headers["Content-Range"] = f"bytes */{size}"
-            return Response(status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE, headers=headers)
+            return _unsatisfiable(
+                headers, f"bytes */{size}", f"The range is not within the {size} bytes"
+            )
         wanted = None  # follow from a start the resource has not reached yet
-        start_beyond = _range_start(range_header)
+        start_beyond = range_start(range_header)
     else:
         start_beyond = None
 
@@ -212,20 +275,20 @@ def _if_range_holds(if_range: str, headers: dict[str, str]) -> bool:
     return if_range.strip() == headers.get("Last-Modified")
 
 
-def _range_start(header: str | None) -> int | None:
-    if header is None:
-        return None
-    spec = header.partition("=")[2].strip()
-    first = spec.partition("-")[0].strip()
-    return int(first) if first.isdigit() else None
-
-
 def _not_yet(headers: dict[str, str], size: int) -> Response:
-    headers["Content-Range"] = "bytes */*"
-    body = {
-        "detail": f"The resource is still growing: {size} bytes are readable so far;"
+    return _unsatisfiable(
+        headers,
+        "bytes */*",
+        f"The resource is still growing: {size} bytes are readable so far;"
         " ask again later or add ?follow=true to wait for the bytes",
-        "currentSize": size,
+    )
+
+
+def _unsatisfiable(headers: dict[str, str], content_range: str, detail: str) -> Response:
+    headers["Content-Range"] = content_range
+    body = {
+        "detail": detail,
+        "currentSize": int(headers[SIZE_HEADER]),
         "transferStatus": headers[STATUS_HEADER],
     }
     headers.pop("Content-Type", None)  # the body is JSON, not the resource
@@ -237,10 +300,6 @@ class LinesReply(WireModel):
     start: int
     lines: list[str]
     status: ResourceStatus
-
-
-class ErrorBody(BaseModel):
-    detail: str
 
 
 @router.get(

@@ -35,7 +35,9 @@ UNKNOWN_ID = "0" * 32
 PAYLOAD = os.urandom(200_000)
 
 
-def mint(ttl: float = 300, **claims: Any) -> str:
+def mint(ttl: float = 86400, **claims: Any) -> str:
+    """A token signed with the server's secret. Tokens built while collecting live a day: a
+    slow suite must not let them expire before their test runs."""
     now = int(time.time())
     return jwt.encode(
         {"aud": "livefile", "iat": now, "exp": now + int(ttl), **claims}, SECRET, algorithm="HS256"
@@ -126,7 +128,7 @@ def test_every_http_route_but_healthz_wants_a_token(
         (mint(nbf=int(time.time()) + 3600, scope="admin"), "Unauthorized: token not yet valid"),
         (
             jwt.encode(
-                {"aud": "livefile", "exp": int(time.time()) + 60, "scope": "admin"},
+                {"aud": "livefile", "exp": int(time.time()) + 86400, "scope": "admin"},
                 "another-secret-of-at-least-32-bytes",
                 algorithm="HS256",
             ),
@@ -139,7 +141,7 @@ def test_every_http_route_but_healthz_wants_a_token(
         ),
         (
             jwt.encode(
-                {"aud": "livefile", "exp": int(time.time()) + 60, "scope": "admin"},
+                {"aud": "livefile", "exp": int(time.time()) + 86400, "scope": "admin"},
                 "",
                 algorithm="none",
             ),

@@ -26,8 +26,10 @@ def authority() -> TokenAuthority:
 
 
 def claims(**extra: object) -> dict[str, object]:
+    """Valid claims plus ``extra``. They live a day, since parameters are built while collecting
+    and a slow suite must not let them expire before their test runs."""
     now = int(time.time())
-    return {"aud": "livefile", "iat": now, "exp": now + 60, "scope": "download", **extra}
+    return {"aud": "livefile", "iat": now, "exp": now + 86400, "scope": "download", **extra}
 
 
 def test_no_key_means_access_control_is_off() -> None:

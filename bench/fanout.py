@@ -6,26 +6,24 @@ each checkpoint on its own connection from the process that makes it, so the tim
 a status is the checkpoint's time (give or take a loopback hop), and followers in other
 processes stamp the same status on arrival with the same system-wide monotonic clock.
 
-Run: uv run python -m bench.fanout [--followers 500] [--seconds 10] [--rate-mib 20]
+Run: uv run python -m bench --only fanout
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
 import multiprocessing
 import shutil
-import statistics
-import sys
 import time
 from typing import Any
 
 import psutil
 from websockets.asyncio.client import connect
 
-from bench.support import SCRATCH, MiB, free_port, livefile_server, start_process, stop
+from bench.samples import percentile, thin
+from bench.support import SCRATCH, MiB, Result, free_port, livefile_server, start_process, stop
 
 PIECE = 64 * 1024
 INTERVAL = 0.25
@@ -58,7 +56,7 @@ Record = list[tuple[float, int, str]]
 
 
 async def upload_steady(
-    ws_url: str, seconds: float, rate: float, followers: int
+    ws_url: str, seconds: float, rate: float, followers: int, settle: float = 3.0
 ) -> tuple[dict[int, float], list[Record]]:
     """Upload at ``rate`` bytes/s for ``seconds`` while ``followers`` watch; returns the
     checkpoints (size -> time the uploader heard of it) and each follower's statuses."""
@@ -90,7 +88,7 @@ async def upload_steady(
                     return
 
         receiver = asyncio.create_task(receive())
-        await asyncio.sleep(3.0)  # let the followers connect before the data starts
+        await asyncio.sleep(settle)  # let the followers connect before the data starts
         md5, sent, started = hashlib.md5(), 0, time.monotonic()
         piece = bytes(PIECE)
         while (elapsed := time.monotonic() - started) < seconds:
@@ -118,7 +116,17 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-async def scenario(name: str, args: argparse.Namespace, *extra: str) -> None:
+class Scenario:
+    """One run of one scenario: the latencies (ms) of every status every follower received."""
+
+    def __init__(self, latencies: list[float], end_lag: list[float], cpu: float, ok: int) -> None:
+        self.latencies = latencies
+        self.end_lag = end_lag
+        self.cpu = cpu
+        self.completed = ok
+
+
+async def scenario(name: str, followers: int, seconds: float, rate: float, *extra: str) -> Scenario:
     data_dir = SCRATCH / f"fanout-{name}"
     shutil.rmtree(data_dir, ignore_errors=True)
     port = free_port()
@@ -126,7 +134,7 @@ async def scenario(name: str, args: argparse.Namespace, *extra: str) -> None:
     try:
         cpu_before = cpu_seconds(server.pid)
         checkpoints, records = await upload_steady(
-            f"ws://127.0.0.1:{port}", args.seconds, args.rate_mib * MiB, args.followers
+            f"ws://127.0.0.1:{port}", seconds, rate, followers, 3.0 if followers > 50 else 1.0
         )
         cpu = cpu_seconds(server.pid) - cpu_before
     finally:
@@ -145,29 +153,13 @@ async def scenario(name: str, args: argparse.Namespace, *extra: str) -> None:
         if record and record[-1][1] == final_size
     ]
     complete = sum(1 for record in records if record and record[-1][2] == "COMPLETED")
-    quantiles = statistics.quantiles(latencies, n=100)
-    print(
-        f"{name}: {len(records)} followers, {len(latencies)} statuses received,"
-        f" {complete} ended COMPLETED"
-    )
-    print(
-        f"  status latency ms: p50 {quantiles[49]:.1f}  p95 {quantiles[94]:.1f}"
-        f"  p99 {quantiles[98]:.1f}  (target p95 <= {INTERVAL * 1000 + 50:.0f})"
-    )
-    print(
-        f"  final status lag ms: median {statistics.median(end_lag):.1f}"
-        f"  max {max(end_lag):.1f}  (target <= {INTERVAL * 1000:.0f})"
-    )
-    print(f"  server CPU: {cpu:.1f} s over the run")
+    return Scenario(latencies, end_lag, cpu, complete)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--followers", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rate-mib", type=float, default=20.0)
-    args = parser.parse_args()
-    await scenario("one process, no Redis", args)
+async def measure(runs: int, quick: bool) -> list[Result]:
+    followers = 20 if quick else 500
+    seconds = 2.0 if quick else 10.0
+    rate = (5.0 if quick else 20.0) * MiB
     redis_dir = SCRATCH / "fanout-redis"
     shutil.rmtree(redis_dir, ignore_errors=True)
     redis_dir.mkdir(parents=True)
@@ -177,18 +169,61 @@ async def main() -> None:
          "--save", "", "--appendonly", "no", "--dir", str(redis_dir)],
         redis_port,
     )  # fmt: skip
+    alone: list[Scenario] = []
+    shared: list[Scenario] = []
     try:
-        await scenario(
-            "2 workers with Redis",
-            args,
-            "--workers",
-            "2",
-            "--redis-url",
-            f"redis://127.0.0.1:{redis_port}/0",
-        )
+        for _ in range(runs):  # interleaved, so that machine noise hits both alike
+            alone.append(await scenario("one-process", followers, seconds, rate))
+            shared.append(
+                await scenario(
+                    "two-workers",
+                    followers,
+                    seconds,
+                    rate,
+                    "--workers",
+                    "2",
+                    "--redis-url",
+                    f"redis://127.0.0.1:{redis_port}/0",
+                )
+            )
     finally:
         stop(redis)
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+        shutil.rmtree(redis_dir, ignore_errors=True)
+    target = INTERVAL * 1000 + 50
+    what = f"{followers} followers of a {rate / MiB:.0f} MiB/s upload, {seconds:.0f} s"
+    results: list[Result] = []
+    for name, scenarios in (("one process", alone), ("2 workers + Redis", shared)):
+        samples = [value for one in scenarios for value in one.latencies]
+        completed = min(one.completed for one in scenarios)
+        results.append(
+            Result(
+                benchmark=f"status fan-out: {what}, status latency p95",
+                subject=name,
+                unit="ms",
+                runs=[percentile(one.latencies, 95) for one in scenarios],
+                higher_is_better=False,
+                target=target,
+                target_text=f"p95 <= {target:.0f} ms",
+                series={"latency_samples_ms": thin(samples)},
+                notes=f"p50 {percentile(samples, 50):.1f} / p99 {percentile(samples, 99):.1f} ms"
+                " over all runs; final status lag max"
+                f" {max(lag for one in scenarios for lag in one.end_lag):.1f} ms;"
+                f" {completed} of {followers} followers saw COMPLETED in the worst run."
+                " Latency is counted from when the uploader heard of the checkpoint; a"
+                " negative one means a follower heard first (the uploader's loop is busy"
+                " sending data)",
+            )
+        )
+    results.append(
+        Result(
+            benchmark=f"status fan-out: {what}, server CPU",
+            subject="2 workers + Redis",
+            unit="s",
+            runs=[one.cpu for one in shared],
+            baseline="one process",
+            baseline_runs=[one.cpu for one in alone],
+            higher_is_better=False,
+            notes="CPU seconds of the server (and its workers) over the run",
+        )
+    )
+    return results

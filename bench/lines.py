@@ -1,13 +1,11 @@
 """Line access on a 10-million-line log: the time to fetch 1,000 lines near the start and near
 the end (it should not grow with the line number), and the index's disk overhead per line.
 
-Run: uv run python -m bench.lines [--lines 10000000] [--repeats 20]
+Run: uv run python -m bench --only lines
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import shutil
 import statistics
@@ -15,7 +13,7 @@ import time
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.support import SCRATCH, MiB, free_port, livefile_server, stop
+from bench.support import SCRATCH, MiB, Result, free_port, livefile_server, stop
 from livefile.client_upload import AsyncUploadClient
 
 
@@ -39,16 +37,17 @@ async def fetch(ws: ClientConnection, start: int, count: int) -> float:
         assert reply["@"] == "StatusChanged", reply
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lines", type=int, default=10_000_000)
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
-    data = make_log(args.lines)
+async def measure(runs: int, quick: bool) -> list[Result]:
+    lines = 100_000 if quick else 10_000_000
+    repeats = 5 if quick else 20
+    data = make_log(lines)
     data_dir = SCRATCH / "lines-bench-data"
     shutil.rmtree(data_dir, ignore_errors=True)
     port = free_port()
     server = livefile_server(port, data_dir)
+    early: list[float] = []
+    late: list[float] = []
+    near_end = lines - lines // 10
     try:
         started = time.perf_counter()
         async with AsyncUploadClient(f"ws://127.0.0.1:{port}") as client:
@@ -56,32 +55,43 @@ async def main() -> None:
                 data, filename="big.log", mime_type="text/plain", supports_line_access=True
             )
         upload_seconds = time.perf_counter() - started
-        assert result.status.number_of_lines == args.lines
+        assert result.status.number_of_lines == lines
         index_size = next(data_dir.rglob(f"{result.resource_id}.idx")).stat().st_size
-        near_end = args.lines - 1_000_000
         async with connect(result.reference, compression=None, max_size=None) as ws:
             await ws.recv()  # the current status
-            early = [await fetch(ws, 1_000, 1_000) for _ in range(args.repeats)]
-            late = [await fetch(ws, near_end, 1_000) for _ in range(args.repeats)]
+            for _ in range(runs):  # each run: the median of ``repeats`` fetches of each
+                early.append(
+                    statistics.median([await fetch(ws, 1_000, 1_000) for _ in range(repeats)])
+                    * 1000
+                )
+                late.append(
+                    statistics.median([await fetch(ws, near_end, 1_000) for _ in range(repeats)])
+                    * 1000
+                )
     finally:
         stop(server)
         shutil.rmtree(data_dir, ignore_errors=True)
-    early_ms, late_ms = statistics.median(early) * 1000, statistics.median(late) * 1000
-    print(
-        f"{args.lines:,} lines, {len(data) / MiB:.0f} MiB, uploaded with line access in"
-        f" {upload_seconds:.1f} s ({len(data) / MiB / upload_seconds:.0f} MiB/s)"
-    )
-    print(f"  fetch lines 1,000-1,999:               {early_ms:6.2f} ms (median of {args.repeats})")
-    print(f"  fetch lines {near_end:,}-{near_end + 999:,}: {late_ms:6.2f} ms")
-    print(
-        f"  ratio late / early: {late_ms / early_ms:.2f}  (should be ~1: no growth with the"
-        " line number)"
-    )
-    print(
-        f"  index: {index_size / args.lines:.1f} bytes per line"
-        f" ({index_size / len(data) * 100:.1f} % of the data)"
-    )
-
-
-if __name__ == "__main__":
-    asyncio.run(main())
+    size_mib = len(data) / MiB
+    return [
+        Result(
+            benchmark=f"fetch 1,000 lines at line {near_end:,} of {lines:,}",
+            subject="livefile RequestLines",
+            unit="ms",
+            runs=late,
+            baseline="same at line 1,000",
+            baseline_runs=early,
+            higher_is_better=False,
+            target=0.8,
+            target_text=">= 0.8 (no growth with the line number)",
+            notes=f"median of {repeats} fetches per run; the log ({size_mib:.0f} MiB) was"
+            f" uploaded with line access at {size_mib / upload_seconds:.0f} MiB/s",
+        ),
+        Result(
+            benchmark="line index size",
+            subject="livefile line index",
+            unit="bytes/line",
+            runs=[index_size / lines],
+            higher_is_better=False,
+            notes=f"{index_size / len(data) * 100:.1f} % of the data",
+        ),
+    ]

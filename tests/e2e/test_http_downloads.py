@@ -285,3 +285,33 @@ async def test_hostile_filenames_are_refused_at_upload(server: LivefileProcess, 
     assert code == 1002
     assert reason is not None
     assert "filename" in reason
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [
+        [],
+        ["-r", "0-0"],
+        ["-r", "100-65635"],
+        ["-r", "2999000-"],
+        ["-r", "-10"],
+        ["-r", "5-2"],
+        ["-I"],
+        ["-I", "-r", "10-20"],
+    ],
+    ids=["whole", "first-byte", "64k", "open-end", "suffix", "invalid-range", "head", "head-range"],
+)
+async def test_fast_path_answers_exactly_as_the_full_route(
+    completed: tuple[str, bytes], request_args: list[str]
+) -> None:
+    """Finished files are served by a fast path ahead of FastAPI; ``?follow=false`` (same
+    meaning for a finished resource) takes the full route, so the two answers must agree."""
+    url, _ = completed
+    fast = curl("-i", *request_args, url)
+    full = curl("-i", *request_args, f"{url}?follow=false")
+    fast_head, _, fast_body = fast.stdout.partition(b"\r\n\r\n")
+    full_head, _, full_body = full.stdout.partition(b"\r\n\r\n")
+    fast_headers, full_headers = headers_of(fast_head), headers_of(full_head)
+    del fast_headers["date"], full_headers["date"]
+    assert fast_headers == full_headers
+    assert fast_body == full_body

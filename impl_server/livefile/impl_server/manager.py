@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections import OrderedDict
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
 from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
@@ -33,6 +34,8 @@ from livefile.impl_server.storage import storage_error
 from livefile.impl_server.upload import ActiveUpload
 
 logger = logging.getLogger(__name__)
+FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
+INLINE_READ_MAX = 256 * 1024
 
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
 
@@ -57,6 +60,8 @@ class ResourceManager:
         self._context_of: dict[str, str] = {}
         # Terminal statuses (and checksums) the catalog has refused so far, by resource id.
         self._unrecorded: dict[str, tuple[ResourceStatus, str | None]] = {}
+        # Entries of finished resources, most recently used last.
+        self._finished: OrderedDict[str, CatalogEntry] = OrderedDict()
         self._recorder: asyncio.Task[None] | None = None
 
     async def recover(self) -> int:
@@ -239,10 +244,19 @@ class ResourceManager:
         """The catalog's entry, with the terminal status and checksum it has not recorded yet."""
         if not is_valid_id(resource_id):
             return None
+        if (cached := self._finished.get(resource_id)) is not None:
+            self._finished.move_to_end(resource_id)
+            return cached
         entry = await self.catalog.get(resource_id)
         if entry is not None and resource_id in self._unrecorded:
             status, checksum = self._unrecorded[resource_id]
             entry = dataclasses.replace(entry, status=status, checksum=checksum)
+        elif entry is not None and entry.status.is_terminal:
+            # A terminal entry never changes again (rule 2): downloads of finished resources,
+            # the hot path of a file server, need not ask the catalog each time.
+            self._finished[resource_id] = entry
+            if len(self._finished) > FINISHED_ENTRIES_CACHED:
+                self._finished.popitem(last=False)
         return entry
 
     async def status(self, resource_id: str) -> ResourceStatus | None:
@@ -298,4 +312,8 @@ class ResourceManager:
         )
 
     async def read(self, resource_id: str, start: int, end: int) -> bytes:
+        if end - start <= INLINE_READ_MAX:
+            # A small read from the page cache takes microseconds, less than the hop to a
+            # worker thread and back: like nginx without aio threads, the loop reads it itself.
+            return self.storage.read(resource_id, start, end)
         return await asyncio.to_thread(self.storage.read, resource_id, start, end)

@@ -107,7 +107,7 @@ class ResourceBody(Response):
             subscription.close()
 
 
-def _resource_headers(entry: CatalogEntry, current: ResourceStatus) -> dict[str, str]:
+def resource_headers(entry: CatalogEntry, current: ResourceStatus) -> dict[str, str]:
     headers = {
         "Content-Type": entry.metadata.mime_type,
         "Content-Disposition": content_disposition(entry.metadata.filename),
@@ -219,7 +219,7 @@ async def get_content(
     """The bytes of a resource; a growing one is followed until it ends (see docs/protocol.md)."""
     manager: ResourceManager = request.app.state.manager
     entry, current = await _entry_and_status(manager, resource_id)
-    headers = _resource_headers(entry, current)
+    headers = resource_headers(entry, current)
     head_only = request.method == "HEAD"
     size = current.current_size
     growing = not current.is_terminal

@@ -27,6 +27,7 @@ def test_start_upload_round_trips_in_wire_form() -> None:
         "@": "StartUpload",
         "metadata": {"filename": "a.txt", "mimeType": "text/plain", "supportsLineAccess": False},
         "checksumAlgorithm": "md5",
+        "keepOpen": False,
     }
     assert parse_message(message.to_json()) == message
 
@@ -35,6 +36,16 @@ def test_start_upload_without_checksum_algorithm_means_md5_as_in_step_streaming(
     message = parse_message('{"@":"StartUpload","metadata":{"filename":"a","mimeType":"a/b"}}')
     assert isinstance(message, StartUpload)
     assert message.checksum_algorithm is ChecksumAlgorithm.MD5
+    assert message.keep_open is False  # step-streaming's clients: one upload per connection
+
+
+def test_start_upload_keep_open_must_be_a_json_boolean() -> None:
+    start = '{"@":"StartUpload","metadata":{"filename":"a","mimeType":"a/b"},"keepOpen":%s}'
+    message = parse_message(start % "true")
+    assert isinstance(message, StartUpload)
+    assert message.keep_open is True
+    with pytest.raises(ProtocolError, match="keepOpen"):
+        parse_message(start % '"yes"')
 
 
 def test_start_upload_with_an_unknown_checksum_algorithm_is_refused() -> None:

@@ -99,10 +99,14 @@ def test_transcoding_any_split_gives_exact_utf8(
 
 
 EVENTS = st.lists(
-    st.sampled_from(["start", "finish", "data", "garbage", "ready", "ack"]), max_size=12
+    st.sampled_from(["start", "start-keep-open", "finish", "data", "garbage", "ready", "ack"]),
+    max_size=16,
 )
 TEXTS = {
     "start": '{"@":"StartUpload","metadata":{"filename":"a","mimeType":"a/b"}}',
+    "start-keep-open": (
+        '{"@":"StartUpload","metadata":{"filename":"a","mimeType":"a/b"},"keepOpen":true}'
+    ),
     "finish": '{"@":"FinishUpload","checksum":"x"}',
     "garbage": "{not json",
 }
@@ -111,21 +115,30 @@ TEXTS = {
 @given(events=EVENTS)
 def test_upload_machine_any_sequence_is_a_defined_state_or_violation(events: list[str]) -> None:
     machine = UploadServerProtocol()
+    acknowledged = 0
+    keep_open = False  # what the last accepted StartUpload asked
     for event in events:
         before = machine.phase
         try:
             if event in TEXTS:
                 machine.receive_text(TEXTS[event])
+                if event.startswith("start"):
+                    keep_open = event == "start-keep-open"
             elif event == "data":
                 machine.receive_data()
             elif event == "ready" and machine.phase is UploadPhase.STARTING:
                 machine.resource_ready()
             elif event == "ack" and machine.phase is UploadPhase.FINISHING:
                 machine.acknowledged()
+                acknowledged += 1
+                # Acknowledged: the connection ends, or awaits the next upload if asked to.
+                expected = UploadPhase.AWAITING_START if keep_open else UploadPhase.DONE
+                assert machine.phase is expected
         except ProtocolViolation as violation:
             refusal = violation
             break
         assert isinstance(machine.phase, UploadPhase)
+        assert machine.completed == acknowledged
     else:
         return
     # A refused message closes the connection with 1002 and a reason, and changes nothing.

@@ -15,6 +15,8 @@ REASON_UPLOAD_COMPLETED = "Upload completed"
 REASON_CLIENT_CLOSED = "Client Session closed"
 REASON_SERVER_SHUTDOWN = "Server shutdown"
 REASON_MISSING_CONTEXT = "Missing parameter streamingUploadContextId"
+# A kept-open upload connection that waited too long for its next StartUpload: nothing was lost.
+IDLE_PREFIX = "Idle for "
 QUOTA_PREFIX = "QuotaExceededException: "
 CHECKSUM_PREFIX = "Checksum mismatch"
 UNAUTHORIZED_PREFIX = "Unauthorized: "  # no valid token (HTTP 401)

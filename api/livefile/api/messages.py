@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import AliasChoices, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from livefile.api.errors import ProtocolError
 from livefile.api.model import (
@@ -38,6 +38,9 @@ class StartUpload(Message):
     metadata: ResourceMetadata
     # How FinishUpload's checksum is computed; step-streaming's clients name none and send MD5.
     checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5
+    # Ask the server to keep the connection open after UploadAcknowledged, awaiting the next
+    # StartUpload: many small uploads then cost no new TCP connection and handshake each.
+    keep_open: StrictBool = False
 
 
 class ReadyForUpload(Message):

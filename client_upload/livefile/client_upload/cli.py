@@ -97,6 +97,7 @@ async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> Up
         timeout=args.timeout,
         token=args.token,
         checksum_algorithm=args.checksum,
+        max_idle_connections=0,  # one upload: nothing to keep its connection for
     )
     if not args.live:
         return await client.upload_file(

@@ -1,9 +1,10 @@
-"""The async upload client: bytes, files, streams and live files, each on its own connection."""
+"""The async upload client: bytes, files, streams and live files, reusing idle connections."""
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
+import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -12,6 +13,7 @@ from urllib.parse import quote
 
 from livefile.api.model import ChecksumAlgorithm, ResourceMetadata
 from livefile.client_upload.live_file import EndSignal, follow_file
+from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME, ConnectionPool
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
 from livefile.impl_common.references import CONTEXT_PARAMETER, UPLOAD_PATH, ws_base_url
 
@@ -38,8 +40,12 @@ class AsyncUploadClient:
     """Uploads to one livefile server: ``async with AsyncUploadClient(url) as client:``.
 
     ``server`` may be ``ws://``, ``wss://``, ``http://``, ``https://`` or ``host:port``.
-    The client holds configuration only; every upload is its own WebSocket connection, so one
-    client may run many uploads at once. ``timeout`` bounds every wait: the connection, the
+    Every upload has a WebSocket connection to itself while it runs, so one client may run many
+    uploads at once. A connection whose upload succeeded is kept open for the next upload
+    (``keepOpen``): at most ``max_idle_connections`` wait (0: none, every upload opens and
+    closes its own), none longer than ``idle_connection_timeout`` seconds. ``async with`` or
+    ``aclose()`` closes them; the client stays usable. ``timeout`` bounds every wait: the
+    connection, the
     reference, each data message being taken by the transport, and the acknowledgement.
     Messages carry at most ``message_size`` bytes of data. ``token`` is the access token
     (JWT) when the server has access control on; references then carry their own token.
@@ -56,6 +62,8 @@ class AsyncUploadClient:
         message_size: int = DEFAULT_MESSAGE_SIZE,
         token: str | None = None,
         checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32,
+        max_idle_connections: int = DEFAULT_MAX_IDLE,
+        idle_connection_timeout: float = DEFAULT_MAX_IDLE_TIME,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
@@ -67,6 +75,9 @@ class AsyncUploadClient:
         self.message_size = message_size
         self.token = token
         self.checksum_algorithm = ChecksumAlgorithm(checksum_algorithm)
+        self._pool = ConnectionPool(max_idle_connections, idle_connection_timeout)
+        # A client dropped without aclose(): its idle connections go with it.
+        weakref.finalize(self, self._pool.abandon)
 
     @property
     def upload_uri(self) -> str:
@@ -74,6 +85,15 @@ class AsyncUploadClient:
         if self.context_id:
             uri += f"?{CONTEXT_PARAMETER}={quote(self.context_id, safe='')}"
         return uri
+
+    @property
+    def idle_connections(self) -> int:
+        """How many connections wait for the next upload now."""
+        return self._pool.idle
+
+    async def aclose(self) -> None:
+        """Close the idle connections. Running uploads go on; the client stays usable."""
+        await self._pool.aclose()
 
     async def __aenter__(self) -> AsyncUploadClient:
         return self
@@ -84,7 +104,7 @@ class AsyncUploadClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        return None
+        await self.aclose()
 
     async def start(
         self,
@@ -113,6 +133,7 @@ class AsyncUploadClient:
             charset=charset,
             token=self.token,
             checksum_algorithm=self.checksum_algorithm,
+            pool=self._pool,
         )
 
     async def upload_bytes(

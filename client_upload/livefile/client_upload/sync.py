@@ -16,6 +16,7 @@ from livefile.client_upload.client import (
     ReferenceCallback,
 )
 from livefile.client_upload.live_file import EndSignal
+from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
 from livefile.impl_common.sync_bridge import LoopThread
 
@@ -76,8 +77,9 @@ class UploadClient:
     """Blocking twin of ``AsyncUploadClient``: ``with UploadClient(url) as client:``.
 
     Every call runs the async client on one private event loop thread, which ``close()`` (or
-    the end of the ``with`` block) stops. Callbacks (``on_reference``, ``progress``, a callable
-    ``until``) run on that thread; ``until`` is typically a ``threading.Event``.
+    the end of the ``with`` block) stops after closing the idle connections. Callbacks
+    (``on_reference``, ``progress``, a callable ``until``) run on that thread; ``until`` is
+    typically a ``threading.Event``.
     """
 
     def __init__(
@@ -89,6 +91,8 @@ class UploadClient:
         message_size: int = DEFAULT_MESSAGE_SIZE,
         token: str | None = None,
         checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32,
+        max_idle_connections: int = DEFAULT_MAX_IDLE,
+        idle_connection_timeout: float = DEFAULT_MAX_IDLE_TIME,
     ) -> None:
         self._client = AsyncUploadClient(
             server,
@@ -97,6 +101,8 @@ class UploadClient:
             message_size=message_size,
             token=token,
             checksum_algorithm=checksum_algorithm,
+            max_idle_connections=max_idle_connections,
+            idle_connection_timeout=idle_connection_timeout,
         )
         self._thread = LoopThread("livefile-upload")
 
@@ -104,7 +110,14 @@ class UploadClient:
     def server(self) -> str:
         return self._client.server
 
+    @property
+    def idle_connections(self) -> int:
+        return self._client.idle_connections
+
     def close(self) -> None:
+        """Close the idle connections and stop the event loop thread."""
+        if not self._thread.loop.is_closed():
+            self._thread.run(self._client.aclose())
         self._thread.close()
 
     def __enter__(self) -> UploadClient:

@@ -1,4 +1,8 @@
-"""One upload on its own WebSocket: handshake, data, checksum, acknowledgement.
+"""One upload on a WebSocket: handshake, data, checksum, acknowledgement.
+
+With a ``ConnectionPool`` the upload asks the server to keep the connection open (``keepOpen``)
+and hands it back to the pool after a successful acknowledgement; after any failure or abort the
+connection is closed, as without one.
 
 A receive task runs beside the sender: it hands over the reference, reports each checkpoint
 (bytes the server has stored and published) to the progress callback, and notices an early
@@ -17,7 +21,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from livefile.api import close_codes
-from livefile.api.errors import LivefileTimeoutError, ProtocolError
+from livefile.api.errors import ConnectionLostError, LivefileTimeoutError, ProtocolError
 from livefile.api.messages import (
     FinishUpload,
     ReadyForUpload,
@@ -32,6 +36,7 @@ from livefile.client_upload.connection import (
     drop,
     open_connection,
 )
+from livefile.client_upload.pool import ConnectionPool
 from livefile.impl_common.checksums import new_digest
 from livefile.impl_common.transcoding import Utf8Transcoder
 from livefile.impl_common.upload_protocol import UploadClientProtocol
@@ -77,8 +82,12 @@ class AsyncUpload:
         progress: Progress | None,
         transcoder: Utf8Transcoder | None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32,
+        pool: ConnectionPool | None = None,
     ) -> None:
         self._ws = ws
+        # Where the connection goes after the acknowledgement; None: it is closed.
+        self._pool = pool if pool is not None and pool.enabled else None
+        self._released = False
         self._message_size = message_size
         self._timeout = timeout
         self._progress = progress
@@ -118,28 +127,46 @@ class AsyncUpload:
         charset: str | None = None,
         token: str | None = None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32,
+        pool: ConnectionPool | None = None,
     ) -> AsyncUpload:
-        """Connect, announce the resource, and wait for its reference."""
+        """Connect (or take an idle connection from ``pool``), announce the resource, and wait
+        for its reference.
+
+        An idle connection may turn out closed as it is reused (the server's idle timeout or
+        shutdown crossed the ``StartUpload``): no data has been sent yet, so the upload starts
+        again, once, on a new connection.
+        """
         transcoder = Utf8Transcoder(charset) if charset else None
-        ws = await open_connection(uri, timeout, token)
-        upload = cls(
-            ws,
-            message_size=message_size,
-            timeout=timeout,
-            progress=progress,
-            transcoder=transcoder,
+        start = StartUpload(
+            metadata=metadata,
             checksum_algorithm=checksum_algorithm,
-        )
-        try:
-            start = StartUpload(metadata=metadata, checksum_algorithm=checksum_algorithm)
-            await upload._send(start.to_json())
-            ready = await upload._wait(upload._ready, "the reference (ReadyForUpload)")
-        except BaseException:
-            await upload._shut(close_codes.INTERNAL_ERROR, "Upload start failed")
-            raise
-        upload.reference = ready.reference.uri
-        upload.resource_id = ready.resource_id
-        return upload
+            keep_open=pool is not None and pool.enabled,
+        ).to_json()
+        while True:
+            if pool is not None:
+                ws, reused = await pool.acquire(uri, timeout, token)
+            else:
+                ws, reused = await open_connection(uri, timeout, token), False
+            upload = cls(
+                ws,
+                message_size=message_size,
+                timeout=timeout,
+                progress=progress,
+                transcoder=transcoder,
+                checksum_algorithm=checksum_algorithm,
+                pool=pool,
+            )
+            try:
+                await upload._send(start)
+                ready = await upload._wait(upload._ready, "the reference (ReadyForUpload)")
+            except BaseException as exc:
+                await upload._shut(close_codes.INTERNAL_ERROR, "Upload start failed")
+                if reused and _closed_before_start(exc, ws):
+                    continue
+                raise
+            upload.reference = ready.reference.uri
+            upload.resource_id = ready.resource_id
+            return upload
 
     @property
     def ended(self) -> bool:
@@ -181,8 +208,15 @@ class AsyncUpload:
                     f" {ack.checksum}, the client sent {self.sent} bytes with {algorithm}"
                     f" {checksum}"
                 )
-            # The server closes right after its acknowledgement; answer that close.
-            await self._shut(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
+            if self._pool is not None:
+                # Kept open: the receive task stopped at the acknowledgement, so the
+                # connection is nobody's now; the next upload may take it.
+                await self._wait_for_receiver()
+                self._released = True
+                await self._pool.release(self._ws)
+            else:
+                # The server closes right after its acknowledgement; answer that close.
+                await self._shut(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
             status = ResourceStatus(
                 transfer_status=TransferStatus.COMPLETED,
                 current_size=ack.size,
@@ -280,6 +314,8 @@ class AsyncUpload:
         try:
             async for message in self._ws:
                 self._handle(message)
+                if self._pool is not None and self._ack.done():
+                    return  # the connection stays open for the next upload: stop reading it
             failure = closed_error(self._ws)
         except ConnectionClosed:
             failure = closed_error(self._ws)
@@ -329,6 +365,22 @@ class AsyncUpload:
             self._receiver.cancel()
 
     async def _shut(self, code: int, reason: str) -> None:
-        """Close the connection (if still open) and let the receive task end."""
+        """Close the connection (if still open and still ours) and let the receive task end."""
+        if self._released:
+            return  # handed back to the pool after the acknowledgement: another upload's now
         await close_quietly(self._ws, code, reason)
         await self._wait_for_receiver()
+
+
+def _closed_before_start(error: BaseException, ws: ClientConnection) -> bool:
+    """Whether a reused connection failed only because it was closed as it was reused: lost,
+    closed normally (a server that ignored ``keepOpen``), for shutdown, or for idling."""
+    if not isinstance(error, Exception) or isinstance(error, LivefileTimeoutError):
+        return False  # cancelled, or the server is slow rather than gone: not retried
+    received = ws.protocol.close_rcvd
+    if received is None:
+        return isinstance(error, ConnectionLostError)  # lost without a close frame
+    return received.code in (close_codes.NORMAL, close_codes.GOING_AWAY) or (
+        received.code == close_codes.POLICY_VIOLATION
+        and received.reason.startswith(close_codes.IDLE_PREFIX)
+    )

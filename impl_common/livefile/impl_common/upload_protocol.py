@@ -1,8 +1,10 @@
 """The upload exchange as sans-I/O state machines, one per side.
 
 Server: ``StartUpload`` → (server sends ``ReadyForUpload``) → binary data messages →
-``FinishUpload`` → (server sends ``UploadAcknowledged``) → close. Anything else is a protocol
-violation that names the close code and a reason; the I/O layer only carries the frames.
+``FinishUpload`` → (server sends ``UploadAcknowledged``) → close; or, when ``StartUpload`` asked
+``keepOpen``, back to awaiting the next ``StartUpload`` on the same connection. Anything else is
+a protocol violation that names the close code and a reason; the I/O layer only carries the
+frames.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class UploadServerProtocol:
 
     def __init__(self) -> None:
         self.phase = UploadPhase.AWAITING_START
+        self.keep_open = False  # what the current upload's StartUpload asked
+        self.completed = 0  # uploads acknowledged on this connection
 
     def receive_text(self, text: str) -> StartUpload | FinishUpload:
         try:
@@ -54,6 +58,7 @@ class UploadServerProtocol:
             raise ProtocolViolation(close_codes.PROTOCOL_ERROR, str(exc)) from None
         if isinstance(message, StartUpload) and self.phase is UploadPhase.AWAITING_START:
             self.phase = UploadPhase.STARTING
+            self.keep_open = message.keep_open
             return message
         if isinstance(message, FinishUpload) and self.phase is UploadPhase.UPLOADING:
             self.phase = UploadPhase.FINISHING
@@ -74,8 +79,10 @@ class UploadServerProtocol:
         self.phase = UploadPhase.UPLOADING
 
     def acknowledged(self) -> None:
+        """The upload is acknowledged: the connection ends, or awaits the next upload."""
         assert self.phase is UploadPhase.FINISHING
-        self.phase = UploadPhase.DONE
+        self.completed += 1
+        self.phase = UploadPhase.AWAITING_START if self.keep_open else UploadPhase.DONE
 
 
 class UploadClientProtocol:

@@ -1,5 +1,9 @@
 """The upload WebSocket endpoint: carries frames between the socket, the upload protocol machine
-and the resource manager, and turns every way an upload can end into a truthful status."""
+and the resource manager, and turns every way an upload can end into a truthful status.
+
+A connection carries one upload, or — when ``StartUpload`` asks ``keepOpen`` — one after another,
+each a complete upload of its own (resource, quotas, statuses, FAILED if the connection ends
+before its acknowledgement)."""
 
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ from livefile.impl_websocket.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Stands in for the resource id when the download URI's prefix is built once per connection.
+_ID_PLACEHOLDER = "0" * 32
+
 
 class UploadSession:
     """One upload connection from accept to close."""
@@ -61,6 +68,8 @@ class UploadSession:
         self.upload: ActiveUpload | None = None
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
+        self._download_base: str | None = None  # the download URI up to the resource id
+        self._idle = False  # closed for idling between kept-open uploads: nothing was refused
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
@@ -68,7 +77,7 @@ class UploadSession:
             await self._check_context()
             await self._serve()
         except ProtocolViolation as exc:
-            if self.upload is None and self.context_id is not None:
+            if self.upload is None and self.context_id is not None and not self._idle:
                 self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
             close = (exc.code, exc.reason)
         except QuotaExceededError as exc:
@@ -131,7 +140,8 @@ class UploadSession:
                 await self._start(request)
             elif isinstance(request, FinishUpload):
                 await self._finish(request)
-                return
+                if self.protocol.phase is UploadPhase.DONE:
+                    return
 
     async def _receive(self) -> Message:
         """The next message; a client that stays silent too long is disconnected."""
@@ -155,6 +165,12 @@ class UploadSession:
             return receiving.result()
         if self.upload is not None:
             self.upload.check_storage()
+        if waiting_for_start and self.protocol.completed:
+            self._idle = True
+            raise ProtocolViolation(
+                close_codes.POLICY_VIOLATION,
+                f"{close_codes.IDLE_PREFIX}{timeout:g} s after the last upload: connection closed",
+            )
         what = "No StartUpload" if waiting_for_start else "No data"
         raise ProtocolViolation(
             close_codes.POLICY_VIOLATION, f"{what} for {timeout:g} s: connection closed"
@@ -182,7 +198,10 @@ class UploadSession:
             number_of_lines=status.number_of_lines,
         )
         await self._send(ack.to_json())
-        await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
+        if self.protocol.phase is UploadPhase.DONE:
+            await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
+        else:  # kept open: the connection now awaits the next StartUpload
+            self.upload = None
 
     async def _forward_statuses(self, resource_id: str) -> None:
         """Tell the uploader of each checkpoint: its progress acknowledged by the server."""
@@ -204,7 +223,12 @@ class UploadSession:
 
     def _download_uri(self, resource_id: str) -> str:
         # As seen by the client: scheme and Host header of this request, plus any root path.
-        uri = str(self.websocket.url_for("download", resource_id=resource_id))
+        # Built once per connection (url_for is a route search), then completed with each id.
+        if self._download_base is None:
+            sample = str(self.websocket.url_for("download", resource_id=_ID_PLACEHOLDER))
+            assert sample.endswith(_ID_PLACEHOLDER), sample  # the id is the path's last segment
+            self._download_base = sample.removesuffix(_ID_PLACEHOLDER)
+        uri = self._download_base + resource_id
         if self.authority is None or not self.authority.can_sign:
             return uri
         # With access control on, the reference is a complete grant: whoever the uploader

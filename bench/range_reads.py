@@ -42,15 +42,13 @@ CONNECTIONS = 16
 TARGET = 0.5
 # What profiling the server (py-spy, 16 clients) found on the 2-core dev machine.
 MISSED = (
-    "livefile spends ~0.7 ms of CPU per 64 KiB range against ~25 µs for nginx (sendfile from"
-    " the page cache, no user-space copy); its event-loop thread is saturated. In its profile:"
-    " ~24% the socket write of the response headers alone (uvicorn writes the head as soon as"
-    " ResourceBody sends http.response.start, before the body is read, so every response is"
-    " two writes and two TCP segments), ~8% the body write, ~15% the catalog lookup"
-    " (SqliteCatalog.get, a synchronous SQLite query on the event loop for every request),"
-    " ~16% FastAPI dependency solving (6 header/query parameters plus the access dependency),"
-    " ~7% the asyncio.to_thread hop for the 64 KiB read, the rest Starlette/FastAPI middleware."
-    " Half nginx's rate would need roughly a tenth of today's CPU per request."
+    "finished files are served by an ASGI fast path (no routing or dependency resolution,"
+    " cached headers and catalog entries, the 64 KiB read done on the loop), yet livefile still"
+    " spends ~130 µs of CPU per range against ~30 µs for nginx. In its profile (py-spy) ~47% is"
+    " the two socket writes uvicorn makes per response (the head at http.response.start, then"
+    " the body: two syscalls and two TCP segments) and the copy of the body from user space,"
+    " where nginx sends the page cache with sendfile; most of the rest is the ASGI stack"
+    " (httptools parsing, uvicorn's cycle, FastAPI's outer middleware)."
 )
 
 WRK_SCRIPT = """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import hashlib
+import json
 import os
 import socket
 import statistics
@@ -510,3 +511,37 @@ async def test_each_checksum_algorithm_is_agreed_end_to_end_and_shown(
 def test_an_unknown_checksum_algorithm_is_refused_before_any_io() -> None:
     with pytest.raises(ValueError, match="sha1"):
         AsyncUploadClient("ws://127.0.0.1:1", checksum_algorithm="sha1")
+
+
+async def test_upload_bytes_sends_everything_before_the_reference_arrives() -> None:
+    """One round trip less per upload: this server answers only once StartUpload, the data and
+    FinishUpload have all arrived, so a client that waited for the reference first would time
+    out instead."""
+    data = b"pipelined\n"
+    received: list[str | bytes] = []
+
+    async def answer_at_the_end(ws: ServerConnection) -> None:
+        while len(received) < 3:
+            received.append(await ws.recv())
+        finish = json.loads(received[2])
+        await ws.send(READY)
+        await ws.send(
+            json.dumps({"@": "UploadAcknowledged", "size": len(data),
+                        "checksum": finish["checksum"], "checksumAlgorithm": "crc32"})
+        )  # fmt: skip
+        await ws.wait_closed()
+
+    async with serve(answer_at_the_end, "127.0.0.1", 0, compression=None) as fake:
+        port = fake.sockets[0].getsockname()[1]
+        references: list[str] = []
+        async with AsyncUploadClient(f"ws://127.0.0.1:{port}", timeout=5) as client:
+            result = await client.upload_bytes(
+                data, filename="p.txt", on_reference=references.append
+            )
+    assert [json.loads(received[0])["@"], received[1], json.loads(received[2])["@"]] == [
+        "StartUpload",
+        data,
+        "FinishUpload",
+    ]
+    assert result.checksum == crc32_hex(data)
+    assert references == [result.reference]

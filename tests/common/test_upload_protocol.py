@@ -8,6 +8,7 @@ from livefile.api.messages import FinishUpload, StartUpload
 from livefile.impl_common.upload_protocol import (
     ProtocolViolation,
     UploadClientProtocol,
+    UploadPhase,
     UploadServerProtocol,
 )
 
@@ -63,3 +64,36 @@ def test_client_refuses_an_ack_before_finishing() -> None:
     machine.receive_text('{"@":"ReadyForUpload","reference":{"uri":"ws://h/x"},"resourceId":"r"}')
     with pytest.raises(ProtocolError, match="Unexpected UploadAcknowledged"):
         machine.receive_text('{"@":"UploadAcknowledged","size":0,"checksum":"x"}')
+
+
+READY_TEXT = '{"@":"ReadyForUpload","reference":{"uri":"ws://h/x"},"resourceId":"r"}'
+ACK_TEXT = '{"@":"UploadAcknowledged","size":0,"checksum":"x"}'
+STATUS_TEXT = (
+    '{"@":"StatusChanged","resourceStatus":{"transferStatus":"IN_PROGRESS","currentSize":1}}'
+)
+
+
+def test_client_may_finish_before_the_reference_and_then_takes_it_and_the_ack() -> None:
+    machine = UploadClientProtocol()
+    machine.finishing()  # StartUpload, data and FinishUpload sent back to back
+    assert machine.receive_text(READY_TEXT).kind == "ReadyForUpload"
+    machine.receive_text(STATUS_TEXT)
+    assert machine.receive_text(ACK_TEXT).kind == "UploadAcknowledged"
+    assert machine.phase is UploadPhase.DONE
+
+
+def test_client_refuses_an_ack_or_a_status_before_the_reference_even_when_pipelined() -> None:
+    machine = UploadClientProtocol()
+    machine.finishing()
+    with pytest.raises(ProtocolError, match="Unexpected UploadAcknowledged"):
+        machine.receive_text(ACK_TEXT)
+    with pytest.raises(ProtocolError, match="Unexpected StatusChanged"):
+        machine.receive_text(STATUS_TEXT)
+
+
+def test_client_refuses_a_second_reference() -> None:
+    machine = UploadClientProtocol()
+    machine.receive_text(READY_TEXT)
+    machine.finishing()
+    with pytest.raises(ProtocolError, match="Unexpected ReadyForUpload"):
+        machine.receive_text(READY_TEXT)

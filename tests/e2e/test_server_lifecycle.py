@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.conftest import ServerFactory
 from tests.support.server import LivefileProcess
 from tests.support.wire import (
+    META,
     finish_upload,
     get_json,
     open_ws,
@@ -205,3 +207,27 @@ async def test_context_event_stream_reports_creation_statuses_and_close(
     assert statuses[-1] == {"transferStatus": "COMPLETED", "currentSize": 5, "numberOfLines": None}
     status, _ = get_json(f"{server.http_url}/contexts/{context_id}")
     assert status == 404
+
+
+async def test_an_upload_ending_within_one_interval_hears_only_its_acknowledgement(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--checkpoint-interval", "30")
+    data = b"quick\n"
+    async with open_ws(f"{server.ws_url}/ws/streaming/upload") as ws:
+        await ws.send(json.dumps({"@": "StartUpload", "metadata": META}))
+        await ws.send(data)
+        await ws.send(json.dumps({"@": "FinishUpload", "checksum": hashlib.md5(data).hexdigest()}))
+        kinds = [json.loads(message)["@"] async for message in ws]
+    assert kinds == ["ReadyForUpload", "UploadAcknowledged"]
+
+
+async def test_an_uploader_hears_its_checkpoints_once_an_interval_has_passed(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--checkpoint-interval", "0.2")
+    async with open_ws(f"{server.ws_url}/ws/streaming/upload") as ws:
+        await start_upload(ws)
+        await ws.send(b"first")
+        status = await status_where(ws, currentSize=5)
+        assert status["transferStatus"] == "IN_PROGRESS"

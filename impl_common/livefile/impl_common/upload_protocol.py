@@ -86,27 +86,49 @@ class UploadServerProtocol:
 
 
 class UploadClientProtocol:
-    """What the client may receive on an upload connection, and when."""
+    """What the client may receive on an upload connection, and when.
+
+    A client that has all its data may send ``StartUpload``, the data and ``FinishUpload`` back
+    to back, without waiting for ``ReadyForUpload`` (the server handles them in order): then
+    the reference arrives while finishing.
+    """
 
     def __init__(self) -> None:
         self.phase = UploadPhase.STARTING
+        self.ready = False  # ReadyForUpload received
 
     def receive_text(self, text: str) -> ReadyForUpload | StatusChanged | UploadAcknowledged:
         message = parse_message(text)
-        if isinstance(message, ReadyForUpload) and self.phase is UploadPhase.STARTING:
-            self.phase = UploadPhase.UPLOADING
+        if (
+            isinstance(message, ReadyForUpload)
+            and not self.ready
+            and self.phase
+            in (
+                UploadPhase.STARTING,
+                UploadPhase.FINISHING,
+            )
+        ):
+            self.ready = True
+            if self.phase is UploadPhase.STARTING:
+                self.phase = UploadPhase.UPLOADING
             return message
-        if isinstance(message, StatusChanged) and self.phase in (
-            UploadPhase.UPLOADING,
-            UploadPhase.FINISHING,
+        if (
+            isinstance(message, StatusChanged)
+            and self.ready
+            and self.phase in (UploadPhase.UPLOADING, UploadPhase.FINISHING)
         ):
             return message
-        if isinstance(message, UploadAcknowledged) and self.phase is UploadPhase.FINISHING:
+        if (
+            isinstance(message, UploadAcknowledged)
+            and self.ready
+            and self.phase is UploadPhase.FINISHING
+        ):
             self.phase = UploadPhase.DONE
             return message
         raise ProtocolError(f"Unexpected {message.kind} from the server while {self.phase.value}")
 
     def finishing(self) -> None:
-        if self.phase is not UploadPhase.UPLOADING:
+        """``FinishUpload`` is being sent: after ``ReadyForUpload``, or pipelined before it."""
+        if self.phase not in (UploadPhase.UPLOADING, UploadPhase.STARTING):
             raise ProtocolError(f"Cannot finish an upload while {self.phase.value}")
         self.phase = UploadPhase.FINISHING

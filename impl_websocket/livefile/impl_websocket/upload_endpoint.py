@@ -204,7 +204,13 @@ class UploadSession:
             self.upload = None
 
     async def _forward_statuses(self, resource_id: str) -> None:
-        """Tell the uploader of each checkpoint: its progress acknowledged by the server."""
+        """Tell the uploader of each checkpoint: its progress acknowledged by the server.
+
+        From one checkpoint interval after the start on: an upload that ends sooner learns
+        everything from its acknowledgement, and for many small uploads the statuses nobody
+        needs (a subscription, a task and two messages each) were the largest cost left.
+        """
+        await asyncio.sleep(self.settings.checkpoint_interval)
         subscription = await self.manager.subscribe(resource_id)
         if subscription is None:
             return

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.client_upload.watch import wait_for_status
 from tests.support.server import LivefileProcess
-from tests.support.wire import crc32_hex, download
+from tests.support.wire import crc32_hex, download, get_json
 
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
 
@@ -129,3 +129,25 @@ def test_idle_timeout_without_live_is_a_usage_error(tmp_path: Path) -> None:
     result = run_upload(str(path), "--idle-timeout", "1")
     assert result.returncode == 2
     assert result.stderr == "livefile: --idle-timeout needs --live\n"
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    """``livefile upload f | head -1``: the reference is read, the pipe closed; the upload
+    still completes and the command ends with 141 (SIGPIPE's status) and no traceback."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(2_000_000))
+    process = subprocess.Popen(
+        [*LIVEFILE, "upload", str(path), "--server", server.ws_url, "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    reference = process.stdout.readline().strip()
+    process.stdout.close()  # like head -1
+    assert process.wait(60) == 141
+    assert process.stderr.read() == ""
+    resource_id = reference.rsplit("/", 1)[1]
+    _, info = get_json(f"{server.http_url}/resources/{resource_id}")
+    assert info["status"]["transferStatus"] == "COMPLETED"

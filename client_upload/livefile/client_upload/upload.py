@@ -138,16 +138,9 @@ class AsyncUpload:
         again, once, on a new connection.
         """
         transcoder = Utf8Transcoder(charset) if charset else None
-        start = StartUpload(
-            metadata=metadata,
-            checksum_algorithm=checksum_algorithm,
-            keep_open=pool is not None and pool.enabled,
-        ).to_json()
+        start = _start_message(metadata, checksum_algorithm, pool)
         while True:
-            if pool is not None:
-                ws, reused = await pool.acquire(uri, timeout, token)
-            else:
-                ws, reused = await open_connection(uri, timeout, token), False
+            ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
                 ws,
                 message_size=message_size,
@@ -190,16 +183,9 @@ class AsyncUpload:
         what many small uploads cost. As in ``start``, a reused connection found closed before
         the reference arrived is replaced once.
         """
-        start = StartUpload(
-            metadata=metadata,
-            checksum_algorithm=checksum_algorithm,
-            keep_open=pool is not None and pool.enabled,
-        ).to_json()
+        start = _start_message(metadata, checksum_algorithm, pool)
         while True:
-            if pool is not None:
-                ws, reused = await pool.acquire(uri, timeout, token)
-            else:
-                ws, reused = await open_connection(uri, timeout, token), False
+            ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
                 ws,
                 message_size=message_size,
@@ -430,6 +416,24 @@ class AsyncUpload:
             return  # handed back to the pool after the acknowledgement: another upload's now
         await close_quietly(self._ws, code, reason)
         await self._wait_for_receiver()
+
+
+def _start_message(
+    metadata: ResourceMetadata, algorithm: ChecksumAlgorithm, pool: ConnectionPool | None
+) -> str:
+    keep_open = pool is not None and pool.enabled
+    return StartUpload(
+        metadata=metadata, checksum_algorithm=algorithm, keep_open=keep_open
+    ).to_json()
+
+
+async def _connection(
+    uri: str, timeout: float, token: str | None, pool: ConnectionPool | None
+) -> tuple[ClientConnection, bool]:
+    """An idle connection from ``pool`` (reused: True) or a new one."""
+    if pool is not None:
+        return await pool.acquire(uri, timeout, token)
+    return await open_connection(uri, timeout, token), False
 
 
 def _closed_before_start(error: BaseException, ws: ClientConnection) -> bool:

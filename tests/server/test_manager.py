@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
-from livefile.api.errors import ChecksumMismatchError, QuotaExceededError
+from livefile.api.errors import ChecksumMismatchError, QuotaExceededError, ServerError
 from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
-from livefile.impl_server.contexts import ContextEvent, UploadContexts
+from livefile.impl_server.contexts import ContextEvent, RedisUploadContexts, UploadContexts
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.storage import FilesystemStorage
+from tests.support.redis_server import RedisProcess
 
 META = ResourceMetadata(filename="log.txt", mime_type="text/plain")
 
@@ -130,3 +133,37 @@ async def test_recovery_marks_unfinished_uploads_failed_with_bytes_on_disk(
     status = await second.status(upload.resource_id)
     assert status == ResourceStatus(transfer_status=TransferStatus.FAILED, current_size=7)
     await second.catalog.close()
+
+
+async def test_a_resource_that_cannot_be_created_gives_its_context_quota_back(
+    tmp_path: Path,
+) -> None:
+    manager = make_manager(tmp_path, Quotas(max_resources_per_context=1))
+    context_id = await manager.contexts.open()
+    shutil.rmtree(tmp_path / "resources", ignore_errors=True)
+    (tmp_path / "resources").write_text("not a folder")  # storage cannot create any file
+    with pytest.raises(ServerError, match="Storage failure"):
+        await manager.create(META, context_id)
+    assert await manager.contexts.resource_count(context_id) == 0
+    (tmp_path / "resources").unlink()
+    upload = await manager.create(META, context_id)  # the one place in the quota is free
+    await manager.complete(upload, hashlib.md5(b"").hexdigest())
+    assert await manager.contexts.resource_count(context_id) == 1
+    await manager.shutdown()
+    await manager.catalog.close()
+
+
+async def test_redis_contexts_give_a_reservation_back(redis_server: RedisProcess) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    contexts = RedisUploadContexts(client, "release-test")
+    try:
+        context_id = await contexts.open()
+        await contexts.reserve(context_id, 1)
+        await contexts.release(context_id)
+        assert await contexts.resource_count(context_id) == 0
+        await contexts.reserve(context_id, 1)  # the place is free again
+        with pytest.raises(QuotaExceededError):
+            await contexts.reserve(context_id, 1)
+        await contexts.release("0" * 32)  # an unknown context: nothing happens
+    finally:
+        await client.aclose()

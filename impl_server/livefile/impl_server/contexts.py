@@ -73,6 +73,12 @@ class UploadContexts:
             raise QuotaExceededError(f"Upload context {context_id} already holds {limit} resources")
         self._counts[context_id] = count + 1
 
+    async def release(self, context_id: str) -> None:
+        """Give back a ``reserve``d count: the resource was not created after all."""
+        count = self._counts.get(context_id)
+        if count:
+            self._counts[context_id] = count - 1
+
     async def add_listener(self, context_id: str, listener: UploadContextListener) -> None:
         if await self.resource_count(context_id) is None:
             raise UnknownContextError(context_id)
@@ -131,12 +137,18 @@ class RedisUploadContexts(UploadContexts):
     redis.call('HINCRBY', KEYS[1], 'resourceCount', 1)
     return 1
     """
+    _RELEASE = """
+    local count = redis.call('HGET', KEYS[1], 'resourceCount')
+    if count and tonumber(count) > 0 then redis.call('HINCRBY', KEYS[1], 'resourceCount', -1) end
+    return 1
+    """
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         super().__init__()
         self._client = client
         self._prefix = prefix.rstrip(":")
         self._reserve = client.register_script(self._RESERVE)
+        self._release = client.register_script(self._RELEASE)
         self._outbox: asyncio.Queue[tuple[str, ContextEvent]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -174,6 +186,9 @@ class RedisUploadContexts(UploadContexts):
             raise UnknownContextError(context_id)
         if result == 0:
             raise QuotaExceededError(f"Upload context {context_id} already holds {limit} resources")
+
+    async def release(self, context_id: str) -> None:
+        await self._release(keys=[self._key(context_id)])
 
     def _emit(self, context_id: str, event: ContextEvent) -> None:
         self._outbox.put_nowait((context_id, event))

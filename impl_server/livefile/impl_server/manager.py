@@ -101,6 +101,21 @@ class ResourceManager:
             except QuotaExceededError as exc:
                 self.contexts.creation_refused(context_id, metadata, str(exc))
                 raise
+        try:
+            return await self._create(metadata, context_id, checksum_algorithm)
+        except BaseException:
+            if context_id is not None:
+                # The resource was not created: its place in the context's quota is free again.
+                with contextlib.suppress(Exception):
+                    await self.contexts.release(context_id)
+            raise
+
+    async def _create(
+        self,
+        metadata: ResourceMetadata,
+        context_id: str | None,
+        checksum_algorithm: ChecksumAlgorithm,
+    ) -> ActiveUpload:
         resource_id = new_resource_id()
         await self._check_catalog()
         writer = None

@@ -383,3 +383,13 @@ async def test_workers_and_nodes_sharing_the_secret_accept_each_others_reference
     async with open_ws(f"{workers.ws_url}/ws/streaming/upload") as ws:
         code, _ = await wait_closed(ws)
     assert code == 1008
+
+
+def test_public_docs_open_the_api_description_and_nothing_else(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--public-docs", env=SECRET_ENV)
+    for path in ("/docs", "/openapi.json"):
+        assert http(server.http_url + path)[0] == 200
+    assert http(f"{server.http_url}/resources/{UNKNOWN_ID}")[0] == 401
+    assert http(f"{server.http_url}/contexts", "POST")[0] == 401

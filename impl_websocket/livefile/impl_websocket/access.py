@@ -29,6 +29,9 @@ from livefile.impl_server.access import UNRESTRICTED, Grant, TokenAuthority
 GRANT_KEY = "livefile.grant"
 TOKEN_PARAMETER = "token"
 OPEN_PATHS = frozenset({"/healthz"})
+# The API's description, open with ``--public-docs``: it says what the routes are, not what
+# the resources are.
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def token_of(connection: HTTPConnection) -> str | None:
@@ -78,12 +81,13 @@ class AccessControlMiddleware:
     """Verifies the token of every HTTP and WebSocket request but the open paths and hands the
     grant on in the ASGI scope."""
 
-    def __init__(self, app: ASGIApp, authority: TokenAuthority) -> None:
+    def __init__(self, app: ASGIApp, authority: TokenAuthority, public_docs: bool = False) -> None:
         self.app = app
         self.authority = authority
+        self.open_paths = OPEN_PATHS | DOCS_PATHS if public_docs else OPEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)

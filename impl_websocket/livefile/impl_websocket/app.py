@@ -107,7 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Middleware added last runs first: access control, then the fast path for finished files.
     app.add_middleware(CompletedContentFastPath)
     if authority is not None:
-        app.add_middleware(AccessControlMiddleware, authority=authority)
+        app.add_middleware(
+            AccessControlMiddleware, authority=authority, public_docs=settings.public_docs
+        )
         if not authority.can_sign:
             logger.warning(
                 "access control on without a signing key: references carry no download token"

@@ -98,6 +98,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     _add_key_arguments(parser)
     parser.add_argument(
+        "--public-docs",
+        dest="public_docs",
+        action="store_true",
+        default=None,
+        help="with access control on, serve /docs and /openapi.json without a token"
+        " (LIVEFILE_PUBLIC_DOCS)",
+    )
+    parser.add_argument(
         "--reference-token-ttl",
         dest="reference_token_ttl",
         type=duration,

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     jwt_private_key: str | None = Field(
         default=None, description="PEM (text or file) signing reference and minted tokens"
     )
+    public_docs: bool = Field(
+        default=False, description="with access control on, /docs and /openapi.json need no token"
+    )
     jwt_audience: str = "livefile"
     jwt_issuer: str | None = None
     jwt_leeway: float = Field(default=10.0, ge=0, description="seconds of clock skew allowed")

@@ -393,3 +393,25 @@ def test_public_docs_open_the_api_description_and_nothing_else(
         assert http(server.http_url + path)[0] == 200
     assert http(f"{server.http_url}/resources/{UNKNOWN_ID}")[0] == 401
     assert http(f"{server.http_url}/contexts", "POST")[0] == 401
+
+
+async def test_cached_answers_for_finished_files_still_check_every_token(
+    guarded: LivefileProcess, stored: str
+) -> None:
+    """Once a finished file's headers are cached, small requests are answered by the HTTP
+    protocol itself: each one must still show a token that grants that resource."""
+    resource_id = resource_id_of(stored)
+    url = f"{guarded.http_url}/resources/{resource_id}/content"
+    good = mint(scope="download", resource=resource_id)
+    for _ in range(3):  # the first caches, the next ones take the short path
+        status, _, body = http(url, token=good, headers={"Range": "bytes=0-99"})
+        assert (status, body) == (206, PAYLOAD[:100])
+    status, _, body = http(
+        url, token=mint(scope="download", resource="f" * 32), headers={"Range": "bytes=0-99"}
+    )
+    assert (status, detail(body)) == (403, "Forbidden: token is for another resource")
+    status, _, body = http(url, headers={"Range": "bytes=0-99"})
+    assert status == 401
+    expired = mint(ttl=-3600, scope="admin")
+    status, _, body = http(f"{url}?token={expired}", headers={"Range": "bytes=0-99"})
+    assert (status, detail(body)) == (401, "Unauthorized: token expired")

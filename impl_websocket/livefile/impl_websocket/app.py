@@ -35,7 +35,7 @@ from livefile.impl_websocket.connections import Connections
 from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
 from livefile.impl_websocket.http_content import router as content_router
-from livefile.impl_websocket.http_fast_content import CompletedContentFastPath
+from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.upload_endpoint import UploadSession
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.connections = connections
     app.state.token_authority = authority
+    app.state.finished_files = FinishedFiles()
     # Middleware added last runs first: access control, then the fast path for finished files.
     app.add_middleware(CompletedContentFastPath)
     if authority is not None:

@@ -8,12 +8,11 @@ bytes, which tus-node-server's FileStore supports), on keep-alive HTTP/1.1 conne
 concurrent uploader; bench/tus_client.py, asyncio streams). Fresh servers with empty data
 directories on tmpfs for every run; runs interleaved; every acknowledged size is checked.
 
-Run: uv run python -m bench.small_files [--runs 3] [--quick]
+Run: uv run python -m bench --only small_files [--runs 3] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import zlib
@@ -25,7 +24,6 @@ from bench.peers import (
     cpu_summary,
     explain,
     livefile,
-    print_results,
     tus_node_server,
 )
 from bench.support import SCRATCH, Result
@@ -147,15 +145,3 @@ async def measure(runs: int, quick: bool) -> list[Result]:
             )
         )
     return results
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print_results(asyncio.run(measure(args.runs, args.quick)))
-
-
-if __name__ == "__main__":
-    main()

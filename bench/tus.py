@@ -8,12 +8,11 @@ file. The tus client is the fastest one found for this machine: raw HTTP/1.1 on 
 sending the body with sendfile (bench/tus_client.py), about twice as fast as ``curl -T`` here,
 so the peer is not held back by its client.
 
-Run: uv run python -m bench.tus [--runs 3] [--quick]
+Run: uv run python -m bench --only tus [--runs 3] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import zlib
@@ -26,7 +25,6 @@ from bench.peers import (
     explain,
     livefile,
     peer_source,
-    print_results,
     tus_node_server,
 )
 from bench.support import SCRATCH, MiB, Result
@@ -116,15 +114,3 @@ async def measure(runs: int, quick: bool) -> list[Result]:
         ),
     )
     return [explain(result, MISSED, load)]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print_results(asyncio.run(measure(args.runs, args.quick)))
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ServerFactory
@@ -32,10 +31,12 @@ from tests.support.raw_upload import RawUpload
 from tests.support.server import LivefileProcess
 from tests.support.wire import (
     get_json,
+    next_status,
     open_ws,
     read_chunk,
     receive_json,
     start_upload,
+    status_where,
     wait_closed,
 )
 
@@ -77,21 +78,6 @@ async def upload_whole(ws_url: str, data: bytes, *, lines: bool = False) -> Stor
     assert ack["size"] == len(data), ack
     assert ack["checksum"] == hashlib.md5(data).hexdigest(), ack
     return Stored(raw.resource_id, data, ack.get("numberOfLines"))
-
-
-async def next_status(ws: ClientConnection) -> dict[str, Any]:
-    message = await asyncio.wait_for(receive_json(ws), WAIT)
-    assert message["@"] == "StatusChanged", message
-    status: dict[str, Any] = message["resourceStatus"]
-    return status
-
-
-async def status_where(ws: ClientConnection, **expected: object) -> dict[str, Any]:
-    """Read statuses until one has the expected fields."""
-    while True:
-        status = await next_status(ws)
-        if all(status[key] == value for key, value in expected.items()):
-            return status
 
 
 async def download_over_websocket(server: LivefileProcess, resource_id: str) -> bytes:

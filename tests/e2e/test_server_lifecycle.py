@@ -9,9 +9,6 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
-
-from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import ServerFactory
 from tests.support.server import LivefileProcess
@@ -19,30 +16,17 @@ from tests.support.wire import (
     META,
     finish_upload,
     get_json,
+    next_status,
     open_ws,
     read_chunk,
     read_context_events,
     receive_json,
     start_upload,
+    status_where,
     wait_closed,
 )
 
 WAIT = 10.0  # generous bound for events on a loaded CI machine; never a synchronisation sleep
-
-
-async def next_status(ws: ClientConnection) -> dict[str, Any]:
-    message = await asyncio.wait_for(receive_json(ws), WAIT)
-    assert message["@"] == "StatusChanged", message
-    status: dict[str, Any] = message["resourceStatus"]
-    return status
-
-
-async def status_where(ws: ClientConnection, **expected: object) -> dict[str, Any]:
-    """Read statuses until one has the expected fields."""
-    while True:
-        status = await next_status(ws)
-        if all(status[key] == value for key, value in expected.items()):
-            return status
 
 
 async def test_quiet_uploaders_bytes_are_published_without_further_writes(

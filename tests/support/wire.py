@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -13,6 +14,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+# A bound for a status to arrive on a loaded CI machine; never a synchronisation sleep.
+STATUS_WAIT = 30.0
 META = {"filename": "data.bin", "mimeType": "application/octet-stream"}
 
 
@@ -40,6 +43,24 @@ async def receive_json(ws: ClientConnection) -> dict[str, Any]:
     assert isinstance(message, str), f"expected a text message, got {len(message)} bytes"
     result: dict[str, Any] = json.loads(message)
     return result
+
+
+async def next_status(ws: ClientConnection, timeout: float = STATUS_WAIT) -> dict[str, Any]:
+    """The next message, which must be a ``StatusChanged``; its status."""
+    message = await asyncio.wait_for(receive_json(ws), timeout)
+    assert message["@"] == "StatusChanged", message
+    status: dict[str, Any] = message["resourceStatus"]
+    return status
+
+
+async def status_where(
+    ws: ClientConnection, timeout: float = STATUS_WAIT, **expected: object
+) -> dict[str, Any]:
+    """Read statuses until one has the expected fields."""
+    while True:
+        status = await next_status(ws, timeout)
+        if all(status[key] == value for key, value in expected.items()):
+            return status
 
 
 async def start_upload(ws: ClientConnection, metadata: dict[str, Any] | None = None) -> str:

@@ -69,7 +69,6 @@ class UploadSession:
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
         self._download_base: str | None = None  # the download URI up to the resource id
-        self._idle = False  # closed for idling between kept-open uploads: nothing was refused
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
@@ -77,7 +76,8 @@ class UploadSession:
             await self._check_context()
             await self._serve()
         except ProtocolViolation as exc:
-            if self.upload is None and self.context_id is not None and not self._idle:
+            idle = exc.reason.startswith(close_codes.IDLE_PREFIX)  # between uploads: no refusal
+            if self.upload is None and self.context_id is not None and not idle:
                 self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
             close = (exc.code, exc.reason)
         except QuotaExceededError as exc:
@@ -166,7 +166,6 @@ class UploadSession:
         if self.upload is not None:
             self.upload.check_storage()
         if waiting_for_start and self.protocol.completed:
-            self._idle = True
             raise ProtocolViolation(
                 close_codes.POLICY_VIOLATION,
                 f"{close_codes.IDLE_PREFIX}{timeout:g} s after the last upload: connection closed",

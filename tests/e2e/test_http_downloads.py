@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
@@ -322,6 +323,17 @@ def answer_of(output: bytes) -> tuple[dict[str, str], bytes]:
     return headers, body
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The status line and the Content-Length body of the next answer on ``reader``."""
+    status = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) != b"\r\n":
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
 async def test_pipelined_requests_for_a_finished_file_are_answered_in_order(
     completed: tuple[str, bytes],
 ) -> None:
@@ -337,13 +349,39 @@ async def test_pipelined_requests_for_a_finished_file_are_answered_in_order(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(requests)  # all three at once: HTTP/1.1 pipelining
     for a, b in ranges:
-        status = await reader.readline()
+        status, body = await read_answer(reader)
         assert status.startswith(b"HTTP/1.1 206"), status
-        length = 0
-        while (line := await reader.readline()) != b"\r\n":
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        assert await reader.readexactly(length) == data[a : b + 1]
+        assert body == data[a : b + 1]
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_client_reading_late_gets_every_pipelined_answer_intact(
+    completed: tuple[str, bytes],
+) -> None:
+    """Answers from the HTTP protocol itself go out with sendfile behind their head; a client
+    that sends many requests before reading any fills its socket, so that sendfile stops short
+    and the rest, and the answers after it, must come through the transport in order."""
+    url, data = completed
+    path = url.split("127.0.0.1", 1)[1].split("/", 1)[1]
+    port = int(url.split(":")[2].split("/")[0])
+    curl("-s", "-o", "/dev/null", url)  # the ASGI path caches the headers
+    # Sizes below and above the sendfile threshold (16 KiB), up to the inline limit (256 KiB).
+    ranges = [((i * 7919) % 2_700_000, (i * 7919) % 2_700_000 + size - 1)
+              for i, size in enumerate([100, 16 * 1024, 65536, 256 * 1024, 5000] * 24)]  # fmt: skip
+    requests = b"".join(
+        f"GET /{path} HTTP/1.1\r\nHost: x\r\nRange: bytes={a}-{b}\r\n\r\n".encode()
+        for a, b in ranges
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills at once
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(requests)
+    await writer.drain()
+    for a, b in ranges:
+        status, body = await asyncio.wait_for(read_answer(reader), WAIT)
+        assert status.startswith(b"HTTP/1.1 206"), status
+        assert body == data[a : b + 1]
     writer.close()
     await writer.wait_closed()

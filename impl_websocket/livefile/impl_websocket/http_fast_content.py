@@ -146,9 +146,26 @@ def granted(state: Any, scope: Scope, resource_id: str, grant: object = None) ->
     return True
 
 
-def answer_now(state: Any, scope: Scope) -> tuple[Answer, bytes] | None:
-    """The whole answer, without waiting, to a request for at most ``INLINE_READ_MAX`` bytes
-    of a resource whose headers are cached; None for anything else."""
+@dataclass(frozen=True)
+class ImmediateAnswer:
+    """An answer the HTTP protocol can give at once: ``answer``'s bytes are those of ``fd``
+    (a kept descriptor of the finished file; -1 when there is no body)."""
+
+    answer: Answer
+    fd: int
+
+    def read_body(self) -> bytes | None:
+        """The body, read now; None when the file is shorter than its catalog size says."""
+        length = self.answer.stop - self.answer.start
+        if self.fd < 0 or self.answer.head_only or length == 0:
+            return b""
+        body = os.pread(self.fd, length, self.answer.start)
+        return body if len(body) == length else None
+
+
+def answer_now(state: Any, scope: Scope) -> ImmediateAnswer | None:
+    """The answer, without waiting, to a request for at most ``INLINE_READ_MAX`` bytes of a
+    resource whose headers are cached; None for anything else."""
     resource_id = content_request(scope)
     if resource_id is None:
         return None
@@ -160,15 +177,11 @@ def answer_now(state: Any, scope: Scope) -> tuple[Answer, bytes] | None:
     if answer is None or answer.stop - answer.start > INLINE_READ_MAX:
         return None
     if answer.head_only or answer.stop == answer.start:
-        return answer, b""
+        return ImmediateAnswer(answer, -1)
     try:
-        fd = finished_files.descriptor(state.manager, resource_id)
-        body = os.pread(fd, answer.stop - answer.start, answer.start)
+        return ImmediateAnswer(answer, finished_files.descriptor(state.manager, resource_id))
     except OSError:
         return None  # the full route reports it
-    if len(body) != answer.stop - answer.start:
-        return None
-    return answer, body
 
 
 class CompletedContentFastPath:

@@ -22,28 +22,69 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors import multiprocess
+from websockets.http11 import Request
+from websockets.protocol import State
 
 from livefile.impl_websocket.app import create_app
 from livefile.impl_websocket.http_fast_content import answer_now
 from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.zero_copy import (
+    SENDFILE_EXTENSION,
+    SENDFILE_MIN,
+    DirectSocket,
+    binary_frame_header,
+    send_file,
+)
 
 APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# Below this a copy costs less than the extra system call sendfile needs after the head.
-SENDFILE_MIN = 16 * 1024
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, sending the refusal websockets prepares for a
-    handshake it cannot parse (e.g. 414 for a request line over 8 KiB): uvicorn leaves it
-    unsent, so the client waited for its timeout and the connection stayed open."""
+    """uvicorn's websockets-sansio protocol, with two additions:
+
+    - it sends the refusal websockets prepares for a handshake it cannot parse (e.g. 414 for a
+      request line over 8 KiB): uvicorn leaves it unsent, so the client waited for its timeout
+      and the connection stayed open;
+    - it offers the application ``send_file`` (``SENDFILE_EXTENSION`` in the scope): a binary
+      message straight from a file, its payload sent with ``sendfile``. Download replies are
+      most of what a server sends to followers; this spares the read into user space, the
+      frame's copy and the copy into the socket (about 0.7 -> 0.2 s of CPU per GiB).
+    """
+
+    _direct: DirectSocket | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.conn.handshake_exc is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            extensions: dict[str, Any] = self.scope["extensions"]
+            extensions[SENDFILE_EXTENSION] = self.send_file
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send bytes ``[offset, offset + count)`` of ``fd`` as one binary message."""
+        await self.writable.wait()
+        if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
+            raise ConnectionResetError("the WebSocket is closed")
+        if self.conn.extensions:  # a frame's payload would not be the file's bytes as they are
+            self.conn.send_binary(os.pread(fd, count, offset))
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            return
+        if self._direct is None:
+            self._direct = DirectSocket(self.transport)
+        # No await from here on: nothing else can write between the header and the payload.
+        send_file(self.transport, self._direct, binary_frame_header(count), fd, offset, count)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._direct is not None:
+            self._direct.close()
+        super().connection_lost(exc)
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -59,7 +100,7 @@ class HttpProtocol(HttpToolsProtocol):
     while the client is not reading its answers, takes the usual ASGI path.
     """
 
-    _raw_socket: socket.socket | None = None
+    _direct: DirectSocket | None = None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         scope: Any = cycle.scope
@@ -69,7 +110,9 @@ class HttpProtocol(HttpToolsProtocol):
             return
         answer = immediate.answer
         length = 0 if answer.head_only else answer.stop - answer.start
-        zero_copy = length >= SENDFILE_MIN and self._sendfile_socket() is not None
+        if self._direct is None:
+            self._direct = DirectSocket(self.transport)
+        zero_copy = length >= SENDFILE_MIN and self._direct.ready() is not None
         body = b"" if zero_copy else immediate.read_body()
         if body is None:
             super()._start_asgi_task(cycle, app)  # the full route reports the short file
@@ -81,7 +124,8 @@ class HttpProtocol(HttpToolsProtocol):
             content.append(b"connection: close\r\n")
         content.extend([b"\r\n", body])
         if zero_copy:
-            self._send_file(b"".join(content), immediate.fd, answer.start, length)
+            send_file(self.transport, self._direct, b"".join(content), immediate.fd,
+                      answer.start, length)  # fmt: skip
         else:
             self.transport.write(b"".join(content))
         if self.access_log:
@@ -99,62 +143,9 @@ class HttpProtocol(HttpToolsProtocol):
             self.transport.close()
         self.on_response_complete()
 
-    def _sendfile_socket(self) -> socket.socket | None:
-        """A socket object for this connection's descriptor, when bytes may be written to it
-        directly: plain TCP (never TLS) and nothing queued in the transport ahead of them."""
-        if self.transport.get_write_buffer_size() or self.transport.is_closing():
-            return None
-        if self._raw_socket is None:
-            transport_socket = self.transport.get_extra_info("socket")
-            if transport_socket is None or self.transport.get_extra_info("sslcontext"):
-                return None
-            # A duplicate descriptor, owned and closed by this object, so that it can never
-            # close the transport's; it shares the non-blocking open file.
-            self._raw_socket = socket.socket(
-                transport_socket.family,
-                transport_socket.type,
-                fileno=os.dup(transport_socket.fileno()),
-            )
-        return self._raw_socket
-
-    def _send_file(self, head: bytes, fd: int, offset: int, count: int) -> None:
-        """Send ``head``, then ``count`` bytes of ``fd`` from ``offset``; what the socket does
-        not take at once goes to the transport (empty, so the order holds), which sends it as
-        the client reads."""
-        sock = self._raw_socket
-        assert sock is not None
-        try:
-            sent = sock.send(head, socket.MSG_MORE)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.transport.close()  # the connection is gone; uvicorn learns it from the loop
-            return
-        if sent < len(head):
-            self.transport.write(head[sent:])
-        else:
-            try:
-                while count:
-                    sent = os.sendfile(sock.fileno(), fd, offset, count)
-                    if sent == 0:
-                        break  # the file ends early: the answer cannot be completed
-                    offset += sent
-                    count -= sent
-            except BlockingIOError:
-                pass
-            except OSError:
-                self.transport.close()
-                return
-        if count:
-            rest = os.pread(fd, count, offset)
-            self.transport.write(rest)
-            if len(rest) < count:
-                self.transport.close()  # Content-Length promised more than the file holds
-
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._raw_socket is not None:
-            self._raw_socket.close()
-            self._raw_socket = None
+        if self._direct is not None:
+            self._direct.close()
         super().connection_lost(exc)
 
     def _state(self) -> Any:

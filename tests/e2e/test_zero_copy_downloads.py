@@ -1,0 +1,88 @@
+"""Download replies leave ``livefile serve`` with sendfile: each message's header goes to the
+socket, then its payload straight from the file. What the socket does not take at once must
+follow through the transport, in order, with statuses never landing inside a message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+
+from websockets.asyncio.client import connect
+
+from livefile.client_upload import AsyncUploadClient
+from tests.support.server import LivefileProcess
+from tests.support.wire import receive_json, upload
+
+WAIT = 30.0
+
+
+async def test_a_reader_with_a_tiny_window_gets_every_reply_intact(
+    server: LivefileProcess,
+) -> None:
+    data = os.urandom(5_000_000)
+    resource_id = await upload(server.ws_url, data)
+    sock = socket.socket()
+    # A 4 KiB receive window fills at once, so sendfile stops short on every reply.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    uri = f"{server.ws_url}/ws/streaming/download/{resource_id}"
+    async with connect(uri, sock=sock, compression=None, max_size=None) as ws:
+        first = await asyncio.wait_for(receive_json(ws), WAIT)
+        assert first["resourceStatus"]["currentSize"] == len(data)
+        # Requests sent back to back: later replies queue behind a half-sent one.
+        ranges = [(0, len(data)), (17, 70_000), (4_999_000, 5_000_000), (0, 16384), (5, 6)]
+        for start, end in ranges:
+            await ws.send(json.dumps({"@": "RequestChunk", "startOffset": start, "endOffset": end}))
+        for start, end in ranges:
+            received = bytearray()
+            while len(received) < end - start:
+                message = await asyncio.wait_for(ws.recv(), WAIT)
+                assert isinstance(message, bytes), message
+                received += message
+            assert received == data[start:end]
+
+
+async def test_followers_of_a_live_upload_get_statuses_between_whole_messages(
+    server: LivefileProcess,
+) -> None:
+    """Statuses are pushed while replies are being sent; every message must parse, and the
+    bytes must add up to the upload, for several followers at once."""
+    data = os.urandom(24_000_000)
+    async with AsyncUploadClient(server.ws_url) as client:
+        live = await client.start(filename="live.bin", mime_type="application/octet-stream")
+        resource_id = live.resource_id
+
+        async def follow() -> bytes:
+            async with connect(
+                f"{server.ws_url}/ws/streaming/download/{resource_id}",
+                compression=None,
+                max_size=None,
+            ) as ws:
+                received = bytearray()
+                status = (await asyncio.wait_for(receive_json(ws), WAIT))["resourceStatus"]
+                while True:
+                    if status["currentSize"] > len(received):
+                        await ws.send(json.dumps({"@": "RequestChunk",
+                                                  "startOffset": len(received),
+                                                  "endOffset": status["currentSize"]}))  # fmt: skip
+                        wanted = status["currentSize"]
+                        while len(received) < wanted:
+                            message = await asyncio.wait_for(ws.recv(), WAIT)
+                            if isinstance(message, str):  # a status, between two messages
+                                parsed = json.loads(message)
+                                assert parsed["@"] == "StatusChanged", parsed
+                                status = parsed["resourceStatus"]
+                            else:
+                                received += message
+                    elif status["transferStatus"] != "IN_PROGRESS":
+                        return bytes(received)
+                    else:
+                        status = (await asyncio.wait_for(receive_json(ws), WAIT))["resourceStatus"]
+
+        followers = [asyncio.create_task(follow()) for _ in range(4)]
+        for offset in range(0, len(data), 1_000_000):
+            await live.write(data[offset : offset + 1_000_000])
+        await live.finish()
+        assert await asyncio.wait_for(asyncio.gather(*followers), WAIT) == [data] * 4

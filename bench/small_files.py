@@ -2,7 +2,7 @@
 through its SDK against tus-node-server.
 
 livefile: ``AsyncUploadClient.upload_bytes`` per file, which is its own WebSocket connection
-(start, reference, data, finish, acknowledgement with the CRC-32 both ends computed). tus: the
+(start, reference, data, finish, acknowledgement with the CRC-32C both ends computed). tus: the
 best practice a tus client has for small files, creation-with-upload (one POST carrying the
 bytes, which tus-node-server's FileStore supports), on keep-alive HTTP/1.1 connections (one per
 concurrent uploader; bench/tus_client.py, asyncio streams). Fresh servers with empty data
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import zlib
 from collections.abc import Awaitable, Callable
+
+import crc32c
 
 from bench.peers import (
     CpuMeter,
@@ -67,7 +68,7 @@ async def livefile_run(files: list[bytes], workers: int) -> CpuMeter:
             async def upload(index: int) -> None:
                 data = files[index]
                 result = await client.upload_bytes(data, filename=f"file-{index}.bin")
-                expected = f"{zlib.crc32(data):08x}"
+                expected = f"{crc32c.crc32c(data):08x}"
                 if result.size != len(data) or result.checksum.rpartition(":")[2] != expected:
                     raise RuntimeError(f"livefile acknowledged {result.size}, {result.checksum}")
 

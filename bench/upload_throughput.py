@@ -17,10 +17,10 @@ import multiprocessing
 import shutil
 import sys
 import time
-import zlib
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import crc32c
 from websockets.asyncio.client import connect
 
 from bench.support import (
@@ -67,13 +67,13 @@ async def baseline_upload(source: Path) -> float:
 
 def _follow_many(reference: str, count: int, pipe: Connection) -> None:
     """In a child process: ``count`` followers read the resource to its end; sends "ready" once
-    all are connected, then each one's (size, CRC-32)."""
+    all are connected, then each one's (size, CRC-32C)."""
 
     async def follow(client: AsyncDownloadClient) -> tuple[int, int]:
         crc, size = 0, 0
         async with client:
             async for piece in client.iter_bytes():
-                crc = zlib.crc32(piece, crc)
+                crc = crc32c.crc32c(piece, crc)
                 size += len(piece)
         return size, crc
 

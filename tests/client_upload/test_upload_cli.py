@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.client_upload.watch import wait_for_status
 from tests.support.server import LivefileProcess
-from tests.support.wire import crc32_hex, download, get_json
+from tests.support.wire import crc32c_hex, download, get_json
 
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
 
@@ -37,8 +37,8 @@ def test_upload_prints_the_reference_first_and_the_result_last(
         "reference": reference,
         "resourceId": final["resourceId"],
         "size": 8,
-        "checksum": crc32_hex(b"one\ntwo\n"),
-        "checksumAlgorithm": "crc32",
+        "checksum": crc32c_hex(b"one\ntwo\n"),
+        "checksumAlgorithm": "crc32c",
         "status": {"transferStatus": "COMPLETED", "currentSize": 8, "numberOfLines": 2},
     }
     assert result.stderr == ""  # no progress when stderr is not a terminal

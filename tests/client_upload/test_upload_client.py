@@ -37,7 +37,7 @@ from livefile.client_upload import AsyncUploadClient, TranscodingError, UploadCl
 from tests.client_upload.watch import WAIT, read_range, wait_for_end
 from tests.conftest import ServerFactory
 from tests.support.server import LivefileProcess
-from tests.support.wire import crc32_hex, download, get_json
+from tests.support.wire import crc32_hex, crc32c_hex, download, get_json
 
 
 def resource(server: LivefileProcess, resource_id: str) -> dict[str, object]:
@@ -51,13 +51,13 @@ async def test_bytes_are_uploaded_and_completed(server: LivefileProcess) -> None
     data = os.urandom(3_500_000)
     async with AsyncUploadClient(server.ws_url, timeout=WAIT) as client:
         result = await client.upload_bytes(data, filename="a.bin")
-    crc = crc32_hex(data)
+    crc = crc32c_hex(data)
     assert result.status.transfer_status is TransferStatus.COMPLETED
-    assert (result.size, result.checksum, result.checksum_algorithm) == (len(data), crc, "crc32")
+    assert (result.size, result.checksum, result.checksum_algorithm) == (len(data), crc, "crc32c")
     info = resource(server, result.resource_id)
     assert info["status"] == {"transferStatus": "COMPLETED", "currentSize": len(data),
                               "numberOfLines": None}  # fmt: skip
-    assert (info["checksum"], info["checksumAlgorithm"]) == (crc, "crc32")
+    assert (info["checksum"], info["checksumAlgorithm"]) == (crc, "crc32c")
     assert await download(server.ws_url, result.resource_id) == data
 
 
@@ -65,7 +65,7 @@ async def test_zero_bytes_complete_with_size_zero(server: LivefileProcess) -> No
     async with AsyncUploadClient(server.ws_url, timeout=WAIT) as client:
         result = await client.upload_bytes(b"", filename="empty.txt")
     assert (result.status.transfer_status, result.size) == (TransferStatus.COMPLETED, 0)
-    assert result.checksum == crc32_hex(b"")
+    assert result.checksum == crc32c_hex(b"")
     assert resource(server, result.resource_id)["status"] == {
         "transferStatus": "COMPLETED", "currentSize": 0, "numberOfLines": None,
     }  # fmt: skip
@@ -376,7 +376,7 @@ async def test_live_file_is_followed_until_the_writer_says_it_is_done(
         result = await client.upload_live_file(path, until=done, supports_line_access=True)
     thread.join()
     expected = b"".join(lines)
-    assert result.checksum == crc32_hex(expected)
+    assert result.checksum == crc32c_hex(expected)
     assert (result.size, result.status.number_of_lines) == (len(expected), 200)
     assert await download(server.ws_url, result.resource_id) == expected
 
@@ -456,7 +456,7 @@ async def test_latin1_text_is_stored_as_exact_utf8_with_its_lines(
             charset="ISO-8859-1",
         )  # fmt: skip
     assert result.size == len(expected)
-    assert result.checksum == crc32_hex(expected)
+    assert result.checksum == crc32c_hex(expected)
     assert result.status.number_of_lines == 81
     assert await download(server.ws_url, result.resource_id) == expected
 
@@ -489,6 +489,7 @@ def content(url: str) -> tuple[str | None, bytes]:
 @pytest.mark.parametrize(
     ("algorithm", "digest"),
     [
+        ("crc32c", crc32c_hex),
         ("crc32", crc32_hex),
         ("sha256", lambda data: hashlib.sha256(data).hexdigest()),
         ("md5", lambda data: hashlib.md5(data).hexdigest()),
@@ -527,7 +528,7 @@ async def test_upload_bytes_sends_everything_before_the_reference_arrives() -> N
         await ws.send(READY)
         await ws.send(
             json.dumps({"@": "UploadAcknowledged", "size": len(data),
-                        "checksum": finish["checksum"], "checksumAlgorithm": "crc32"})
+                        "checksum": finish["checksum"], "checksumAlgorithm": "crc32c"})
         )  # fmt: skip
         await ws.wait_closed()
 
@@ -543,5 +544,5 @@ async def test_upload_bytes_sends_everything_before_the_reference_arrives() -> N
         data,
         "FinishUpload",
     ]
-    assert result.checksum == crc32_hex(data)
+    assert result.checksum == crc32c_hex(data)
     assert references == [result.reference]

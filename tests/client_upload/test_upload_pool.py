@@ -17,7 +17,7 @@ from tests.client_upload.watch import WAIT, read_range, wait_for_end
 from tests.conftest import ServerFactory
 from tests.support.metrics import wait_for_metrics
 from tests.support.server import LivefileProcess
-from tests.support.wire import crc32_hex, download
+from tests.support.wire import crc32c_hex, download
 
 UPLOADS = 'livefile_connections{kind="upload"}'
 
@@ -128,7 +128,7 @@ async def test_sequential_uploads_of_every_kind_reuse_one_connection(
         assert client.idle_connections == 1
     assert forwarder.accepted == 1
     for result, data in zip(results, files, strict=True):
-        assert (result.size, result.checksum) == (len(data), crc32_hex(data))
+        assert (result.size, result.checksum) == (len(data), crc32c_hex(data))
         assert result.status.transfer_status.value == "COMPLETED"
     assert len({result.resource_id for result in results}) == len(files)
     assert await download(server.ws_url, results[-1].resource_id) == files[-1]

@@ -15,7 +15,7 @@ from livefile.api import ResourceFailedError, ResourceStatus, TransferStatus
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient
 from tests.support.server import LivefileProcess
-from tests.support.wire import crc32_hex
+from tests.support.wire import crc32c_hex
 
 WAIT = 60.0
 
@@ -69,7 +69,7 @@ async def test_live_file_of_200_mb_is_followed_to_an_identical_copy(
         followed_md5, followed_status = await follower
     writer.join()
     expected = hashlib.md5(data).hexdigest()
-    assert result.checksum == crc32_hex(data)
+    assert result.checksum == crc32c_hex(data)
     assert result.status.transfer_status is TransferStatus.COMPLETED
     assert result.status.current_size == 200_000_000
     assert followed_md5 == expected

@@ -26,7 +26,7 @@ from tests.conftest import ServerFactory
 from tests.support.redis_server import RedisProcess
 from tests.support.server import LivefileProcess, free_port
 from tests.support.wire import (
-    crc32_hex,
+    crc32c_hex,
     get_json,
     open_ws,
     read_context_events,
@@ -97,7 +97,7 @@ async def test_upload_on_one_process_is_followed_on_the_others(
     for node in nodes:
         _, info = get_json(f"{node.http_url}/resources/{resource_id}")
         assert info["status"] == result.status.to_wire()
-        assert info["checksum"] == crc32_hex(text)
+        assert info["checksum"] == crc32c_hex(text)
 
 
 async def test_killed_uploader_fails_for_watchers_on_other_processes(

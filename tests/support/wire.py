@@ -11,6 +11,7 @@ import urllib.request
 import zlib
 from typing import Any
 
+import crc32c
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -20,8 +21,14 @@ META = {"filename": "data.bin", "mimeType": "application/octet-stream"}
 
 
 def crc32_hex(data: bytes) -> str:
-    """The checksum the SDK sends by default: CRC-32 (zlib's) as 8 hex digits."""
+    """CRC-32 (zlib's) as 8 hex digits."""
     return f"{zlib.crc32(data):08x}"
+
+
+def crc32c_hex(data: bytes) -> str:
+    """The checksum the SDK sends by default: CRC-32C as 8 hex digits (the library is checked
+    against a bitwise reference in tests/common/test_checksums.py)."""
+    return f"{crc32c.crc32c(data):08x}"
 
 
 def open_ws(uri: str) -> connect:

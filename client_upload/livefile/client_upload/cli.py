@@ -209,9 +209,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--charset", help="the text's charset; stored as UTF-8 (e.g. latin-1)")
     parser.add_argument(
         "--checksum",
-        choices=["crc32", "sha256", "md5"],
-        default="crc32",
-        help="end-to-end check of the bytes (default crc32, the fastest)",
+        choices=["crc32c", "crc32", "sha256", "md5"],
+        default="crc32c",
+        help="end-to-end check of the bytes (default crc32c, the fastest)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     parser.add_argument("--progress", action="store_true", help="show progress on stderr")

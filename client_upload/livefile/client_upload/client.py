@@ -49,8 +49,9 @@ class AsyncUploadClient:
     reference, each data message being taken by the transport, and the acknowledgement.
     Messages carry at most ``message_size`` bytes of data. ``token`` is the access token
     (JWT) when the server has access control on; references then carry their own token.
-    ``checksum_algorithm`` is how client and server check the bytes end to end: CRC-32 by
-    default (about 4 GB/s), SHA-256 for a cryptographic digest, MD5 as step-streaming does.
+    ``checksum_algorithm`` is how client and server check the bytes end to end: CRC-32C by
+    default (computed in hardware, about 13 GB/s), CRC-32 (zlib's), SHA-256 for a
+    cryptographic digest, MD5 as step-streaming does.
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class AsyncUploadClient:
         timeout: float = DEFAULT_TIMEOUT,
         message_size: int = DEFAULT_MESSAGE_SIZE,
         token: str | None = None,
-        checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32,
+        checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32C,
         max_idle_connections: int = DEFAULT_MAX_IDLE,
         idle_connection_timeout: float = DEFAULT_MAX_IDLE_TIME,
     ) -> None:

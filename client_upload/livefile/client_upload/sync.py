@@ -90,7 +90,7 @@ class UploadClient:
         timeout: float = DEFAULT_TIMEOUT,
         message_size: int = DEFAULT_MESSAGE_SIZE,
         token: str | None = None,
-        checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32,
+        checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32C,
         max_idle_connections: int = DEFAULT_MAX_IDLE,
         idle_connection_timeout: float = DEFAULT_MAX_IDLE_TIME,
     ) -> None:

@@ -1,12 +1,15 @@
 """Checksums of uploaded bytes, computed alike by the uploader and the server.
 
-Three algorithms, chosen by the uploader in ``StartUpload.checksumAlgorithm``:
+Four algorithms, chosen by the uploader in ``StartUpload.checksumAlgorithm``:
 
 - ``md5``: step-streaming's, and the default when a client names none (its clients send MD5);
 - ``sha256``: a cryptographic digest, for when the checksum is published for verification;
-- ``crc32``: CRC-32 (IEEE, zlib's), the SDK's default. It detects the accidental corruption and
-  truncation an end-to-end check is for, at about 4 GB/s where MD5 manages 0.7 GB/s — on a
-  small machine, hashing at both ends was the largest cost of an upload.
+- ``crc32c``: CRC-32C (Castagnoli, as in iSCSI, ext4, Google Cloud Storage and S3), the SDK's
+  default. It detects the accidental corruption and truncation an end-to-end check is for, and
+  CPUs compute it with one instruction per 8 bytes: about 13 GB/s here, where MD5 manages
+  0.7 GB/s and zlib's CRC-32 4 GB/s. On a small machine, hashing at both ends was the largest
+  cost of an upload after the copies themselves;
+- ``crc32``: CRC-32 (IEEE, zlib's), for clients that have only zlib.
 
 A checksum is stored and shown as ``<hex>`` for MD5 (as step-streaming does) and as
 ``<algorithm>:<hex>`` otherwise, so one string says both what was computed and the result.
@@ -17,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import zlib
 from typing import Protocol
+
+import crc32c
 
 from livefile.api.model import ChecksumAlgorithm
 
@@ -41,6 +46,8 @@ class Crc32:
 
 
 def new_digest(algorithm: ChecksumAlgorithm) -> Digest:
+    if algorithm is ChecksumAlgorithm.CRC32C:
+        return crc32c.CRC32CHash()
     if algorithm is ChecksumAlgorithm.CRC32:
         return Crc32()
     return hashlib.new(algorithm.value)

@@ -152,8 +152,8 @@ class ActiveUpload:
             if self._write_error is not None:
                 continue  # the upload is stopping; nothing more can be stored
             try:
-                if self.checksum_algorithm is ChecksumAlgorithm.CRC32:
-                    # CRC-32 costs less than a second thread hop: one thread does both.
+                if self.checksum_algorithm.is_cheap:
+                    # A CRC costs less than a second thread hop: one thread does both.
                     await asyncio.to_thread(self._store_and_hash, data, self._written)
                 else:
                     # Storing and hashing both release the GIL: run them side by side.

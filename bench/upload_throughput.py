@@ -17,12 +17,15 @@ import multiprocessing
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import crc32c
+import psutil
 from websockets.asyncio.client import connect
 
+from bench.peers import CpuMeter
 from bench.support import (
     SCRATCH,
     MiB,
@@ -30,6 +33,7 @@ from bench.support import (
     Result,
     free_port,
     livefile_server,
+    median,
     random_file,
     start_process,
     stop,
@@ -87,8 +91,20 @@ def _follow_many(reference: str, count: int, pipe: Connection) -> None:
     pipe.send(asyncio.run(main()))
 
 
-async def livefile_upload(source: Path, followers: int = 0) -> tuple[float, int]:
-    """Seconds to upload ``source`` through the SDK, and the server's peak RSS meanwhile."""
+@dataclass
+class UploadRun:
+    """One SDK upload: its seconds, the server's peak RSS, and the CPU seconds the server, the
+    uploader and the followers' process spent while it ran."""
+
+    seconds: float
+    peak_rss: int
+    server_cpu: float
+    uploader_cpu: float
+    followers_cpu: float
+
+
+async def livefile_upload(source: Path, followers: int = 0) -> UploadRun:
+    """Upload ``source`` through the SDK, with ``followers`` reading it meanwhile."""
     port = free_port()
     data_dir = SCRATCH / "livefile-data"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -111,12 +127,14 @@ async def livefile_upload(source: Path, followers: int = 0) -> tuple[float, int]
                     if not await asyncio.to_thread(parent.poll, 60):
                         raise RuntimeError("the followers did not connect")
                     assert parent.recv() == "ready"
-                started = time.perf_counter()
-                with source.open("rb", buffering=0) as data:
-                    while piece := data.read(MESSAGE):
-                        await upload.write(piece)
-                result = await upload.finish()
-                elapsed = time.perf_counter() - started
+                follower_process = psutil.Process(worker.pid) if worker is not None else None
+                followers_before = _cpu_seconds(follower_process)
+                with CpuMeter(server.pid) as meter:
+                    with source.open("rb", buffering=0) as data:
+                        while piece := data.read(MESSAGE):
+                            await upload.write(piece)
+                    result = await upload.finish()
+                followers_cpu = _cpu_seconds(follower_process) - followers_before
                 if parent is not None:
                     if not await asyncio.to_thread(parent.poll, 300):
                         raise RuntimeError("the followers did not finish")
@@ -124,7 +142,7 @@ async def livefile_upload(source: Path, followers: int = 0) -> tuple[float, int]
                     expected = (result.size, int(result.checksum.rpartition(":")[2], 16))
                     assert seen == [expected] * followers, "a follower got other bytes"
         assert result.size == source.stat().st_size
-        return elapsed, rss.peak
+        return UploadRun(meter.wall, rss.peak, meter.server, meter.client, followers_cpu)
     finally:
         if worker is not None:
             worker.join(30)
@@ -134,6 +152,25 @@ async def livefile_upload(source: Path, followers: int = 0) -> tuple[float, int]
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def _cpu_seconds(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _cpu_note(runs: list[UploadRun]) -> str:
+    """Median CPU seconds of server, uploader and followers during the upload, and the wall."""
+    server = median([run.server_cpu for run in runs])
+    uploader = median([run.uploader_cpu for run in runs])
+    followers = median([run.followers_cpu for run in runs])
+    wall = median([run.seconds for run in runs])
+    text = f"server {server:.2f} s + uploader {uploader:.2f} s"
+    if followers:
+        text += f" + followers {followers:.2f} s"
+    return f"{text} of CPU in {wall:.2f} s wall"
+
+
 async def measure(runs: int, quick: bool) -> list[Result]:
     sizes_mib = [2, 8] if quick else [16, 128, 1024]
     results: list[Result] = []
@@ -141,6 +178,8 @@ async def measure(runs: int, quick: bool) -> list[Result]:
     alone: list[float] = []
     followed: list[float] = []
     peaks: list[float] = []
+    alone_runs: list[UploadRun] = []
+    followed_runs: list[UploadRun] = []
     for size_mib in sizes_mib:
         size = size_mib * MiB
         source = random_file(SCRATCH / f"source-{size_mib}MiB.bin", size)
@@ -148,12 +187,14 @@ async def measure(runs: int, quick: bool) -> list[Result]:
         ours: list[float] = []
         for _ in range(runs):  # interleaved, so that machine noise hits both alike
             baseline.append(size_mib / await baseline_upload(source))
-            elapsed, _ = await livefile_upload(source)
-            ours.append(size_mib / elapsed)
+            run = await livefile_upload(source)
+            ours.append(size_mib / run.seconds)
             if size_mib == largest:
-                elapsed, peak = await livefile_upload(source, followers=FOLLOWERS)
-                followed.append(size_mib / elapsed)
-                peaks.append(peak / MiB)
+                alone_runs.append(run)
+                run = await livefile_upload(source, followers=FOLLOWERS)
+                followed_runs.append(run)
+                followed.append(size_mib / run.seconds)
+                peaks.append(run.peak_rss / MiB)
         if size_mib == largest:
             alone = ours
         results.append(
@@ -180,8 +221,17 @@ async def measure(runs: int, quick: bool) -> list[Result]:
             target=0.8,
             target_text=">= 0.8 (falls by < 20 %)",
             notes="followers run in one child process and read the whole resource with"
-            " AsyncDownloadClient.iter_bytes while it grows; on 2 cores they compete with"
-            " uploader and server for CPU",
+            " AsyncDownloadClient.iter_bytes while it grows. CPU during the upload (median):"
+            f" alone {_cpu_note(alone_runs)}; with {FOLLOWERS} followers"
+            f" {_cpu_note(followed_runs)}. The followers receive ten times the bytes the"
+            " uploader sends, on the same cores as uploader and server.",
+            series={
+                "alone_server_cpu": [run.server_cpu for run in alone_runs],
+                "alone_uploader_cpu": [run.uploader_cpu for run in alone_runs],
+                "followed_server_cpu": [run.server_cpu for run in followed_runs],
+                "followed_uploader_cpu": [run.uploader_cpu for run in followed_runs],
+                "followed_followers_cpu": [run.followers_cpu for run in followed_runs],
+            },
         )
     )
     results.append(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.server import LivefileProcess, free_port
 from tests.support.wire import get_json, upload
+
+LOW_SOFT_LIMIT = 512
 
 
 def test_livefile_lists_the_subcommands_of_every_installed_module() -> None:
@@ -55,3 +60,23 @@ def test_openapi_describes_the_http_routes(tmp_path: Path) -> None:
         "/healthz",
     ):
         assert path in spec["paths"]
+
+
+def test_serve_takes_the_hard_limit_of_open_files(tmp_path: Path) -> None:
+    """Connections and downloads hold descriptors; a soft limit of 1,024 must not cap them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= LOW_SOFT_LIMIT:
+        pytest.skip(f"the hard limit of open files ({hard}) leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard))  # inherited by serve
+    try:
+        server = LivefileProcess(tmp_path / "data").start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert server.process is not None
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        served_soft, served_hard = line.split()[3:5]
+        assert served_soft == served_hard != str(LOW_SOFT_LIMIT)
+    finally:
+        server.kill()

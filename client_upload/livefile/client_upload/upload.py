@@ -95,9 +95,7 @@ class AsyncUpload:
         self._protocol = UploadClientProtocol()
         self._checksum_algorithm = checksum_algorithm
         self._digest = new_digest(checksum_algorithm)
-        self._hash_inline_below = (
-            1 << 62 if checksum_algorithm.is_cheap else THREAD_HASH_MIN
-        )
+        self._hash_inline_below = 1 << 62 if checksum_algorithm.is_cheap else THREAD_HASH_MIN
         # One write or finish at a time, so that the bytes hashed are the bytes sent, in order.
         self._lock = asyncio.Lock()
         loop = asyncio.get_running_loop()

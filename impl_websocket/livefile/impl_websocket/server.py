@@ -4,8 +4,10 @@ commands start without loading uvicorn, FastAPI or redis."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import resource
 import signal
 import socket
 import sys
@@ -39,6 +41,7 @@ from livefile.impl_websocket.zero_copy import (
 
 APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+NOFILE_CEILING = 1 << 20  # Linux's default nr_open, for an unlimited hard limit
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -244,6 +247,7 @@ def run(settings: Settings) -> int:
     except (ValueError, OSError) as exc:
         print(f"livefile serve: cannot use the JWT key: {exc}", file=sys.stderr)
         return 2
+    raise_open_file_limit()
     config = uvicorn_config(settings)
     if settings.workers == 1:
         LivefileServer(config).run()
@@ -259,6 +263,18 @@ def run(settings: Settings) -> int:
     multiprocess.Process = LivefileWorker  # type: ignore[misc]
     multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
+
+
+def raise_open_file_limit() -> None:
+    """Take the hard limit of open files as the soft one (workers inherit it). Each connection
+    holds a descriptor, a download two more (its file and the zero-copy socket), and the usual
+    soft limit of 1,024 would refuse connections long before memory runs out; nginx's
+    ``worker_rlimit_nofile`` is the same remedy."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):  # e.g. above the kernel's nr_open
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def redis_problem(url: str) -> str | None:

@@ -5,13 +5,16 @@ follow through the transport, in order, with statuses never landing inside a mes
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
+import struct
 
 from websockets.asyncio.client import connect
 
 from livefile.client_upload import AsyncUploadClient
+from tests.e2e.test_http_downloads import read_answer
 from tests.support.server import LivefileProcess
 from tests.support.wire import receive_json, upload
 
@@ -76,7 +79,7 @@ async def test_followers_of_a_live_upload_get_statuses_between_whole_messages(
                                 status = parsed["resourceStatus"]
                             else:
                                 received += message
-                    elif status["transferStatus"] != "IN_PROGRESS":
+                    elif status["transferStatus"] in ("COMPLETED", "FAILED"):
                         return bytes(received)
                     else:
                         status = (await asyncio.wait_for(receive_json(ws), WAIT))["resourceStatus"]
@@ -86,3 +89,36 @@ async def test_followers_of_a_live_upload_get_statuses_between_whole_messages(
             await live.write(data[offset : offset + 1_000_000])
         await live.finish()
         assert await asyncio.wait_for(asyncio.gather(*followers), WAIT) == [data] * 4
+
+
+async def test_a_connection_upgraded_after_a_zero_copy_answer_still_closes(
+    server: LivefileProcess,
+) -> None:
+    """A keep-alive connection first gets a range by sendfile (which duplicates its socket),
+    then upgrades to a download WebSocket: after the closing handshake the server must end the
+    TCP connection, which a leftover duplicate descriptor would prevent."""
+    data = os.urandom(200_000)
+    resource_id = await upload(server.ws_url, data)
+    content = f"/resources/{resource_id}/content"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for _ in range(2):  # the first caches the headers, the second is answered with sendfile
+        writer.write(f"GET {content} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-65535\r\n\r\n".encode())
+        status, body = await asyncio.wait_for(read_answer(reader), WAIT)
+        assert status.startswith(b"HTTP/1.1 206")
+        assert body == data[:65536]
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /ws/streaming/download/{resource_id} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"HTTP/1.1 101")
+    while await reader.readline() != b"\r\n":
+        pass
+    mask = os.urandom(4)
+    close_payload = bytes(b ^ mask[i % 4] for i, b in enumerate(struct.pack("!H", 1000)))
+    writer.write(b"\x88\x82" + mask + close_payload)
+    # The server's status message and its close frame, then the end of the stream.
+    rest = await asyncio.wait_for(reader.read(), WAIT)
+    assert b"\x88\x02\x03\xe8" in rest
+    writer.close()

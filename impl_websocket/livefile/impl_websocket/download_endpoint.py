@@ -154,6 +154,9 @@ class DownloadSession:
             )
         async with self._send_lock, self._slow_consumer_guard():
             await send_file(self._fd, start, stop - start)
+        # While the socket takes everything at once nothing above suspends: give the other
+        # connections their turn between two messages of a long reply.
+        await asyncio.sleep(0)
 
     async def _send_lines(self, request: RequestLines) -> None:
         start, count = request.starting_line_index, request.lines_count

@@ -73,7 +73,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     async def send_file(self, fd: int, offset: int, count: int) -> None:
         """Send bytes ``[offset, offset + count)`` of ``fd`` as one binary message."""
         await self.writable.wait()
-        if self.disconnected or self.close_sent or self.conn.state is not State.OPEN:
+        if (
+            self.disconnected
+            or self.close_sent
+            or self.conn.state is not State.OPEN
+            or self.transport.is_closing()
+        ):
             raise ConnectionResetError("the WebSocket is closed")
         if self.conn.extensions:  # a frame's payload would not be the file's bytes as they are
             self.conn.send_binary(os.pread(fd, count, offset))
@@ -83,6 +88,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self._direct = DirectSocket(self.transport)
         # No await from here on: nothing else can write between the header and the payload.
         send_file(self.transport, self._direct, binary_frame_header(count), fd, offset, count)
+        if self.transport.is_closing():  # the peer went away, or the file ended early
+            raise ConnectionResetError("the WebSocket was closed while sending")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._direct is not None:
@@ -116,7 +123,10 @@ class HttpProtocol(HttpToolsProtocol):
         if self._direct is None:
             self._direct = DirectSocket(self.transport)
         zero_copy = length >= SENDFILE_MIN and self._direct.ready() is not None
-        body = b"" if zero_copy else immediate.read_body()
+        try:
+            body = b"" if zero_copy else immediate.read_body()
+        except OSError:
+            body = None
         if body is None:
             super()._start_asgi_task(cycle, app)  # the full route reports the short file
             return
@@ -145,6 +155,13 @@ class HttpProtocol(HttpToolsProtocol):
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol takes the transport over and this one hears no more of it:
+        # a duplicate descriptor left open would keep the connection from ever closing.
+        if self._direct is not None:
+            self._direct.close()
+        super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._direct is not None:

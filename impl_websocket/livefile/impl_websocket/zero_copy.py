@@ -46,14 +46,17 @@ class DirectSocket:
             if transport_socket is None or transport.get_extra_info("sslcontext") is not None:
                 self._unusable = True
                 return None
+            try:
+                duplicate = os.dup(transport_socket.fileno())
+            except OSError:  # out of descriptors: copying still works
+                return None
             self._socket = socket.socket(
-                transport_socket.family,
-                transport_socket.type,
-                fileno=os.dup(transport_socket.fileno()),
+                transport_socket.family, transport_socket.type, fileno=duplicate
             )
         return self._socket
 
     def close(self) -> None:
+        self._unusable = True
         if self._socket is not None:
             self._socket.close()
             self._socket = None

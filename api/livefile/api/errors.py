@@ -27,6 +27,11 @@ class ProtocolError(LivefileError):
     """A peer sent something the protocol does not allow."""
 
 
+class UnknownMessageTypeError(ProtocolError):
+    """A well-formed message of a type this side does not know (the protocol may grow new
+    ones, so a client can skip it where a server must refuse it)."""
+
+
 class ServerError(LivefileError):
     """The server reported an error of its own (close 1011) or refused a request."""
 

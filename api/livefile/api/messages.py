@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
-from livefile.api.errors import ProtocolError
+from livefile.api.errors import ProtocolError, UnknownMessageTypeError
 from livefile.api.model import (
     ChecksumAlgorithm,
     ResourceMetadata,
@@ -148,7 +148,8 @@ def parse_message(text: str) -> AnyMessage:
     if kind is None:
         raise ProtocolError('Missing message type property "@"')
     if kind not in MESSAGE_TYPES:
-        raise ProtocolError(f"Unknown message type {str(kind)[:40]!r}")
+        unknown = UnknownMessageTypeError if isinstance(kind, str) else ProtocolError
+        raise unknown(f"Unknown message type {str(kind)[:40]!r}")
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:

@@ -45,11 +45,6 @@ class ChecksumAlgorithm(enum.StrEnum):
     CRC32 = "crc32"
     CRC32C = "crc32c"  # Castagnoli, computed in hardware: the SDK's default
 
-    @property
-    def is_cheap(self) -> bool:
-        """A CRC: cheaper to compute than a hop to another thread, so it runs inline."""
-        return self in (ChecksumAlgorithm.CRC32, ChecksumAlgorithm.CRC32C)
-
 
 class TransferStatus(enum.StrEnum):
     INITIATED = "INITIATED"

@@ -17,12 +17,11 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO
 
-from livefile.api.errors import LivefileError, RequestError
+from livefile.api.errors import LivefileError
 from livefile.client_download.client import AsyncDownloadClient
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 Command = Callable[[AsyncDownloadClient, argparse.Namespace], Coroutine[Any, Any, None]]
 
@@ -99,9 +98,8 @@ async def _tail(download: AsyncDownloadClient, args: argparse.Namespace) -> None
         async for piece in download.iter_bytes(start):
             await _write(sys.stdout.buffer, piece)
         return
-    if status.number_of_lines is None:
-        raise RequestError("UNSUPPORTED", "the resource was uploaded without line access")
-    async for line in download.iter_lines(max(0, status.number_of_lines - args.lines)):
+    # Without line access, iter_lines refuses at once (RequestError UNSUPPORTED).
+    async for line in download.iter_lines(max(0, (status.number_of_lines or 0) - args.lines)):
         await _write(sys.stdout.buffer, line.encode("utf-8"))
 
 
@@ -134,10 +132,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
         try:
             asyncio.run(_connected(download, command, args))
         except BrokenPipeError:
-            # Nobody reads our output any more: stop quietly, and keep Python from reporting
-            # the broken pipe again when it flushes stdout at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_BROKEN_PIPE
+            raise  # nobody reads our output any more: the command host ends quietly (141)
         except (LivefileError, OSError) as exc:
             return _fail(exc, EXIT_FAILED)
         return 0

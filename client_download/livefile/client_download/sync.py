@@ -111,15 +111,7 @@ class DownloadClient:
         return self._thread
 
     def _iterate(self, make: Callable[[int], AsyncGenerator[T, None]], start: int) -> Iterator[T]:
-        loop = self._loop
-        iterator = make(start)
-        try:
-            yield from loop.iterate(iterator)
-        finally:
-            # A caller that stops early leaves the async generator suspended: close it on its
-            # loop now (its in-flight requests are dropped), not whenever it is collected.
-            if self._thread is loop:
-                loop.run(iterator.aclose())
+        yield from self._loop.iterate(make(start))
 
     def _stop_thread(self) -> None:
         if self._thread is not None:

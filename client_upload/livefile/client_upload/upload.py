@@ -37,7 +37,7 @@ from livefile.client_upload.connection import (
     open_connection,
 )
 from livefile.client_upload.pool import ConnectionPool
-from livefile.impl_common.checksums import new_digest
+from livefile.impl_common.checksums import cheaper_than_a_thread_hop, new_digest
 from livefile.impl_common.transcoding import Utf8Transcoder
 from livefile.impl_common.upload_protocol import UploadClientProtocol
 
@@ -95,7 +95,9 @@ class AsyncUpload:
         self._protocol = UploadClientProtocol()
         self._checksum_algorithm = checksum_algorithm
         self._digest = new_digest(checksum_algorithm)
-        self._hash_inline_below = 1 << 62 if checksum_algorithm.is_cheap else THREAD_HASH_MIN
+        self._hash_inline_below = (
+            1 << 62 if cheaper_than_a_thread_hop(checksum_algorithm) else THREAD_HASH_MIN
+        )
         # One write or finish at a time, so that the bytes hashed are the bytes sent, in order.
         self._lock = asyncio.Lock()
         loop = asyncio.get_running_loop()

@@ -13,13 +13,17 @@ between two binary messages of one reply.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass, field
 
-from livefile.api.errors import LivefileError, ProtocolError, RequestError, ResourceNotFoundError
+from livefile.api.errors import (
+    LivefileError,
+    ProtocolError,
+    RequestError,
+    ResourceNotFoundError,
+    UnknownMessageTypeError,
+)
 from livefile.api.messages import (
-    MESSAGE_TYPES,
     Error,
     Lines,
     RequestChunk,
@@ -150,12 +154,10 @@ class DownloadClientProtocol:
         (a status that is not newer, a message type this client does not know)."""
         try:
             message = parse_message(text)
-        except ProtocolError:
-            if _has_unknown_type(text):
-                # The protocol may grow new messages (DESIGN.md); one this client never asked
-                # for cannot be a reply, so skipping it keeps the request order intact.
-                return None
-            raise
+        except UnknownMessageTypeError:
+            # The protocol may grow new messages (DESIGN.md); one this client never asked for
+            # cannot be a reply, so skipping it keeps the request order intact.
+            return None
         if isinstance(message, StatusChanged):
             return self._receive_status(message.resource_status)
         if isinstance(message, Error):
@@ -209,12 +211,3 @@ class DownloadClientProtocol:
         request_id = self._next_id
         self._next_id += 1
         return request_id
-
-
-def _has_unknown_type(text: str) -> bool:
-    """Whether ``text`` is a JSON object typed with a message type this client does not know."""
-    try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return False
-    return isinstance(raw, dict) and isinstance(raw.get("@"), str) and raw["@"] not in MESSAGE_TYPES

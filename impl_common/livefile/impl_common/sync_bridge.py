@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,13 +37,19 @@ class LoopThread:
             future.cancel()
             raise
 
-    def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
-        """Turn an async iterator living on the loop into a blocking iterator."""
-        while True:
-            try:
-                yield self.run(_anext(iterator))
-            except StopAsyncIteration:
-                return
+    def iterate(self, generator: AsyncGenerator[T, None]) -> Iterator[T]:
+        """Turn an async generator living on the loop into a blocking iterator."""
+        try:
+            while True:
+                try:
+                    yield self.run(_anext(generator))
+                except StopAsyncIteration:
+                    return
+        finally:
+            # A caller that stops early leaves the generator suspended: close it on its loop
+            # now (what it has in flight is dropped), not whenever it is collected.
+            if not self._loop.is_closed():
+                self.run(generator.aclose())
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -199,13 +199,11 @@ class TokenAuthority:
         resource_id: str | None = None,
         context_id: str | None = None,
         subject: str | None = None,
-        not_before: float | None = None,
-        now: float | None = None,
     ) -> str:
-        """A token for ``scopes`` valid ``ttl`` seconds from ``now``."""
+        """A token for ``scopes`` valid ``ttl`` seconds from now."""
         if self._signing_key is None:
             raise ValueError("no signing key: configure a JWT secret or a private key")
-        issued = int(time.time() if now is None else now)
+        issued = int(time.time())
         claims: dict[str, Any] = {
             "aud": self.audience,
             "iat": issued,
@@ -213,8 +211,6 @@ class TokenAuthority:
             "jti": uuid.uuid4().hex,
             "scope": " ".join(sorted(Scope(scope).value for scope in scopes)),
         }
-        if not_before is not None:
-            claims["nbf"] = int(not_before)
         if self.issuer is not None:
             claims["iss"] = self.issuer
         if subject is not None:

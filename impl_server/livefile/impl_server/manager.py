@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import OrderedDict
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
 from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
@@ -27,6 +26,7 @@ from livefile.api.model import (
     new_resource_id,
 )
 from livefile.impl_common.checksums import parse_stored
+from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count, read_lines
 from livefile.impl_server.quotas import Quotas
@@ -61,7 +61,7 @@ class ResourceManager:
         # Terminal statuses (and checksums) the catalog has refused so far, by resource id.
         self._unrecorded: dict[str, tuple[ResourceStatus, str | None]] = {}
         # Entries of finished resources, most recently used last.
-        self._finished: OrderedDict[str, CatalogEntry] = OrderedDict()
+        self._finished: LruCache[str, CatalogEntry] = LruCache(FINISHED_ENTRIES_CACHED)
         self._recorder: asyncio.Task[None] | None = None
 
     async def recover(self) -> int:
@@ -260,7 +260,6 @@ class ResourceManager:
         if not is_valid_id(resource_id):
             return None
         if (cached := self._finished.get(resource_id)) is not None:
-            self._finished.move_to_end(resource_id)
             return cached
         entry = await self.catalog.get(resource_id)
         if entry is not None and resource_id in self._unrecorded:
@@ -269,9 +268,7 @@ class ResourceManager:
         elif entry is not None and entry.status.is_terminal:
             # A terminal entry never changes again (rule 2): downloads of finished resources,
             # the hot path of a file server, need not ask the catalog each time.
-            self._finished[resource_id] = entry
-            if len(self._finished) > FINISHED_ENTRIES_CACHED:
-                self._finished.popitem(last=False)
+            self._finished.put(resource_id, entry)
         return entry
 
     async def status(self, resource_id: str) -> ResourceStatus | None:

@@ -24,7 +24,7 @@ from livefile.api.errors import (
 from livefile.api.interfaces import StorageWriter
 from livefile.api.model import ChecksumAlgorithm, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_common.checkpoint import CheckpointClock
-from livefile.impl_common.checksums import new_digest, stored_form
+from livefile.impl_common.checksums import cheaper_than_a_thread_hop, new_digest, stored_form
 from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_server.line_index import LineIndexWriter
 from livefile.impl_server.storage import storage_error
@@ -63,6 +63,7 @@ class ActiveUpload:
         self._publish = publish
         self.checksum_algorithm = checksum_algorithm
         self._digest = new_digest(checksum_algorithm)
+        self._hash_with_store = cheaper_than_a_thread_hop(checksum_algorithm)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
         self._accepted = 0  # bytes taken from the client (queued or written)
         self._written = 0  # bytes appended to storage: the most a checkpoint may publish
@@ -152,7 +153,7 @@ class ActiveUpload:
             if self._write_error is not None:
                 continue  # the upload is stopping; nothing more can be stored
             try:
-                if self.checksum_algorithm.is_cheap:
+                if self._hash_with_store:
                     # A CRC costs less than a second thread hop: one thread does both.
                     await asyncio.to_thread(self._store_and_hash, data, self._written)
                 else:

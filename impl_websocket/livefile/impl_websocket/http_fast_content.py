@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from livefile.api.errors import AccessDeniedError
 from livefile.api.model import TransferStatus
 from livefile.impl_common.http_ranges import Unsatisfiable, parse_range
+from livefile.impl_common.lru import LruCache
 from livefile.impl_server.access import Grant, TokenAuthority
 from livefile.impl_server.manager import INLINE_READ_MAX, ResourceManager
 from livefile.impl_websocket.access import GRANT_KEY, token_of
@@ -50,28 +50,22 @@ class FinishedFiles:
     """The cached headers of finished resources (bounded, least recently used out first)."""
 
     def __init__(self, capacity: int = RESOURCES_CACHED) -> None:
-        self._capacity = capacity
-        self._resources: OrderedDict[str, FinishedResource] = OrderedDict()
-        self._descriptors: OrderedDict[str, int] = OrderedDict()
+        self._resources: LruCache[str, FinishedResource] = LruCache(capacity)
+        self._descriptors: LruCache[str, int] = LruCache(DESCRIPTORS_KEPT)
 
     def descriptor(self, manager: ResourceManager, resource_id: str) -> int:
         """An open read-only descriptor of the resource's file, kept for the next request
         (a finished file never changes); the least recently used are closed beyond a few."""
         fd = self._descriptors.get(resource_id)
         if fd is not None:
-            self._descriptors.move_to_end(resource_id)
             return fd
         fd = os.open(manager.storage.path(resource_id), os.O_RDONLY | os.O_CLOEXEC)
-        self._descriptors[resource_id] = fd
-        if len(self._descriptors) > DESCRIPTORS_KEPT:
-            os.close(self._descriptors.popitem(last=False)[1])
+        if (pushed_out := self._descriptors.put(resource_id, fd)) is not None:
+            os.close(pushed_out)
         return fd
 
     def get(self, resource_id: str) -> FinishedResource | None:
-        resource = self._resources.get(resource_id)
-        if resource is not None:
-            self._resources.move_to_end(resource_id)
-        return resource
+        return self._resources.get(resource_id)
 
     async def load(self, manager: ResourceManager, resource_id: str) -> FinishedResource | None:
         if (cached := self.get(resource_id)) is not None:
@@ -85,9 +79,7 @@ class FinishedFiles:
             [(name.lower().encode("latin-1"), value.encode("latin-1"))
              for name, value in headers.items()],
         )  # fmt: skip
-        self._resources[resource_id] = resource
-        if len(self._resources) > self._capacity:
-            self._resources.popitem(last=False)
+        self._resources.put(resource_id, resource)
         return resource
 
 
@@ -153,14 +145,6 @@ class ImmediateAnswer:
 
     answer: Answer
     fd: int
-
-    def read_body(self) -> bytes | None:
-        """The body, read now; None when the file is shorter than its catalog size says."""
-        length = self.answer.stop - self.answer.start
-        if self.fd < 0 or self.answer.head_only or length == 0:
-            return b""
-        body = os.pread(self.fd, length, self.answer.start)
-        return body if len(body) == length else None
 
 
 def answer_now(state: Any, scope: Scope) -> ImmediateAnswer | None:

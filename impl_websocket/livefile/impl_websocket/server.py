@@ -33,7 +33,6 @@ from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import (
     SENDFILE_EXTENSION,
-    SENDFILE_MIN,
     DirectSocket,
     binary_frame_header,
     send_file,
@@ -119,28 +118,24 @@ class HttpProtocol(HttpToolsProtocol):
             super()._start_asgi_task(cycle, app)
             return
         answer = immediate.answer
-        length = 0 if answer.head_only else answer.stop - answer.start
-        if self._direct is None:
-            self._direct = DirectSocket(self.transport)
-        zero_copy = length >= SENDFILE_MIN and self._direct.ready() is not None
-        try:
-            body = b"" if zero_copy else immediate.read_body()
-        except OSError:
-            body = None
-        if body is None:
-            super()._start_asgi_task(cycle, app)  # the full route reports the short file
-            return
         content = [STATUS_LINE[answer.status]]
         for name, value in [*self.server_state.default_headers, *answer.headers]:
             content.extend([name, b": ", value, b"\r\n"])
         if not cycle.keep_alive:
             content.append(b"connection: close\r\n")
-        content.extend([b"\r\n", body])
-        if zero_copy:
-            send_file(self.transport, self._direct, b"".join(content), immediate.fd,
-                      answer.start, length)  # fmt: skip
+        content.append(b"\r\n")
+        head = b"".join(content)
+        length = 0 if answer.head_only else answer.stop - answer.start
+        if length == 0:
+            self.transport.write(head)
         else:
-            self.transport.write(b"".join(content))
+            if self._direct is None:
+                self._direct = DirectSocket(self.transport)
+            try:
+                send_file(self.transport, self._direct, head, immediate.fd, answer.start, length)
+            except OSError:  # nothing sent: the full route reports the unreadable file
+                super()._start_asgi_task(cycle, app)
+                return
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',

@@ -5,7 +5,6 @@ follow through the transport, in order, with statuses never landing inside a mes
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -16,7 +15,7 @@ from websockets.asyncio.client import connect
 from livefile.client_upload import AsyncUploadClient
 from tests.e2e.test_http_downloads import read_answer
 from tests.support.server import LivefileProcess
-from tests.support.wire import receive_json, upload
+from tests.support.wire import receive_json, upgrade, upload
 
 WAIT = 30.0
 
@@ -106,15 +105,7 @@ async def test_a_connection_upgraded_after_a_zero_copy_answer_still_closes(
         status, body = await asyncio.wait_for(read_answer(reader), WAIT)
         assert status.startswith(b"HTTP/1.1 206")
         assert body == data[:65536]
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET /ws/streaming/download/{resource_id} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
-    )  # fmt: skip
-    assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"HTTP/1.1 101")
-    while await reader.readline() != b"\r\n":
-        pass
+    await upgrade(reader, writer, f"/ws/streaming/download/{resource_id}")
     mask = os.urandom(4)
     close_payload = bytes(b ^ mask[i % 4] for i, b in enumerate(struct.pack("!H", 1000)))
     writer.write(b"\x88\x82" + mask + close_payload)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -85,6 +87,20 @@ async def finish_upload(ws: ClientConnection, data: bytes) -> dict[str, Any]:
         message = await receive_json(ws)
         if message["@"] == "UploadAcknowledged":
             return message
+
+
+async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
+    """Send a WebSocket handshake for ``path`` by hand on a raw connection, and read the 101
+    answer's head: the bytes after it are frames."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    status = await asyncio.wait_for(reader.readline(), STATUS_WAIT)
+    assert status.startswith(b"HTTP/1.1 101"), status
+    while await asyncio.wait_for(reader.readline(), STATUS_WAIT) != b"\r\n":
+        pass
 
 
 async def wait_closed(ws: ClientConnection) -> tuple[int | None, str | None]:

@@ -29,6 +29,7 @@ from websockets.protocol import State
 
 from livefile.impl_websocket.app import create_app
 from livefile.impl_websocket.http_fast_content import answer_now
+from livefile.impl_websocket.incoming_frames import FrameSplitter
 from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import (
@@ -44,11 +45,13 @@ NOFILE_CEILING = 1 << 20  # Linux's default nr_open, for an unlimited hard limit
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, with two additions:
+    """uvicorn's websockets-sansio protocol, with three additions:
 
     - it sends the refusal websockets prepares for a handshake it cannot parse (e.g. 414 for a
       request line over 8 KiB): uvicorn leaves it unsent, so the client waited for its timeout
       and the connection stayed open;
+    - large binary messages (upload data) are taken out of the incoming bytes by a
+      ``FrameSplitter`` with one copy and one unmasking, rather than websockets' three copies;
     - it offers the application ``send_file`` (``SENDFILE_EXTENSION`` in the scope): a binary
       message straight from a file, its payload sent with ``sendfile``. Download replies are
       most of what a server sends to followers; this spares the read into user space, the
@@ -56,18 +59,47 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     """
 
     _direct: DirectSocket | None = None
+    _splitter: FrameSplitter | None = None
 
     def data_received(self, data: bytes) -> None:
+        if self._splitter is not None:
+            self._splitter.feed(data)
+        else:
+            self._parse(data)
+
+    def _parse(self, data: bytes) -> bool:
+        """Hand ``data`` to websockets; False once its parser has failed."""
         super().data_received(data)
         if self.conn.handshake_exc is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+        return self.conn.parser_exc is None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.response.status_code == 101:
             extensions: dict[str, Any] = self.scope["extensions"]
             extensions[SENDFILE_EXTENSION] = self.send_file
+            # The splitter must see every byte from a frame boundary on. Nothing after the
+            # request is buffered (a client waits for the 101 before it sends frames), so the
+            # next byte begins a frame; otherwise websockets keeps parsing everything alone.
+            if not self.conn.reader.buffer:
+                self._splitter = FrameSplitter(self._may_take, self._parse, self._deliver)
+
+    def _may_take(self, length: int) -> bool:
+        conn = self.conn
+        return (
+            conn.state is State.OPEN
+            and conn.current_size is None  # no fragmented message under way
+            and not conn.extensions
+            and (conn.max_message_size is None or length <= conn.max_message_size)
+        )
+
+    def _deliver(self, message: bytes) -> None:
+        # What uvicorn does with a whole binary frame from websockets (``handle_bytes``).
+        self.curr_msg_data_type = "bytes"
+        self.frames = [message]
+        self.send_receive_event_to_app()
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:
         """Send bytes ``[offset, offset + count)`` of ``fd`` as one binary message."""

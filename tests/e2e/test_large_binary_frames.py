@@ -1,0 +1,75 @@
+"""Large binary messages are taken out of the incoming bytes before websockets parses them
+(``incoming_frames.FrameSplitter``); everything else still reaches websockets in order. Through
+the real server: uploads that mix both kinds of frame store every byte, and frames websockets
+must refuse are still refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+
+from tests.support.server import LivefileProcess
+from tests.support.wire import META, download, finish_upload, open_ws, start_upload, upgrade
+
+WAIT = 30.0
+
+
+async def test_an_upload_mixing_large_messages_pings_and_fragments_is_stored_exactly(
+    server: LivefileProcess,
+) -> None:
+    large, small = os.urandom(1_000_000), os.urandom(100)
+    fragments = [os.urandom(200_000), os.urandom(17), os.urandom(300_000)]
+    after = os.urandom(65_536)
+    async with open_ws(f"{server.ws_url}/ws/streaming/upload") as ws:
+        resource_id = await start_upload(ws)
+        await ws.send(large)  # taken by the splitter
+        pong = await ws.ping(b"between")  # a control frame: answered by websockets
+        await asyncio.wait_for(pong, WAIT)
+        await ws.send(small)  # too small to take: websockets parses it
+        await ws.send(fragments)  # one message in three frames: websockets joins them
+        await ws.send(after)  # taken again, once the fragmented message has ended
+        data = large + small + b"".join(fragments) + after
+        ack = await asyncio.wait_for(finish_upload(ws, data), WAIT)
+    assert ack["size"] == len(data)
+    assert await download(server.ws_url, resource_id) == data
+
+
+async def test_an_unmasked_large_binary_frame_is_refused_with_1002(
+    server: LivefileProcess,
+) -> None:
+    """A client must mask its frames (RFC 6455 5.1): the splitter leaves an unmasked frame to
+    websockets, which closes the connection with a protocol error."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await upgrade(reader, writer, "/ws/streaming/upload")
+    start = json.dumps({"@": "StartUpload", "metadata": META}).encode()
+    writer.write(masked_frame(0x81, start))
+    opcode, payload = await asyncio.wait_for(read_frame(reader), WAIT)
+    assert (opcode, json.loads(payload)["@"]) == (0x1, "ReadyForUpload")
+    writer.write(b"\x82\x7e" + struct.pack("!H", 65_000) + os.urandom(65_000))
+    while True:
+        opcode, payload = await asyncio.wait_for(read_frame(reader), WAIT)
+        if opcode == 0x8:
+            break
+    assert struct.unpack("!H", payload[:2])[0] == 1002
+    assert b"mask" in payload[2:]
+    writer.close()
+
+
+def masked_frame(first_byte: int, payload: bytes) -> bytes:
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([first_byte, 0x80 | len(payload)]) + mask + masked
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: its opcode and payload."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", await reader.readexactly(8))[0]
+    return first & 0x0F, await reader.readexactly(length)

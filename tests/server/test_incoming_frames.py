@@ -1,0 +1,198 @@
+"""The frame splitter against a reference model: whatever the chunking of the incoming bytes,
+large whole masked binary frames come out as unmasked messages, and every other byte reaches
+websockets unchanged and in order, messages and passed bytes interleaved as they were sent."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.protocol import SERVER, Protocol, State
+
+from livefile.impl_websocket.incoming_frames import TAKE_MIN, FrameSplitter
+
+LIMIT = 80_000  # the model's message size limit: a larger frame is left to websockets
+TEXT, BINARY, CONTINUATION, PING = 0x1, 0x2, 0x0, 0x9
+
+Event = tuple[str, bytes]  # ("pass", bytes handed to websockets) or ("message", payload)
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    opcode: int
+    size: int
+    fin: bool = True
+    masked: bool = True
+    rsv1: bool = False
+
+    def encode(self, seed: int) -> tuple[bytes, bytes]:
+        """The frame on the wire, and its payload before masking."""
+        rng = random.Random(seed)
+        payload = rng.randbytes(self.size)
+        if self.opcode == TEXT:  # valid UTF-8, for websockets' parser
+            payload = bytes(ord("a") + byte % 26 for byte in payload)
+        first = (0x80 if self.fin else 0) | (0x40 if self.rsv1 else 0) | self.opcode
+        mask_bit = 0x80 if self.masked else 0
+        if self.size < 126:
+            header = bytes([first, mask_bit | self.size])
+        elif self.size < 65536:
+            header = bytes([first, mask_bit | 126]) + self.size.to_bytes(2, "big")
+        else:
+            header = bytes([first, mask_bit | 127]) + self.size.to_bytes(8, "big")
+        if not self.masked:
+            return header + payload, payload
+        mask = rng.randbytes(4)
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        return header + mask + masked, payload
+
+    @property
+    def taken(self) -> bool:
+        return (
+            self.opcode == BINARY
+            and self.fin
+            and self.masked
+            and not self.rsv1
+            and TAKE_MIN <= self.size <= LIMIT
+        )
+
+
+frame_specs = st.one_of(
+    st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, LIMIT)),  # taken
+    st.builds(FrameSpec, st.just(BINARY), st.integers(LIMIT + 1, LIMIT + 100)),  # over the limit
+    st.builds(FrameSpec, st.just(BINARY), st.integers(0, TAKE_MIN - 1)),  # too small to pay
+    st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, 70_000), fin=st.just(False)),
+    st.builds(FrameSpec, st.just(CONTINUATION), st.integers(0, 70_000)),
+    st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, 20_000), masked=st.just(False)),
+    st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, 20_000), rsv1=st.just(True)),
+    st.builds(FrameSpec, st.just(TEXT), st.integers(0, 300)),
+    st.builds(FrameSpec, st.just(PING), st.integers(0, 125)),
+)
+
+
+def expected_events(frames: list[tuple[FrameSpec, bytes, bytes]]) -> list[Event]:
+    events: list[Event] = []
+    for spec, wire, payload in frames:
+        if spec.taken:
+            events.append(("message", payload))
+        elif events and events[-1][0] == "pass":
+            events[-1] = ("pass", events[-1][1] + wire)
+        else:
+            events.append(("pass", wire))
+    return events
+
+
+def run_splitter(stream: bytes, cuts: list[int]) -> list[Event]:
+    events: list[Event] = []
+
+    def pass_on(data: bytes) -> bool:
+        if events and events[-1][0] == "pass":
+            events[-1] = ("pass", events[-1][1] + data)
+        else:
+            events.append(("pass", bytes(data)))
+        return True
+
+    splitter = FrameSplitter(
+        lambda length: length <= LIMIT, pass_on, lambda m: events.append(("message", m))
+    )
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    for start, stop in itertools.pairwise(bounds):
+        if stop > start:
+            splitter.feed(stream[start:stop])
+    return events
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=st.lists(frame_specs, min_size=1, max_size=8),
+    seed=st.integers(0, 2**32),
+    cut_fractions=st.lists(st.floats(0, 1), max_size=12),
+    small_cuts=st.lists(st.integers(0, 20), max_size=4),
+)
+def test_any_chunking_yields_the_taken_messages_and_passes_on_the_rest(
+    specs: list[FrameSpec], seed: int, cut_fractions: list[float], small_cuts: list[int]
+) -> None:
+    frames = [(spec, *spec.encode(seed + i)) for i, spec in enumerate(specs)]
+    stream = b"".join(wire for _, wire, _ in frames)
+    # Cuts anywhere, and cuts inside the first header (two bytes, extended length, mask).
+    cuts = [int(f * len(stream)) for f in cut_fractions] + small_cuts
+    assert run_splitter(stream, cuts) == expected_events(frames)
+
+
+@pytest.mark.parametrize("taken", [True, False], ids=["taken", "passed"])
+@pytest.mark.parametrize("split", range(1, 14))
+def test_a_header_split_across_two_chunks_is_read(taken: bool, split: int) -> None:
+    """Every split point of a 14-byte header (two bytes, 64-bit length, mask), the second chunk
+    carrying the rest of the header and the start of the payload."""
+    specs = [
+        FrameSpec(BINARY, 70_000 if taken else LIMIT + 1),
+        FrameSpec(TEXT, 5),
+        FrameSpec(BINARY, TAKE_MIN),
+    ]
+    frames = [(spec, *spec.encode(i)) for i, spec in enumerate(specs)]
+    stream = b"".join(wire for _, wire, _ in frames)
+    assert run_splitter(stream, [split]) == expected_events(frames)
+
+
+def test_a_header_split_after_every_byte_is_read() -> None:
+    specs = [FrameSpec(BINARY, 70_000), FrameSpec(TEXT, 5), FrameSpec(BINARY, TAKE_MIN)]
+    frames = [(spec, *spec.encode(i)) for i, spec in enumerate(specs)]
+    stream = b"".join(wire for _, wire, _ in frames)
+    second, third = len(frames[0][1]), len(frames[0][1]) + len(frames[1][1])
+    cuts = [*range(1, 15), *range(second, second + 8), *range(third, third + 9)]
+    assert run_splitter(stream, cuts) == expected_events(frames)
+
+
+def test_nothing_more_is_passed_on_once_websockets_has_failed() -> None:
+    passed: list[bytes] = []
+    messages: list[bytes] = []
+
+    def fail_at_once(data: bytes) -> bool:
+        passed.append(bytes(data))
+        return False
+
+    splitter = FrameSplitter(lambda length: True, fail_at_once, messages.append)
+    text, _ = FrameSpec(TEXT, 10).encode(1)
+    binary, _ = FrameSpec(BINARY, TAKE_MIN).encode(2)
+    splitter.feed(text + binary)
+    splitter.feed(binary)
+    assert (passed, messages) == ([text], [])
+
+
+def test_websockets_parses_what_is_passed_on_as_the_frames_that_were_not_taken() -> None:
+    """The passed bytes are whole frames: websockets' own parser, handed only those, reads the
+    text, the ping and the small binary message that the splitter left to it."""
+    protocol = Protocol(SERVER, state=State.OPEN)  # past the handshake
+    messages: list[bytes] = []
+
+    def pass_on(data: bytes) -> bool:
+        protocol.receive_data(data)
+        return protocol.parser_exc is None
+
+    splitter = FrameSplitter(lambda length: True, pass_on, messages.append)
+    specs = [
+        FrameSpec(TEXT, 20),
+        FrameSpec(BINARY, 100_000),
+        FrameSpec(PING, 4),
+        FrameSpec(BINARY, 100),
+        FrameSpec(BINARY, 30_000),
+    ]
+    frames = [(spec, *spec.encode(i)) for i, spec in enumerate(specs)]
+    stream = b"".join(wire for _, wire, _ in frames)
+    for offset in range(0, len(stream), 4099):
+        splitter.feed(stream[offset : offset + 4099])
+    parsed = [
+        (event.opcode, event.data)
+        for event in protocol.events_received()
+        if isinstance(event, Frame)
+    ]
+    assert parsed == [
+        (Opcode.TEXT, frames[0][2]),
+        (Opcode.PING, frames[2][2]),
+        (Opcode.BINARY, frames[3][2]),
+    ]
+    assert messages == [frames[1][2], frames[4][2]]

@@ -54,6 +54,13 @@ def test_binary_messages_fill_the_oldest_request_until_it_has_its_length() -> No
     assert protocol.pending == 0
 
 
+def test_a_reply_asked_unjoined_is_the_list_of_its_messages() -> None:
+    protocol = DownloadClientProtocol(RESOURCE)
+    request, _ = protocol.request_chunk(0, 5, joined=False)
+    assert protocol.receive_data(b"ab") is None
+    assert protocol.receive_data(b"cde") == ReplyReceived(request, [b"ab", b"cde"])
+
+
 def test_an_empty_range_is_answered_by_one_empty_message() -> None:
     protocol = DownloadClientProtocol(RESOURCE)
     empty, _ = protocol.request_chunk(3, 3)

@@ -1,5 +1,5 @@
 """Large binary messages are taken out of the incoming bytes before websockets parses them
-(``incoming_frames.FrameSplitter``); everything else still reaches websockets in order. Through
+(``impl_common/frame_splitter.py``); everything else still reaches websockets in order. Through
 the real server: uploads that mix both kinds of frame store every byte, and frames websockets
 must refuse are still refused."""
 

@@ -162,22 +162,24 @@ class AsyncDownloadClient:
     async def iter_bytes(self, start: int = 0) -> AsyncGenerator[bytes, None]:
         """The bytes from ``start`` on, as they become readable, until the resource ends.
 
-        Pieces are at most 4 MiB. Ends after the last byte of a COMPLETED resource. For a
+        Pieces are the server's reply messages (1 MiB by default), at most 4 MiB. Ends after
+        the last byte of a COMPLETED resource. For a
         FAILED one, every readable byte is yielded first and then ResourceFailedError (with
         ``.size``) is raised: never a silent, truncated end.
         """
         connection = self._open
         requested = start  # the next byte to ask for
-        in_flight: deque[asyncio.Future[bytes]] = deque()
+        in_flight: deque[asyncio.Future[list[bytes]]] = deque()
         try:
             while True:
                 status = connection.status
                 while len(in_flight) < FOLLOW_WINDOW and requested < status.current_size:
                     stop = min(status.current_size, requested + FOLLOW_PIECE)
-                    in_flight.append(await connection.request_chunk(requested, stop))
+                    in_flight.append(await connection.request_chunk_messages(requested, stop))
                     requested = stop
                 if in_flight:
-                    yield await connection.reply(in_flight.popleft())
+                    for message in await connection.reply(in_flight.popleft()):
+                        yield message
                 elif status.is_terminal:
                     self._raise_if_failed(status, f"{status.current_size} bytes")
                     return

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from livefile.api import close_codes
 from livefile.api.errors import ConnectionLostError, LivefileError, LivefileTimeoutError
 from livefile.api.model import ResourceStatus
+from livefile.client_download.frames import SplittingClientConnection
 from livefile.impl_common.close_reason import error_for_close, safe_close_reason
 from livefile.impl_common.download_protocol import (
     ConnectionEnding,
@@ -135,6 +136,13 @@ class DownloadConnection:
         self._check_open()
         self._note_first_request()
         request, text = self._protocol.request_chunk(start, end)
+        return await self._send(request, text)
+
+    async def request_chunk_messages(self, start: int, end: int) -> asyncio.Future[list[bytes]]:
+        """Like ``request_chunk``, but the future gets the reply's messages, not joined."""
+        self._check_open()
+        self._note_first_request()
+        request, text = self._protocol.request_chunk(start, end, joined=False)
         return await self._send(request, text)
 
     async def request_lines(self, start: int, count: int) -> asyncio.Future[list[str]]:
@@ -296,6 +304,7 @@ async def _connect(uri: str, timeout: float | None, token: str | None) -> Client
                 additional_headers={"Authorization": f"Bearer {token}"} if token else None,
                 compression=None,
                 max_size=MAX_INCOMING_MESSAGE,
+                create_connection=SplittingClientConnection,
                 open_timeout=None,  # the timeout above covers the whole opening
                 close_timeout=min(timeout or MAX_CLOSE_TIMEOUT, MAX_CLOSE_TIMEOUT),
             )

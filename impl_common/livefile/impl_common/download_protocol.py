@@ -38,13 +38,16 @@ NOT_FOUND = "NOT_FOUND"
 
 @dataclass(eq=False)
 class ChunkRequest:
-    """``RequestChunk{start, end}`` in flight; collects the binary messages of its reply."""
+    """``RequestChunk{start, end}`` in flight; collects the binary messages of its reply.
+    ``joined``: the reply is one ``bytes``; otherwise the list of its messages, which spares a
+    reader that takes them one by one (``iter_bytes``) the copy of joining them."""
 
     request_id: int
     start: int
     end: int
     parts: list[bytes] = field(default_factory=list)
     received: int = 0
+    joined: bool = True
 
     @property
     def expected(self) -> int:
@@ -72,10 +75,11 @@ class StatusReceived:
 
 @dataclass(frozen=True)
 class ReplyReceived:
-    """The whole reply to ``request``: bytes for a chunk, lines for a lines request."""
+    """The whole reply to ``request``: bytes for a chunk (its messages' list unless the request
+    asked them joined), lines for a lines request."""
 
     request: Request
-    value: bytes | list[str]
+    value: bytes | list[bytes] | list[str]
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,13 @@ class DownloadClientProtocol:
         """The number of requests sent and not answered yet."""
         return len(self._pending)
 
-    def request_chunk(self, start: int, end: int) -> tuple[ChunkRequest, str]:
+    def request_chunk(self, start: int, end: int, joined: bool = True) -> tuple[ChunkRequest, str]:
         """Register a request for bytes ``[start, end)``; returns it and the text to send.
 
         The range is not checked here: the server judges it against its latest status, which
         may be newer than ours, and answers a bad one with ``Error{BAD_RANGE}``.
         """
-        request = ChunkRequest(self._take_id(), start, end)
+        request = ChunkRequest(self._take_id(), start, end, joined=joined)
         self._pending.append(request)
         message = RequestChunk(start_offset=start, end_offset=end, request_id=request.request_id)
         return request, message.to_json()
@@ -145,9 +149,10 @@ class DownloadClientProtocol:
         if head.received < head.expected:
             return None
         self._pending.popleft()
-        value = head.parts[0] if len(head.parts) == 1 else b"".join(head.parts)
-        head.parts = []
-        return ReplyReceived(head, value)
+        parts, head.parts = head.parts, []
+        if not head.joined:
+            return ReplyReceived(head, parts)
+        return ReplyReceived(head, parts[0] if len(parts) == 1 else b"".join(parts))
 
     def receive_text(self, text: str) -> Event | None:
         """A control message. Returns its event, or None for a message that changes nothing

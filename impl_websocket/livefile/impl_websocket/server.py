@@ -27,9 +27,13 @@ from uvicorn.supervisors import multiprocess
 from websockets.http11 import Request
 from websockets.protocol import State
 
+from livefile.impl_common.frame_splitter import (
+    FrameSplitter,
+    at_frame_boundary,
+    websockets_accepts,
+)
 from livefile.impl_websocket.app import create_app
 from livefile.impl_websocket.http_fast_content import answer_now
-from livefile.impl_websocket.incoming_frames import FrameSplitter
 from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import (
@@ -38,6 +42,11 @@ from livefile.impl_websocket.zero_copy import (
     binary_frame_header,
     send_file,
 )
+
+try:  # websockets' C unmasking; its pure-Python fallback otherwise, as websockets does
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - the wheels ship the extension
+    from websockets.utils import apply_mask
 
 APP_FACTORY = "livefile.impl_websocket.app:create_app_from_environment"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -83,17 +92,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             # The splitter must see every byte from a frame boundary on. Nothing after the
             # request is buffered (a client waits for the 101 before it sends frames), so the
             # next byte begins a frame; otherwise websockets keeps parsing everything alone.
-            if not self.conn.reader.buffer:
-                self._splitter = FrameSplitter(self._may_take, self._parse, self._deliver)
-
-    def _may_take(self, length: int) -> bool:
-        conn = self.conn
-        return (
-            conn.state is State.OPEN
-            and conn.current_size is None  # no fragmented message under way
-            and not conn.extensions
-            and (conn.max_message_size is None or length <= conn.max_message_size)
-        )
+            if at_frame_boundary(self.conn.parser):
+                self._splitter = FrameSplitter(
+                    lambda length: websockets_accepts(self.conn, length),
+                    self._parse,
+                    self._deliver,
+                    apply_mask,
+                )
 
     def _deliver(self, message: bytes) -> None:
         # What uvicorn does with a whole binary frame from websockets (``handle_bytes``).

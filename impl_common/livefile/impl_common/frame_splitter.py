@@ -1,24 +1,24 @@
-"""Taking large binary messages out of a server's incoming WebSocket bytes before websockets'
-parser sees them.
+"""Taking large binary messages out of incoming WebSocket bytes before websockets' parser sees
+them, at either end of a connection.
 
-websockets parses a frame by appending every received chunk to one growing buffer, slicing the
-payload out of it and unmasking the slice: three copies of every byte, with the buffer's
-reallocations on top. For an upload, which is almost only large binary messages, those copies
-were a fifth of the server's CPU. ``FrameSplitter`` follows the frame boundaries itself: a
-whole, masked, unfragmented binary frame of at least ``TAKE_MIN`` bytes is gathered here from
-the chunks as they arrive and unmasked once, and every other byte (text, control frames,
-fragments, frames the protocol state does not allow) goes on to websockets unchanged and in
-order, so its parser always stands at a frame boundary when the splitter takes a frame.
+websockets parses a frame by appending every received chunk to one growing buffer and slicing
+the payload out of it (and unmasking the slice, on a server): two or three copies of every
+byte, with the buffer's reallocations on top. An upload is almost only large binary messages
+to the server, a download almost only large binary messages to the client; those copies were
+a fifth of the server's CPU in an upload. ``FrameSplitter`` follows the frame boundaries
+itself: a whole, unfragmented binary frame of at least ``TAKE_MIN`` bytes is gathered from the
+chunks as they arrive and joined (and unmasked) once, and every other byte (text, control
+frames, fragments, frames the protocol state does not allow) goes on to websockets unchanged
+and in order, so its parser always stands at a frame boundary when the splitter takes a frame.
+
+Written without I/O and without importing websockets: the caller hands in how to unmask and
+what websockets' state allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-try:  # websockets' C unmasking; its pure-Python fallback otherwise, as websockets does
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - the wheels ship the extension
-    from websockets.utils import apply_mask
+from collections.abc import Callable, Generator
+from typing import Any
 
 # Below this the copies saved do not pay for a frame's bookkeeping here.
 TAKE_MIN = 16 * 1024
@@ -33,8 +33,21 @@ _LENGTH_64 = 127
 MayTake = Callable[[int], bool]
 # Hands bytes to websockets' parser; False when the parser failed and the rest is to be dropped.
 PassOn = Callable[[bytes], bool]
-# Receives a taken frame's unmasked payload: one whole binary message.
+# Receives a taken frame's payload (unmasked): one whole binary message.
 Deliver = Callable[[bytes], None]
+# websockets' ``apply_mask(data, mask)`` (C, SSE2): a server unmasks what clients send.
+Unmask = Callable[[memoryview | bytes, bytes], bytes]
+
+
+def at_frame_boundary(parser: Generator[Any, Any, Any] | None) -> bool:
+    """Whether websockets' incoming parser (``Protocol.parser``) waits for the first byte of a
+    frame with nothing buffered: suspended, innermost, in ``StreamReader.at_eof``, which
+    returns as soon as there is a byte. Mid-frame it is inside ``Frame.parse`` instead. Any
+    other shape (another websockets) answers False: the splitter is then never used."""
+    inner: Any = parser
+    while (deeper := getattr(inner, "gi_yieldfrom", None)) is not None:
+        inner = deeper
+    return getattr(inner, "__name__", None) == "at_eof"
 
 
 def header_size(first_two: bytes | bytearray | memoryview) -> int:
@@ -53,11 +66,29 @@ def payload_length(header: bytes) -> int:
     return length_code
 
 
-class FrameSplitter:
-    """Splits a server's incoming bytes, from a frame boundary on, between large binary frames
-    taken here and everything else, passed on to websockets."""
+def websockets_accepts(protocol: Any, length: int) -> bool:
+    """Whether websockets' ``Protocol`` (either side) takes a whole binary frame of ``length``
+    bytes as a message now: open (``State.OPEN``), no fragmented message under way, no
+    extension that would transform payloads, within its size limit."""
+    return (
+        protocol.state.name == "OPEN"
+        and protocol.current_size is None
+        and not protocol.extensions
+        and (protocol.max_message_size is None or length <= protocol.max_message_size)
+    )
 
-    def __init__(self, may_take: MayTake, pass_on: PassOn, deliver: Deliver) -> None:
+
+class FrameSplitter:
+    """Splits incoming bytes, from a frame boundary on, between large binary frames taken here
+    and everything else, passed on to websockets. With ``unmask`` (a server) it takes masked
+    frames only, as clients must send; without (a client), unmasked frames only, as servers
+    must send: a frame breaking that rule goes to websockets, which refuses it."""
+
+    def __init__(
+        self, may_take: MayTake, pass_on: PassOn, deliver: Deliver, unmask: Unmask | None = None
+    ) -> None:
+        self._unmask = unmask
+        self._masked = _MASKED if unmask is not None else 0
         self._may_take = may_take
         self._pass_on = pass_on
         self._deliver = deliver
@@ -100,13 +131,13 @@ class FrameSplitter:
                 length = payload_length(header)
                 if (
                     header[0] == _FIN_BINARY
-                    and header[1] & _MASKED
+                    and header[1] & _MASKED == self._masked
                     and length >= TAKE_MIN
                     and self._may_take(length)
                 ):
                     if unsent < pos and not self._send(bytes(view[unsent:pos])):
                         return
-                    self._mask = header[size - 4 : size]
+                    self._mask = header[size - 4 : size] if self._masked else b""
                     self._missing = length
                     pos = unsent = pos + in_this_chunk
                 else:
@@ -127,5 +158,8 @@ class FrameSplitter:
 
     def _complete(self) -> None:
         pieces, self._pieces = self._pieces, []
-        payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self._deliver(apply_mask(payload, self._mask))
+        if self._unmask is not None:
+            payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._deliver(self._unmask(payload, self._mask))
+        else:
+            self._deliver(pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces))

@@ -1,20 +1,32 @@
 """The frame splitter against a reference model: whatever the chunking of the incoming bytes,
-large whole masked binary frames come out as unmasked messages, and every other byte reaches
-websockets unchanged and in order, messages and passed bytes interleaved as they were sent."""
+large whole binary frames come out as messages (a server's unmasked; a server takes only masked
+frames, a client only unmasked ones), and every other byte reaches websockets unchanged and in
+order, messages and passed bytes interleaved as they were sent."""
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
-from websockets.protocol import SERVER, Protocol, State
+from websockets.http11 import Request
+from websockets.protocol import CLIENT, SERVER, Protocol, State
+from websockets.server import ServerProtocol
+from websockets.speedups import apply_mask
+from websockets.uri import parse_uri
 
-from livefile.impl_websocket.incoming_frames import TAKE_MIN, FrameSplitter
+from livefile.impl_common.frame_splitter import (
+    TAKE_MIN,
+    FrameSplitter,
+    at_frame_boundary,
+    websockets_accepts,
+)
 
 LIMIT = 80_000  # the model's message size limit: a larger frame is left to websockets
 TEXT, BINARY, CONTINUATION, PING = 0x1, 0x2, 0x0, 0x9
@@ -50,12 +62,11 @@ class FrameSpec:
         masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
         return header + mask + masked, payload
 
-    @property
-    def taken(self) -> bool:
+    def taken(self, by_server: bool) -> bool:
         return (
             self.opcode == BINARY
             and self.fin
-            and self.masked
+            and self.masked == by_server
             and not self.rsv1
             and TAKE_MIN <= self.size <= LIMIT
         )
@@ -67,17 +78,20 @@ frame_specs = st.one_of(
     st.builds(FrameSpec, st.just(BINARY), st.integers(0, TAKE_MIN - 1)),  # too small to pay
     st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, 70_000), fin=st.just(False)),
     st.builds(FrameSpec, st.just(CONTINUATION), st.integers(0, 70_000)),
-    st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, 20_000), masked=st.just(False)),
+    st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, 70_000), masked=st.just(False)),
+    st.builds(FrameSpec, st.just(TEXT), st.integers(0, 300), masked=st.just(False)),
     st.builds(FrameSpec, st.just(BINARY), st.integers(TAKE_MIN, 20_000), rsv1=st.just(True)),
     st.builds(FrameSpec, st.just(TEXT), st.integers(0, 300)),
     st.builds(FrameSpec, st.just(PING), st.integers(0, 125)),
 )
 
 
-def expected_events(frames: list[tuple[FrameSpec, bytes, bytes]]) -> list[Event]:
+def expected_events(
+    frames: list[tuple[FrameSpec, bytes, bytes]], by_server: bool = True
+) -> list[Event]:
     events: list[Event] = []
     for spec, wire, payload in frames:
-        if spec.taken:
+        if spec.taken(by_server):
             events.append(("message", payload))
         elif events and events[-1][0] == "pass":
             events[-1] = ("pass", events[-1][1] + wire)
@@ -86,7 +100,7 @@ def expected_events(frames: list[tuple[FrameSpec, bytes, bytes]]) -> list[Event]
     return events
 
 
-def run_splitter(stream: bytes, cuts: list[int]) -> list[Event]:
+def run_splitter(stream: bytes, cuts: list[int], by_server: bool = True) -> list[Event]:
     events: list[Event] = []
 
     def pass_on(data: bytes) -> bool:
@@ -97,7 +111,10 @@ def run_splitter(stream: bytes, cuts: list[int]) -> list[Event]:
         return True
 
     splitter = FrameSplitter(
-        lambda length: length <= LIMIT, pass_on, lambda m: events.append(("message", m))
+        lambda length: length <= LIMIT,
+        pass_on,
+        lambda message: events.append(("message", message)),
+        apply_mask if by_server else None,
     )
     bounds = [0, *sorted(set(cuts)), len(stream)]
     for start, stop in itertools.pairwise(bounds):
@@ -108,19 +125,24 @@ def run_splitter(stream: bytes, cuts: list[int]) -> list[Event]:
 
 @settings(max_examples=150, deadline=None)
 @given(
+    by_server=st.booleans(),
     specs=st.lists(frame_specs, min_size=1, max_size=8),
     seed=st.integers(0, 2**32),
     cut_fractions=st.lists(st.floats(0, 1), max_size=12),
     small_cuts=st.lists(st.integers(0, 20), max_size=4),
 )
 def test_any_chunking_yields_the_taken_messages_and_passes_on_the_rest(
-    specs: list[FrameSpec], seed: int, cut_fractions: list[float], small_cuts: list[int]
+    by_server: bool,
+    specs: list[FrameSpec],
+    seed: int,
+    cut_fractions: list[float],
+    small_cuts: list[int],
 ) -> None:
     frames = [(spec, *spec.encode(seed + i)) for i, spec in enumerate(specs)]
     stream = b"".join(wire for _, wire, _ in frames)
     # Cuts anywhere, and cuts inside the first header (two bytes, extended length, mask).
     cuts = [int(f * len(stream)) for f in cut_fractions] + small_cuts
-    assert run_splitter(stream, cuts) == expected_events(frames)
+    assert run_splitter(stream, cuts, by_server) == expected_events(frames, by_server)
 
 
 @pytest.mark.parametrize("taken", [True, False], ids=["taken", "passed"])
@@ -155,7 +177,7 @@ def test_nothing_more_is_passed_on_once_websockets_has_failed() -> None:
         passed.append(bytes(data))
         return False
 
-    splitter = FrameSplitter(lambda length: True, fail_at_once, messages.append)
+    splitter = FrameSplitter(lambda length: True, fail_at_once, messages.append, apply_mask)
     text, _ = FrameSpec(TEXT, 10).encode(1)
     binary, _ = FrameSpec(BINARY, TAKE_MIN).encode(2)
     splitter.feed(text + binary)
@@ -163,30 +185,35 @@ def test_nothing_more_is_passed_on_once_websockets_has_failed() -> None:
     assert (passed, messages) == ([text], [])
 
 
-def test_websockets_parses_what_is_passed_on_as_the_frames_that_were_not_taken() -> None:
+@pytest.mark.parametrize("by_server", [True, False], ids=["server", "client"])
+def test_websockets_parses_what_is_passed_on_as_the_frames_that_were_not_taken(
+    by_server: bool,
+) -> None:
     """The passed bytes are whole frames: websockets' own parser, handed only those, reads the
     text, the ping and the small binary message that the splitter left to it."""
-    protocol = Protocol(SERVER, state=State.OPEN)  # past the handshake
+    protocol = Protocol(SERVER if by_server else CLIENT, state=State.OPEN)  # past the handshake
     messages: list[bytes] = []
 
     def pass_on(data: bytes) -> bool:
         protocol.receive_data(data)
         return protocol.parser_exc is None
 
-    splitter = FrameSplitter(lambda length: True, pass_on, messages.append)
+    splitter = FrameSplitter(
+        lambda length: True, pass_on, messages.append, apply_mask if by_server else None
+    )
     specs = [
-        FrameSpec(TEXT, 20),
-        FrameSpec(BINARY, 100_000),
-        FrameSpec(PING, 4),
-        FrameSpec(BINARY, 100),
-        FrameSpec(BINARY, 30_000),
+        FrameSpec(TEXT, 20, masked=by_server),
+        FrameSpec(BINARY, 100_000, masked=by_server),
+        FrameSpec(PING, 4, masked=by_server),
+        FrameSpec(BINARY, 100, masked=by_server),
+        FrameSpec(BINARY, 30_000, masked=by_server),
     ]
     frames = [(spec, *spec.encode(i)) for i, spec in enumerate(specs)]
     stream = b"".join(wire for _, wire, _ in frames)
     for offset in range(0, len(stream), 4099):
         splitter.feed(stream[offset : offset + 4099])
     parsed = [
-        (event.opcode, event.data)
+        (event.opcode, bytes(event.data))
         for event in protocol.events_received()
         if isinstance(event, Frame)
     ]
@@ -196,3 +223,55 @@ def test_websockets_parses_what_is_passed_on_as_the_frames_that_were_not_taken()
         (Opcode.BINARY, frames[3][2]),
     ]
     assert messages == [frames[1][2], frames[4][2]]
+    assert all(type(message) is bytes for message in messages)
+
+
+def test_websockets_parser_is_at_a_frame_boundary_only_between_frames() -> None:
+    protocol = Protocol(SERVER, state=State.OPEN)
+    wire, _ = FrameSpec(BINARY, 300).encode(7)  # a 2-byte header, 16-bit length, mask
+    assert at_frame_boundary(protocol.parser)
+    protocol.receive_data(wire[:1])  # a byte buffered
+    assert not at_frame_boundary(protocol.parser)
+    protocol.receive_data(wire[1:8])  # the whole header read, nothing of the payload yet
+    assert not protocol.reader.buffer
+    assert not at_frame_boundary(protocol.parser)
+    protocol.receive_data(wire[8:])
+    assert at_frame_boundary(protocol.parser)
+
+
+def test_a_parser_of_another_shape_is_never_at_a_frame_boundary() -> None:
+    def elsewhere() -> Generator[None, None, None]:
+        yield
+
+    parser = elsewhere()
+    next(parser)
+    assert not at_frame_boundary(parser)
+    assert not at_frame_boundary(None)
+
+
+def test_websockets_accepts_a_whole_binary_frame_only_when_it_could_be_a_message_now() -> None:
+    protocol = Protocol(SERVER, state=State.OPEN, max_size=LIMIT)
+    assert websockets_accepts(protocol, LIMIT)
+    assert not websockets_accepts(protocol, LIMIT + 1)  # websockets refuses it with 1009
+    first_fragment, _ = FrameSpec(BINARY, 10, fin=False).encode(3)
+    protocol.receive_data(first_fragment)
+    assert not websockets_accepts(protocol, 100)  # a continuation frame must come next
+    closing = Protocol(SERVER, state=State.CLOSING)
+    assert not websockets_accepts(closing, 100)
+
+
+def test_after_each_side_of_a_handshake_websockets_parser_is_at_a_frame_boundary() -> None:
+    """Where the server and the download SDK start their splitters: if a websockets release
+    parsed differently, this fails, rather than the splitters silently staying unused."""
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/ws/streaming/download/x"))
+    server = ServerProtocol()
+    request = client.connect()
+    client.send_request(request)
+    server.receive_data(b"".join(client.data_to_send()))
+    [received] = server.events_received()
+    assert isinstance(received, Request)
+    assert at_frame_boundary(server.parser)
+    server.send_response(server.accept(received))
+    client.receive_data(b"".join(server.data_to_send()))
+    assert client.state is State.OPEN
+    assert at_frame_boundary(client.parser)

@@ -38,11 +38,11 @@ MIN_RUNS = 5
 MISSED = (
     "both servers are bounded by the copy into tmpfs, whose fresh pages are slow to come by on"
     " this virtual machine (the same dd to /dev/shm measured 0.4 to 3 GB/s). Per GiB, livefile"
-    " spends about 1.7 s in its server (half of it that copy, the rest uvloop's receive and the"
-    " WebSocket frame parsing) and 0.8 s in its SDK (read, CRC-32C, masking, the loopback"
-    " send), against about 2.9 s for tus-node-server and 0.2 s for its sendfile client. With"
-    " both cores free livefile's work runs in parallel and it wins; a miss means other"
-    " processes took CPU during its runs."
+    " spends about 1.3 to 2.2 s in its server (most of it the kernel's receive and that copy)"
+    " and 0.8 to 1.0 s in its SDK (read, CRC-32C, masking, the loopback send), against about"
+    " 2.6 to 3.5 s for tus-node-server and 0.2 s for its sendfile client. With both cores free"
+    " livefile's work runs in parallel and it wins; a miss means other processes took CPU"
+    " during its runs."
 )
 
 

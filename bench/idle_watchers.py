@@ -26,7 +26,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from bench.samples import raise_fd_limit
-from bench.support import SCRATCH, MiB, PeakRss, Result, free_port, livefile_server, stop
+from bench.support import SCRATCH, MiB, PeakRss, Result, end_child, free_port, livefile_server, stop
 from livefile.client_upload import AsyncUploadClient
 
 PIECE = 1024
@@ -153,9 +153,7 @@ async def one_run(watchers: int, processes: int, gap: float) -> Run:
         return run
     finally:
         for worker, _ in workers:
-            worker.join(30)
-            if worker.is_alive():
-                worker.kill()
+            end_child(worker)
         stop(server)
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -21,7 +21,7 @@ import time
 from multiprocessing.connection import Connection
 
 from bench.samples import percentile, thin
-from bench.support import SCRATCH, Result, free_port, livefile_server, stop
+from bench.support import SCRATCH, Result, end_child, free_port, livefile_server, stop
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient
 
@@ -80,10 +80,7 @@ async def one_run(interval: float, messages: int, mean_gap: float) -> list[float
         assert len(latencies) == messages, f"{len(latencies)} of {messages} records arrived"
         return latencies
     finally:
-        if follower is not None:
-            follower.join(30)
-            if follower.is_alive():
-                follower.kill()
+        end_child(follower)
         stop(server)
         shutil.rmtree(data_dir, ignore_errors=True)
 

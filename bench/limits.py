@@ -20,7 +20,7 @@ import socket
 import time
 from multiprocessing.connection import Connection
 
-from bench.support import SCRATCH, MiB, Result, random_file
+from bench.support import SCRATCH, MiB, Result, end_child, random_file
 from bench.upload_throughput import baseline_upload
 
 PIECE = 1 * MiB
@@ -71,9 +71,7 @@ def loopback_tcp(size: int) -> float:
         parent.recv()
         return size / MiB / _send(port, size)
     finally:
-        receiver.join(30)
-        if receiver.is_alive():
-            receiver.kill()
+        end_child(receiver)
 
 
 def disk_write_read(size: int) -> tuple[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing.process
 import os
 import socket
 import statistics
@@ -69,6 +70,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def end_child(child: multiprocessing.process.BaseProcess | None) -> None:
+    """Wait for a benchmark's helper process (its work is done or failed), killing it after
+    30 s so that a stuck one cannot hang the run."""
+    if child is None:
+        return
+    child.join(30)
+    if child.is_alive():
+        child.kill()
 
 
 class PeakRss:

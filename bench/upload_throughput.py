@@ -31,6 +31,7 @@ from bench.support import (
     MiB,
     PeakRss,
     Result,
+    end_child,
     free_port,
     livefile_server,
     median,
@@ -144,10 +145,7 @@ async def livefile_upload(source: Path, followers: int = 0) -> UploadRun:
         assert result.size == source.stat().st_size
         return UploadRun(meter.wall, rss.peak, meter.server, meter.client, followers_cpu)
     finally:
-        if worker is not None:
-            worker.join(30)
-            if worker.is_alive():
-                worker.kill()
+        end_child(worker)
         stop(server)
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -163,9 +163,9 @@ class AsyncDownloadClient:
         """The bytes from ``start`` on, as they become readable, until the resource ends.
 
         Pieces are the server's reply messages (1 MiB by default), at most 4 MiB. Ends after
-        the last byte of a COMPLETED resource. For a
-        FAILED one, every readable byte is yielded first and then ResourceFailedError (with
-        ``.size``) is raised: never a silent, truncated end.
+        the last byte of a COMPLETED resource. For a FAILED one, every readable byte is yielded
+        first and then ResourceFailedError (with ``.size``) is raised: never a silent,
+        truncated end.
         """
         connection = self._open
         requested = start  # the next byte to ask for

@@ -26,6 +26,7 @@ _FIN_BINARY = 0x82  # FIN set, RSV1-3 clear, opcode 2
 _MASKED = 0x80
 _LENGTH_16 = 126
 _LENGTH_64 = 127
+_LONGEST_HEADER = 14  # two bytes, a 64-bit length, a mask
 
 # Whether a binary frame of this many bytes may be taken here (the protocol's state: open, no
 # fragmented message under way, no extension that would transform payloads, within the size
@@ -120,8 +121,8 @@ class FrameSplitter:
                 pos += count
             else:
                 # A header begins here, or began at the end of the last chunk.
-                header = bytes(self._header) + bytes(view[pos : pos + 14])
-                size = header_size(header) if len(header) >= 2 else 15
+                header = bytes(self._header) + bytes(view[pos : pos + _LONGEST_HEADER])
+                size = header_size(header) if len(header) >= 2 else _LONGEST_HEADER + 1
                 if len(header) < size:  # the rest comes with the next chunk
                     if unsent < pos and not self._send(bytes(view[unsent:pos])):
                         return

@@ -34,7 +34,7 @@ def test_sync_client_reads_follows_and_saves(server: LivefileProcess, tmp_path: 
     data = os.urandom(100_000)
     reference = asyncio.run(upload(server.ws_url, data))
     with DownloadClient(reference, timeout=WAIT) as download:
-        assert download.status == ResourceStatus(
+        assert download.status.step_streaming() == ResourceStatus(
             transfer_status=TransferStatus.COMPLETED, current_size=100_000
         )
         assert download.read(10, 20) == data[10:20]

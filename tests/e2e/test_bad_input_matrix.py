@@ -37,6 +37,7 @@ from tests.support.wire import (
     download,
     get_json,
     open_ws,
+    plain_status,
     read_chunk,
     receive_json,
     upload,
@@ -440,7 +441,7 @@ async def test_data_after_finish_upload_is_discarded_and_the_upload_completes(
     )
     assert (code, reason) == (1000, "Upload completed")
     assert resource_id is not None
-    assert final_status(matrix.server, resource_id) == {
+    assert plain_status(final_status(matrix.server, resource_id)) == {
         "transferStatus": "COMPLETED",
         "currentSize": len(data),
         "numberOfLines": None,

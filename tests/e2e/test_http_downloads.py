@@ -21,6 +21,7 @@ from tests.support.wire import (
     finish_upload,
     get_json,
     open_ws,
+    plain_status,
     receive_json,
     start_upload,
     upload,
@@ -267,9 +268,16 @@ async def test_lines_and_events_over_http(server: LivefileProcess) -> None:
     assert status == 400
     assert "[0, 3]" in body["detail"]
     events = curl("-N", f"{server.http_url}/resources/{resource_id}/events").stdout.decode()
-    assert events == (
-        'event: status\ndata: {"transferStatus":"COMPLETED","currentSize":5,"numberOfLines":3}\n\n'
-    )
+    assert events.startswith("event: status\ndata: ")
+    assert events.endswith("\n\n")
+    assert events.count("event: ") == 1
+    sent = json.loads(events.removeprefix("event: status\ndata: "))
+    assert plain_status(sent) == {
+        "transferStatus": "COMPLETED",
+        "currentSize": 5,
+        "numberOfLines": 3,
+    }
+    assert sent["revision"] > 0
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from livefile.api.errors import ChecksumMismatchError, QuotaExceededError, ServerError
-from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.api.model import ResourceError, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import ContextEvent, RedisUploadContexts, UploadContexts
@@ -20,6 +20,7 @@ from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.storage import FilesystemStorage
 from tests.support.redis_server import RedisProcess
 
+DISCONNECTED = ResourceError(code="disconnected", message="test")
 META = ResourceMetadata(filename="log.txt", mime_type="text/plain")
 
 
@@ -58,11 +59,15 @@ class RecordingListener:
 
 
 async def test_completed_upload_is_readable_and_persisted(manager: ResourceManager) -> None:
-    upload = await manager.create(META, None)
+    upload = await manager.create_upload(META, None)
     await upload.write(b"hello\nworld\n")
-    status = await manager.complete(upload, hashlib.md5(b"hello\nworld\n").hexdigest())
-    assert status == ResourceStatus(transfer_status=TransferStatus.COMPLETED, current_size=12)
-    assert await manager.read(upload.resource_id, 6, 12) == b"world\n"
+    status = await upload.finish(hashlib.md5(b"hello\nworld\n").hexdigest())
+    assert status.same_state(
+        ResourceStatus(transfer_status=TransferStatus.COMPLETED, current_size=12)
+    )
+    reader = await manager.reader(upload.resource_id)
+    assert reader is not None
+    assert await reader.read(6, 12) == b"world\n"
     entry = await manager.catalog.get(upload.resource_id)
     assert entry is not None
     assert entry.status == status
@@ -72,18 +77,21 @@ async def test_completed_upload_is_readable_and_persisted(manager: ResourceManag
 async def test_checksum_mismatch_fails_the_resource_and_keeps_bytes(
     manager: ResourceManager,
 ) -> None:
-    upload = await manager.create(META, None)
+    upload = await manager.create_upload(META, None)
     await upload.write(b"abc")
     with pytest.raises(ChecksumMismatchError, match="client=00"):
-        await manager.complete(upload, "00" * 16)
+        await upload.finish("00" * 16)
     status = await manager.status(upload.resource_id)
-    assert status == ResourceStatus(transfer_status=TransferStatus.FAILED, current_size=3)
+    assert status is not None
+    assert (status.transfer_status, status.current_size) == (TransferStatus.FAILED, 3)
+    assert status.error is not None
+    assert status.error.code == "checksum_mismatch"
 
 
 async def test_terminal_status_is_never_overwritten(manager: ResourceManager) -> None:
-    upload = await manager.create(META, None)
-    await manager.complete(upload, hashlib.md5(b"").hexdigest())
-    await manager.fail(upload)
+    upload = await manager.create_upload(META, None)
+    await upload.finish(hashlib.md5(b"").hexdigest())
+    await upload.fail(DISCONNECTED)
     status = await manager.status(upload.resource_id)
     assert status is not None
     assert status.transfer_status is TransferStatus.COMPLETED
@@ -91,11 +99,11 @@ async def test_terminal_status_is_never_overwritten(manager: ResourceManager) ->
 
 async def test_size_quota_stops_the_write_that_exceeds_it(tmp_path: Path) -> None:
     manager = make_manager(tmp_path, Quotas(max_resource_size=10))
-    upload = await manager.create(META, None)
+    upload = await manager.create_upload(META, None)
     await upload.write(b"12345678")
     with pytest.raises(QuotaExceededError, match="Size 11 exceeds"):
         await upload.write(b"abc")
-    status = await manager.fail(upload)
+    status = await upload.fail(DISCONNECTED)
     assert status.current_size == 8
     await manager.catalog.close()
 
@@ -105,11 +113,11 @@ async def test_context_listener_hears_creation_statuses_and_refusals(tmp_path: P
     context_id = await manager.contexts.open()
     listener = RecordingListener()
     await manager.contexts.add_listener(context_id, listener)
-    upload = await manager.create(META, context_id)
+    upload = await manager.create_upload(META, context_id)
     await upload.write(b"x")
-    await manager.complete(upload, hashlib.md5(b"x").hexdigest())
+    await upload.finish(hashlib.md5(b"x").hexdigest())
     with pytest.raises(QuotaExceededError):
-        await manager.create(META, context_id)
+        await manager.create_upload(META, context_id)
     await manager.contexts.close(context_id)
     kinds = [kind for kind, _ in listener.events]
     assert kinds[0] == "resourceCreated"
@@ -123,15 +131,18 @@ async def test_recovery_marks_unfinished_uploads_failed_with_bytes_on_disk(
     tmp_path: Path,
 ) -> None:
     first = make_manager(tmp_path)
-    upload = await first.create(META, None)
+    upload = await first.create_upload(META, None)
     await upload.write(b"partial")
-    await upload._stop_writer()  # the process "dies": no terminal status is persisted
+    await upload.writer._stop_writer()  # the process "dies": no terminal status is persisted
     await first.catalog.close()
 
     second = make_manager(tmp_path)
     assert await second.recover() == 1
     status = await second.status(upload.resource_id)
-    assert status == ResourceStatus(transfer_status=TransferStatus.FAILED, current_size=7)
+    assert status is not None
+    assert (status.transfer_status, status.current_size) == (TransferStatus.FAILED, 7)
+    assert status.error is not None
+    assert status.error.code == "interrupted"
     await second.catalog.close()
 
 
@@ -143,11 +154,11 @@ async def test_a_resource_that_cannot_be_created_gives_its_context_quota_back(
     shutil.rmtree(tmp_path / "resources", ignore_errors=True)
     (tmp_path / "resources").write_text("not a folder")  # storage cannot create any file
     with pytest.raises(ServerError, match="Storage failure"):
-        await manager.create(META, context_id)
+        await manager.create_upload(META, context_id)
     assert await manager.contexts.resource_count(context_id) == 0
     (tmp_path / "resources").unlink()
-    upload = await manager.create(META, context_id)  # the one place in the quota is free
-    await manager.complete(upload, hashlib.md5(b"").hexdigest())
+    upload = await manager.create_upload(META, context_id)  # the one place in the quota is free
+    await upload.finish(hashlib.md5(b"").hexdigest())
     assert await manager.contexts.resource_count(context_id) == 1
     await manager.shutdown()
     await manager.catalog.close()

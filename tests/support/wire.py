@@ -166,3 +166,13 @@ def read_context_events(
                 if kind == "contextClosed":
                     break
     return events
+
+
+STEP_STREAMING_STATUS_FIELDS = ("transferStatus", "currentSize", "numberOfLines")
+
+
+def plain_status(status: object) -> dict[str, Any]:
+    """A status's step-streaming fields only: without livefile's revision, stage, percent and
+    error, for tests about what step-streaming's fields say."""
+    assert isinstance(status, dict), status
+    return {key: status[key] for key in STEP_STREAMING_STATUS_FIELDS if key in status}

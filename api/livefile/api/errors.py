@@ -67,6 +67,18 @@ class ResourceFailedError(LivefileError):
         self.size = size
 
 
+class RangeNotReadableError(LivefileError):
+    """A read asked for bytes or lines beyond what the resource has published."""
+
+    def __init__(self, message: str, status: object = None) -> None:
+        super().__init__(message)
+        self.status = status  # the ResourceStatus the range was checked against
+
+
+class JobRefusedError(ServerError):
+    """The server cannot take another job now (its queue is full): try again later."""
+
+
 class RequestError(LivefileError):
     """The server answered a download request with an ``Error`` message (e.g. a bad range)."""
 

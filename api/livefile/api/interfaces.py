@@ -1,17 +1,31 @@
-"""The narrow interfaces of livefile's pluggable backends (storage, catalog, status bus).
+"""The narrow interfaces of livefile: its pluggable backends (storage, catalog, status bus) and
+the seam every producer and every reader of a resource goes through.
 
 Each backend is a small module behind one of these protocols, so that the resource manager can be
 assembled from an embedded set (filesystem, SQLite, in-process) or a shared one (Redis).
+
+**The seam.** Whatever makes a resource's bytes — a client's WebSocket upload, the repack of an
+archive, later images, bundles, transfers and tus — writes through one ``ResourceWriter``
+(append, progress, complete, fail); whatever reads them — WebSocket download sessions, the HTTP
+routes, the SSE stream, a producer reading its source — goes through one ``ResourceReader``,
+which is bounded by the published status in one place. A new capability is one new producer or
+reader on this seam.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from livefile.api.model import ResourceMetadata, ResourceStatus
+from livefile.api.model import (
+    ChecksumAlgorithm,
+    ResourceError,
+    ResourceKind,
+    ResourceMetadata,
+    ResourceStatus,
+)
 
 
 class StorageWriter(Protocol):
@@ -51,6 +65,8 @@ class CatalogEntry:
     checksum: str | None
     created_at: float
     updated_at: float
+    kind: ResourceKind = ResourceKind.UPLOAD
+    sources: tuple[str, ...] = field(default=())
 
 
 class Catalog(Protocol):
@@ -62,6 +78,8 @@ class Catalog(Protocol):
         metadata: ResourceMetadata,
         upload_context_id: str | None,
         status: ResourceStatus,
+        kind: ResourceKind = ResourceKind.UPLOAD,
+        sources: tuple[str, ...] = (),
     ) -> None: ...
 
     async def get(self, resource_id: str) -> CatalogEntry | None: ...
@@ -69,7 +87,11 @@ class Catalog(Protocol):
     async def set_status(
         self, resource_id: str, status: ResourceStatus, checksum: str | None = None
     ) -> None:
-        """Persist ``status``. Terminal statuses already stored are never overwritten."""
+        """Persist ``status`` (every field of it). Terminal statuses already stored are never
+        overwritten, nor a status by an older revision."""
+
+    async def derived_from(self, resource_id: str) -> list[tuple[str, ResourceKind]]:
+        """The resources made from ``resource_id``, oldest first."""
 
     async def unfinished(self) -> list[CatalogEntry]:
         """Entries still INITIATED or IN_PROGRESS (after a crash: their uploads are gone)."""
@@ -96,3 +118,58 @@ class StatusBus(Protocol):
         """Subscribe, starting from ``current`` or anything newer published meanwhile."""
 
     async def close(self) -> None: ...
+
+
+class ResourceWriter(Protocol):
+    """How a producer makes a resource: bytes in order, progress, and one end.
+
+    Appends are stored in order off the event loop; checkpoints publish what is stored at the
+    checkpoint interval (the first bytes and the end at once), each status with a new revision.
+    """
+
+    @property
+    def resource_id(self) -> str: ...
+
+    @property
+    def status(self) -> ResourceStatus:
+        """The newest status published."""
+
+    @property
+    def ended(self) -> bool: ...
+
+    @property
+    def checksum_algorithm(self) -> ChecksumAlgorithm: ...
+
+    async def append(self, data: bytes) -> None:
+        """Queue ``data`` behind what was appended before (bounded: waits while the queue is
+        full). Raises ``ServerError`` once storing has failed."""
+
+    def progress(self, stage: str | None, percent: float | None = None) -> None:
+        """Say how far production has got; published with the next checkpoint (a new stage at
+        once). ``percent`` never goes down within a stage."""
+
+    async def flush(self) -> str:
+        """Wait until everything appended is stored; the checksum of all of it (hex)."""
+
+    async def complete(self) -> ResourceStatus:
+        """Store what is queued and end COMPLETED."""
+
+    async def fail(self, error: ResourceError) -> ResourceStatus:
+        """Store what is queued and end FAILED with ``error``: every byte stays readable."""
+
+
+class ResourceReader(Protocol):
+    """How anything reads a resource: never beyond its published status."""
+
+    @property
+    def resource_id(self) -> str: ...
+
+    async def status(self) -> ResourceStatus: ...
+
+    async def read(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``, which must lie within the published size
+        (``RangeNotReadableError`` otherwise)."""
+
+    def follow(self, start: int = 0) -> AsyncIterator[bytes]:
+        """Every byte from ``start`` on as it is published, until the resource ends;
+        ``ResourceFailedError`` after the last byte of a FAILED resource."""

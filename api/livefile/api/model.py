@@ -9,9 +9,17 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    model_serializer,
+)
 from pydantic.alias_generators import to_camel
 
 MAX_FILENAME_BYTES = 255
@@ -57,30 +65,85 @@ class TransferStatus(enum.StrEnum):
         return self in (TransferStatus.COMPLETED, TransferStatus.FAILED)
 
 
+class ResourceError(WireModel):
+    """Why a resource ended FAILED, for machines (``code``) and for people (``message``).
+
+    Codes are short snake_case words: ``checksum_mismatch``, ``quota_exceeded``,
+    ``disconnected``, ``source_failed``, ``encrypted_archive``, ``worker_lost``, … (the full
+    list is in docs/protocol.md)."""
+
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(default="", max_length=1024)
+
+
+# Fields a status carries only when they say something: a plain upload has no stage, percent
+# or error, and its status on the wire stays what step-streaming's clients know.
+_OPTIONAL_STATUS_FIELDS = ("stage", "percent", "error")
+
+
 class ResourceStatus(WireModel):
     """What a watcher knows about a resource: its transfer status and its readable size.
 
     ``current_size`` is the checkpointed size: every byte below it can be read.
     ``number_of_lines`` is None for resources without line access.
+    ``revision`` orders the statuses of one resource: each new status has a higher one, so a
+    change that keeps the size (a new ``stage``, a ``percent``) is still news. None only in
+    statuses from a peer that has no revisions (a step-streaming server).
+    ``stage`` and ``percent`` (0 to 100, never decreasing within a stage) describe how far a
+    server-produced resource has got; ``error`` says why a FAILED resource failed.
     """
 
     transfer_status: TransferStatus
     current_size: int = Field(ge=0)
     number_of_lines: int | None = Field(default=None, ge=0)
+    revision: int | None = Field(default=None, ge=0)
+    stage: str | None = Field(default=None, max_length=64)
+    percent: float | None = Field(default=None, ge=0, le=100)
+    error: ResourceError | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_extras(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in _OPTIONAL_STATUS_FIELDS:
+                if data.get(name) is None:
+                    data.pop(name, None)
+            if data.get("revision") is None:
+                data.pop("revision", None)
+        return data
 
     @property
     def is_terminal(self) -> bool:
         return self.transfer_status.is_terminal
 
     def is_newer_than(self, other: ResourceStatus) -> bool:
-        """Whether this status may follow ``other`` (statuses never go backwards)."""
+        """Whether this status may follow ``other`` (statuses never go backwards).
+
+        Terminal statuses are final. Otherwise the revision decides; statuses without one (a
+        step-streaming peer) are ordered by size and then by transfer status."""
         if other.is_terminal:
             return False
         if self.is_terminal:
             return True
+        if self.revision is not None and other.revision is not None:
+            return self.revision > other.revision
         return (self.current_size, _rank(self.transfer_status)) > (
             other.current_size,
             _rank(other.transfer_status),
+        )
+
+    def step_streaming(self) -> ResourceStatus:
+        """This status with step-streaming's fields only (what its clients know)."""
+        return ResourceStatus(
+            transfer_status=self.transfer_status,
+            current_size=self.current_size,
+            number_of_lines=self.number_of_lines,
+        )
+
+    def same_state(self, other: ResourceStatus) -> bool:
+        """Whether both say the same, whatever their revisions."""
+        return self.model_copy(update={"revision": None}) == other.model_copy(
+            update={"revision": None}
         )
 
 
@@ -130,6 +193,20 @@ class ResourceReference(WireModel):
     uri: str
 
 
+class ResourceKind(enum.StrEnum):
+    """Who produced a resource: a client's upload, or the server from other resources."""
+
+    UPLOAD = "upload"
+    REPACK = "repack"  # an archive repacked into a normalized ZIP
+
+
+class DerivedResource(WireModel):
+    """A resource the server produces from another one, as its source lists it."""
+
+    id: str
+    kind: ResourceKind
+
+
 class ResourceInfo(WireModel):
     """A resource as ``GET /resources/{id}`` describes it."""
 
@@ -139,6 +216,9 @@ class ResourceInfo(WireModel):
     upload_context_id: str | None = None
     checksum: str | None = None  # hex digest, once COMPLETED
     checksum_algorithm: ChecksumAlgorithm | None = None
+    kind: ResourceKind = ResourceKind.UPLOAD
+    sources: list[str] = Field(default_factory=list)  # what a derived resource is made from
+    derived: list[DerivedResource] = Field(default_factory=list)  # made from this one
 
 
 class UploadContextInfo(WireModel):

@@ -18,7 +18,13 @@ from typing import Any
 
 from livefile.api.errors import ServerError
 from livefile.api.interfaces import CatalogEntry
-from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.api.model import (
+    ResourceError,
+    ResourceKind,
+    ResourceMetadata,
+    ResourceStatus,
+    TransferStatus,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -37,7 +43,26 @@ CREATE TABLE IF NOT EXISTS resources (
 CREATE INDEX IF NOT EXISTS resources_unfinished ON resources (transfer_status)
     WHERE transfer_status IN ('INITIATED', 'IN_PROGRESS');
 CREATE INDEX IF NOT EXISTS resources_context ON resources (upload_context_id);
+CREATE TABLE IF NOT EXISTS derivations (
+    source TEXT NOT NULL,
+    derived TEXT NOT NULL,
+    PRIMARY KEY (source, derived)
+);
 """
+# Columns added after the first release; an older catalog gets them on open.
+_ADDED_COLUMNS = {
+    "revision": "INTEGER",
+    "stage": "TEXT",
+    "percent": "REAL",
+    "error": "TEXT",  # the JSON of ResourceError
+    "kind": "TEXT NOT NULL DEFAULT 'upload'",
+    "sources": "TEXT NOT NULL DEFAULT ''",  # space-separated ids
+}
+_COLUMNS = (
+    "id, filename, mime_type, supports_line_access, upload_context_id, transfer_status,"
+    " current_size, number_of_lines, checksum, created_at, updated_at, revision, stage, percent,"
+    " error, kind, sources"
+)
 _TERMINAL = (TransferStatus.COMPLETED.value, TransferStatus.FAILED.value)
 
 
@@ -60,6 +85,10 @@ class SqliteCatalog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(resources)")}
+        for column, declaration in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE resources ADD COLUMN {column} {declaration}")
 
     async def create(
         self,
@@ -67,6 +96,8 @@ class SqliteCatalog:
         metadata: ResourceMetadata,
         upload_context_id: str | None,
         status: ResourceStatus,
+        kind: ResourceKind = ResourceKind.UPLOAD,
+        sources: tuple[str, ...] = (),
     ) -> None:
         now = time.time()
         row = (
@@ -75,44 +106,75 @@ class SqliteCatalog:
             metadata.mime_type,
             int(metadata.supports_line_access),
             upload_context_id,
-            status.transfer_status.value,
-            status.current_size,
-            status.number_of_lines,
+            *_status_columns(status),
+            None,
             now,
             now,
+            kind.value,
+            " ".join(sources),
         )
         with _writing():
-            self._db.execute(
-                "INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)", row
-            )
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT INTO resources (id, filename, mime_type, supports_line_access,"
+                    " upload_context_id, transfer_status, current_size, number_of_lines,"
+                    " revision, stage, percent, error, checksum, created_at, updated_at, kind,"
+                    " sources) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO derivations VALUES (?, ?)",
+                    [(source, resource_id) for source in sources],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (a full disk) may have rolled back already.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     async def get(self, resource_id: str) -> CatalogEntry | None:
-        row = self._db.execute("SELECT * FROM resources WHERE id = ?", (resource_id,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM resources WHERE id = ?", (resource_id,)
+        ).fetchone()
         return _entry(row) if row else None
 
     async def set_status(
         self, resource_id: str, status: ResourceStatus, checksum: str | None = None
     ) -> None:
-        # The WHERE clause keeps terminal statuses final even if two paths race to end an upload.
+        # The WHERE clause keeps terminal statuses final even if two paths race to end a
+        # resource, and never lets an older revision replace a newer one.
         with _writing():
             self._db.execute(
                 "UPDATE resources SET transfer_status = ?, current_size = ?, number_of_lines = ?,"
+                " revision = ?, stage = ?, percent = ?, error = ?,"
                 " checksum = COALESCE(?, checksum), updated_at = ?"
-                " WHERE id = ? AND transfer_status NOT IN (?, ?)",
+                " WHERE id = ? AND transfer_status NOT IN (?, ?)"
+                " AND (revision IS NULL OR ? IS NULL OR revision < ?)",
                 (
-                    status.transfer_status.value,
-                    status.current_size,
-                    status.number_of_lines,
+                    *_status_columns(status),
                     checksum,
                     time.time(),
                     resource_id,
                     *_TERMINAL,
+                    status.revision,
+                    status.revision,
                 ),
             )
 
+    async def derived_from(self, resource_id: str) -> list[tuple[str, ResourceKind]]:
+        rows = self._db.execute(
+            "SELECT r.id, r.kind FROM derivations d JOIN resources r ON r.id = d.derived"
+            " WHERE d.source = ? ORDER BY r.created_at",
+            (resource_id,),
+        ).fetchall()
+        return [(rid, ResourceKind(kind)) for rid, kind in rows]
+
     async def unfinished(self) -> list[CatalogEntry]:
         rows = self._db.execute(
-            "SELECT * FROM resources WHERE transfer_status IN ('INITIATED', 'IN_PROGRESS')"
+            f"SELECT {_COLUMNS} FROM resources"
+            " WHERE transfer_status IN ('INITIATED', 'IN_PROGRESS')"
         ).fetchall()
         return [_entry(row) for row in rows]
 
@@ -126,8 +188,21 @@ class SqliteCatalog:
         self._db.close()
 
 
+def _status_columns(status: ResourceStatus) -> tuple[object, ...]:
+    return (
+        status.transfer_status.value,
+        status.current_size,
+        status.number_of_lines,
+        status.revision,
+        status.stage,
+        status.percent,
+        status.error.model_dump_json() if status.error else None,
+    )
+
+
 def _entry(row: tuple[Any, ...]) -> CatalogEntry:
-    (rid, filename, mime, lines_ok, ctx, transfer, size, lines, checksum, created, updated) = row
+    (rid, filename, mime, lines_ok, ctx, transfer, size, lines, checksum, created, updated,
+     revision, stage, percent, error, kind, sources) = row  # fmt: skip
     return CatalogEntry(
         resource_id=rid,
         # Stored metadata was validated when it arrived; do not validate it again on every read.
@@ -135,10 +210,18 @@ def _entry(row: tuple[Any, ...]) -> CatalogEntry:
             filename=filename, mime_type=mime, supports_line_access=bool(lines_ok)
         ),
         status=ResourceStatus(
-            transfer_status=TransferStatus(transfer), current_size=size, number_of_lines=lines
+            transfer_status=TransferStatus(transfer),
+            current_size=size,
+            number_of_lines=lines,
+            revision=revision,
+            stage=stage,
+            percent=percent,
+            error=ResourceError.model_validate_json(error) if error else None,
         ),
         upload_context_id=ctx,
         checksum=checksum,
         created_at=created,
         updated_at=updated,
+        kind=ResourceKind(kind),
+        sources=tuple(sources.split()),
     )

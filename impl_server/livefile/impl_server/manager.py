@@ -1,10 +1,12 @@
-"""The resource manager: creates resources, runs their uploads, answers status and byte reads.
+"""The resource manager: creates resources and hands out their writer, and their readers.
 
-It is assembled from a storage, a catalog and a status bus (see ``livefile.api.interfaces``). The
-live status of a running upload is held here; the catalog holds the durable one. A terminal status
-the catalog refused (its disk is full, Redis is away) is held here too, served as the current
-status and written again every ``RECORD_RETRY_INTERVAL`` until the catalog takes it, so no reader
-ever sees an ended upload as still running.
+It is assembled from a storage, a catalog and a status bus (see ``livefile.api.interfaces``).
+Every producer gets a ``LiveWriter`` from ``create_resource`` (a WebSocket upload gets one
+wrapped in its ``UploadProducer`` from ``create_upload``); every consumer gets a ``Reader`` from
+``reader``. The live status of a resource this process produces is held here; the catalog holds
+the durable one. A terminal status the catalog refused (its disk is full, Redis is away) is held
+here too, served as the current status and written again every ``RECORD_RETRY_INTERVAL`` until
+the catalog takes it, so no reader ever sees an ended resource as still running.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from livefile.api.errors import PolicyViolationError, QuotaExceededError, Server
 from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
 from livefile.api.model import (
     ChecksumAlgorithm,
+    DerivedResource,
+    ResourceError,
     ResourceInfo,
+    ResourceKind,
     ResourceMetadata,
     ResourceStatus,
     TransferStatus,
@@ -28,14 +33,19 @@ from livefile.api.model import (
 from livefile.impl_common.checksums import parse_stored
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts
-from livefile.impl_server.line_index import LineIndexWriter, final_line_count, read_lines
+from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
+from livefile.impl_server.reader import Reader
 from livefile.impl_server.storage import storage_error
-from livefile.impl_server.upload import ActiveUpload
+from livefile.impl_server.upload import UploadProducer
+from livefile.impl_server.writer import LiveWriter
 
 logger = logging.getLogger(__name__)
 FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
-INLINE_READ_MAX = 256 * 1024
+# Why a resource left unfinished by a process that ended is FAILED.
+INTERRUPTED = ResourceError(
+    code="interrupted", message="the server process producing it ended before it was finished"
+)
 
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
 
@@ -56,7 +66,7 @@ class ResourceManager:
         self.contexts = contexts
         self.quotas = quotas
         self.checkpoint_interval = checkpoint_interval
-        self._active: dict[str, ActiveUpload] = {}
+        self._active: dict[str, LiveWriter] = {}
         self._context_of: dict[str, str] = {}
         # Terminal statuses (and checksums) the catalog has refused so far, by resource id.
         self._unrecorded: dict[str, tuple[ResourceStatus, str | None]] = {}
@@ -76,8 +86,14 @@ class ResourceManager:
                 lines = await asyncio.to_thread(
                     final_line_count, self.storage.index_path(entry.resource_id), size
                 )
-            status = ResourceStatus(
-                transfer_status=TransferStatus.FAILED, current_size=size, number_of_lines=lines
+            status = entry.status.model_copy(
+                update={
+                    "transfer_status": TransferStatus.FAILED,
+                    "current_size": size,
+                    "number_of_lines": lines,
+                    "revision": (entry.status.revision or 0) + 1,
+                    "error": INTERRUPTED,
+                }
             )
             with contextlib.suppress(Exception):  # held, retried and logged by _record_end
                 await self._record_end(entry.resource_id, status, None)
@@ -86,13 +102,14 @@ class ResourceManager:
             )
         return len(entries)
 
-    async def create(
+    async def create_upload(
         self,
         metadata: ResourceMetadata,
         context_id: str | None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
-    ) -> ActiveUpload:
-        """Create a resource and start its upload (INITIATED is published at once)."""
+    ) -> UploadProducer:
+        """Create a resource for a client's upload (its context's count quota checked first);
+        INITIATED is published at once."""
         if context_id is not None:
             try:
                 await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
@@ -102,55 +119,64 @@ class ResourceManager:
                 self.contexts.creation_refused(context_id, metadata, str(exc))
                 raise
         try:
-            return await self._create(metadata, context_id, checksum_algorithm)
+            writer = await self.create_resource(
+                metadata, context_id=context_id, checksum_algorithm=checksum_algorithm
+            )
         except BaseException:
             if context_id is not None:
                 # The resource was not created: its place in the context's quota is free again.
                 with contextlib.suppress(Exception):
                     await self.contexts.release(context_id)
             raise
+        return UploadProducer(writer, metadata, self.quotas.max_resource_size)
 
-    async def _create(
+    async def create_resource(
         self,
         metadata: ResourceMetadata,
-        context_id: str | None,
-        checksum_algorithm: ChecksumAlgorithm,
-    ) -> ActiveUpload:
+        *,
+        kind: ResourceKind = ResourceKind.UPLOAD,
+        sources: tuple[str, ...] = (),
+        context_id: str | None = None,
+        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
+        stage: str | None = None,
+    ) -> LiveWriter:
+        """Create a resource and return its writer; INITIATED (with ``stage``) is published at
+        once. Every producer starts here."""
         resource_id = new_resource_id()
         await self._check_catalog()
-        writer = None
+        storage_writer = None
         try:
-            writer = await asyncio.to_thread(self.storage.create, resource_id)
+            storage_writer = await asyncio.to_thread(self.storage.create, resource_id)
             index = None
             if metadata.supports_line_access:
                 index_path = self.storage.index_path(resource_id)
                 index = await asyncio.to_thread(LineIndexWriter, index_path)
         except OSError as exc:  # e.g. no inode left on a full disk
-            if writer is not None:
-                writer.close()
+            if storage_writer is not None:
+                storage_writer.close()
             raise storage_error(exc) from exc
-        upload = ActiveUpload(
+        writer = LiveWriter(
             resource_id,
-            metadata,
-            writer,
+            storage_writer,
             index,
             self.checkpoint_interval,
-            self.quotas.max_resource_size,
             lambda status: self._publish(resource_id, status),
+            lambda status, checksum: self._persist_end(resource_id, status, checksum),
             checksum_algorithm,
+            stage=stage,
         )
-        initial = upload.status
+        initial = writer.status
         try:
-            await self.catalog.create(resource_id, metadata, context_id, initial)
+            await self.catalog.create(resource_id, metadata, context_id, initial, kind, sources)
         except BaseException:
-            await upload.discard()  # the resource does not exist: no status to publish
+            await writer.discard()  # the resource does not exist: no status to publish
             raise
-        self._active[resource_id] = upload
+        self._active[resource_id] = writer
         if context_id is not None:
             self._context_of[resource_id] = context_id
             self.contexts.resource_created(context_id, resource_id, metadata)
         self._publish(resource_id, initial)
-        return upload
+        return writer
 
     async def _check_catalog(self) -> None:
         """Refuse new uploads while the catalog cannot record them (e.g. Redis is away)."""
@@ -166,36 +192,18 @@ class ResourceManager:
     def active_ids(self) -> list[str]:
         return list(self._active)
 
-    async def complete(self, upload: ActiveUpload, client_checksum: str) -> ResourceStatus:
-        """Finish ``upload``: COMPLETED when the checksums agree; raises otherwise (then FAILED),
-        or when the catalog refused to record the end (it is then held here and retried)."""
+    async def _persist_end(
+        self, resource_id: str, status: ResourceStatus, checksum: str | None
+    ) -> None:
+        """Record a writer's terminal status; raises when the catalog refused it (held and
+        retried then)."""
         try:
-            status = await upload.finish(client_checksum)
-        finally:
-            await self._persist_end(upload)
-        return status
-
-    async def fail(self, upload: ActiveUpload) -> ResourceStatus:
-        """End ``upload`` FAILED. Never raises for the catalog: the session must still close
-        its connection, and a refused status is held here and retried."""
-        status = await upload.fail()
-        with contextlib.suppress(Exception):  # held, retried and logged by _record_end
-            await self._persist_end(upload)
-        return status
-
-    async def _persist_end(self, upload: ActiveUpload) -> None:
-        if self._active.get(upload.resource_id) is not upload or not upload.ended:
-            return
-        completed = upload.status.transfer_status is TransferStatus.COMPLETED
-        try:
-            await self._record_end(
-                upload.resource_id, upload.status, upload.stored_checksum if completed else None
-            )
+            await self._record_end(resource_id, status, checksum)
         finally:
             # Even if the catalog could not record it (Redis away too long), this process no
-            # longer owns the upload: its lease lapses and the resource cannot stay IN_PROGRESS.
-            del self._active[upload.resource_id]
-            self._context_of.pop(upload.resource_id, None)
+            # longer produces the resource: its lease lapses and it cannot stay IN_PROGRESS.
+            self._active.pop(resource_id, None)
+            self._context_of.pop(resource_id, None)
 
     async def _record_end(
         self, resource_id: str, status: ResourceStatus, checksum: str | None
@@ -237,8 +245,8 @@ class ResourceManager:
         """End every running upload FAILED (their connections are going away), and try once
         more to record what the catalog refused; what it still refuses, the next start's
         ``recover`` finds unfinished and marks FAILED."""
-        for upload in list(self._active.values()):
-            await self.fail(upload)
+        for writer in list(self._active.values()):
+            await writer.fail(INTERRUPTED)
         if self._recorder is not None:
             self._recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -272,11 +280,11 @@ class ResourceManager:
         return entry
 
     async def status(self, resource_id: str) -> ResourceStatus | None:
-        """The current status: the live one of a running upload, else the catalog's (or the
-        terminal one it has not recorded yet)."""
-        upload = self._active.get(resource_id)
-        if upload is not None:
-            return upload.status
+        """The current status: the live one of a resource produced here, else the catalog's
+        (or the terminal one it has not recorded yet)."""
+        writer = self._active.get(resource_id)
+        if writer is not None:
+            return writer.status
         entry = await self.entry(resource_id)
         return entry.status if entry else None
 
@@ -284,15 +292,19 @@ class ResourceManager:
         entry = await self.entry(resource_id)
         if entry is None:
             return None
-        upload = self._active.get(resource_id)
+        writer = self._active.get(resource_id)
         algorithm, checksum = parse_stored(entry.checksum) if entry.checksum else (None, None)
+        derived = await self.catalog.derived_from(resource_id)
         return ResourceInfo(
             id=resource_id,
             metadata=entry.metadata,
-            status=upload.status if upload else entry.status,
+            status=writer.status if writer else entry.status,
             upload_context_id=entry.upload_context_id,
             checksum=checksum,
             checksum_algorithm=algorithm,
+            kind=entry.kind,
+            sources=list(entry.sources),
+            derived=[DerivedResource(id=rid, kind=kind) for rid, kind in derived],
         )
 
     async def subscribe(self, resource_id: str) -> StatusSubscription | None:
@@ -300,32 +312,25 @@ class ResourceManager:
         status = await self.status(resource_id)
         if status is None:
             return None
-        # Re-read after the await: an upload may have moved on while the catalog answered, and
-        # the subscription must start from the newest status (rule: never backwards).
-        upload = self._active.get(resource_id)
-        if upload is not None and upload.status.is_newer_than(status):
-            status = upload.status
+        # Re-read after the await: the resource may have moved on while the catalog answered,
+        # and the subscription must start from the newest status (rule: never backwards).
+        writer = self._active.get(resource_id)
+        if writer is not None and writer.status.is_newer_than(status):
+            status = writer.status
         return await self.bus.subscribe(resource_id, status)
 
-    async def read_lines(
-        self, resource_id: str, status: ResourceStatus, start: int, count: int, max_bytes: int
-    ) -> list[bytes]:
-        """Lines of ``resource_id`` as of ``status`` (bounds already checked against it)."""
-        assert status.number_of_lines is not None
-        return await asyncio.to_thread(
-            read_lines,
-            self.storage.path(resource_id),
-            self.storage.index_path(resource_id),
-            start,
-            count,
-            status.number_of_lines,
-            status.current_size,
-            max_bytes,
+    async def reader(self, resource_id: str) -> Reader | None:
+        """How to read ``resource_id``; None when there is no such resource."""
+        entry = await self.entry(resource_id)
+        if entry is None:
+            return None
+        return Reader(
+            entry,
+            self.storage,
+            lambda: self.status(resource_id),
+            lambda: self.subscribe(resource_id),
         )
 
-    async def read(self, resource_id: str, start: int, end: int) -> bytes:
-        if end - start <= INLINE_READ_MAX:
-            # A small read from the page cache takes microseconds, less than the hop to a
-            # worker thread and back: like nginx without aio threads, the loop reads it itself.
-            return self.storage.read(resource_id, start, end)
-        return await asyncio.to_thread(self.storage.read, resource_id, start, end)
+    def finished_entry(self, resource_id: str) -> CatalogEntry | None:
+        """The cached entry of a finished resource, without waiting (None if not cached)."""
+        return self._finished.get(resource_id)

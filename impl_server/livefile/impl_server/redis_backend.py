@@ -3,8 +3,10 @@ processes and nodes sharing one data directory behave as one service.
 
 Keys (``P`` is the configurable prefix, ``livefile`` by default):
 
-- ``P:resource:{id}`` hash: metadata, status, context, checksum, times. The catalog entry;
-  it never expires.
+- ``P:resource:{id}`` hash: metadata, status (``status``: its JSON, every field; beside it
+  ``transferStatus``, ``revision`` and ``currentSize`` for the guard and for people), context,
+  checksum, kind, sources, times. The catalog entry; it never expires.
+- ``P:derived:{id}`` sorted set: the resources made from this one, by creation time.
 - ``P:status:{id}`` pub/sub channel: every status, as the JSON of ``ResourceStatus``.
 - ``P:active`` set: resources still INITIATED or IN_PROGRESS.
 - ``P:lease:{id}``: the id of the process taking the upload, with a TTL its owner renews. When
@@ -37,14 +39,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from livefile.api.interfaces import CatalogEntry
-from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.api.model import ResourceKind, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import StatusMailbox
 
 logger = logging.getLogger(__name__)
 
 # KEYS: resource hash, status channel, active set, lease.
-# ARGV: transferStatus, currentSize, numberOfLines ("" = null), updatedAt, status JSON, id,
+# ARGV: transferStatus, currentSize, revision ("" = none), updatedAt, status JSON, id,
 #       checksum ("" = none).
+# A terminal status is final; a status whose revision is not newer than the stored one is
+# neither stored nor published (statuses never go backwards, whoever writes them).
 _SET_STATUS = """
 local current = redis.call('HGET', KEYS[1], 'transferStatus')
 if not current then return -1 end
@@ -55,8 +59,12 @@ if current == 'COMPLETED' or current == 'FAILED' then
     end
     return 0
 end
+local stored = redis.call('HGET', KEYS[1], 'revision')
+if ARGV[3] ~= '' and stored and stored ~= '' and tonumber(ARGV[3]) <= tonumber(stored) then
+    return 0
+end
 redis.call('HSET', KEYS[1], 'transferStatus', ARGV[1], 'currentSize', ARGV[2],
-           'numberOfLines', ARGV[3], 'updatedAt', ARGV[4])
+           'revision', ARGV[3], 'status', ARGV[5], 'updatedAt', ARGV[4])
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'checksum', ARGV[7]) end
 redis.call('PUBLISH', KEYS[2], ARGV[5])
 if terminal then
@@ -84,13 +92,18 @@ class RedisKeys:
     def lease(self, resource_id: str) -> str:
         return f"{self.prefix}:lease:{resource_id}"
 
+    def derived(self, resource_id: str) -> str:
+        return f"{self.prefix}:derived:{resource_id}"
+
     @property
     def active(self) -> str:
         return f"{self.prefix}:active"
 
 
 def _status_from(fields: dict[str, str]) -> ResourceStatus:
-    lines = fields.get("numberOfLines", "")
+    if status := fields.get("status"):
+        return ResourceStatus.model_validate_json(status)
+    lines = fields.get("numberOfLines", "")  # an entry written before statuses were JSON
     return ResourceStatus(
         transfer_status=TransferStatus(fields["transferStatus"]),
         current_size=int(fields["currentSize"]),
@@ -135,7 +148,7 @@ class RedisStore:
             keys=[keys.resource(resource_id), keys.channel(resource_id), keys.active,
                   keys.lease(resource_id)],
             args=[status.transfer_status.value, status.current_size,
-                  "" if status.number_of_lines is None else status.number_of_lines,
+                  "" if status.revision is None else status.revision,
                   time.time(), status.model_dump_json(by_alias=True), resource_id,
                   checksum or ""],
         )  # fmt: skip
@@ -158,6 +171,8 @@ class RedisCatalog:
         metadata: ResourceMetadata,
         upload_context_id: str | None,
         status: ResourceStatus,
+        kind: ResourceKind = ResourceKind.UPLOAD,
+        sources: tuple[str, ...] = (),
     ) -> None:
         keys, now = self._store.keys, time.time()
         fields: dict[FieldT, EncodableT] = {
@@ -167,13 +182,18 @@ class RedisCatalog:
             "uploadContextId": upload_context_id or "",
             "transferStatus": status.transfer_status.value,
             "currentSize": status.current_size,
-            "numberOfLines": "" if status.number_of_lines is None else status.number_of_lines,
+            "revision": "" if status.revision is None else status.revision,
+            "status": status.model_dump_json(by_alias=True),
             "checksum": "",
             "createdAt": now,
             "updatedAt": now,
+            "kind": kind.value,
+            "sources": " ".join(sources),
         }
         async with self._store.client.pipeline(transaction=True) as pipe:
             pipe.hset(keys.resource(resource_id), mapping=fields)
+            for source in sources:
+                pipe.zadd(keys.derived(source), {resource_id: now})
             pipe.set(keys.lease(resource_id), self._store.node_id, px=self._lease_ms)
             pipe.sadd(keys.active, resource_id)
             await pipe.execute()
@@ -194,7 +214,19 @@ class RedisCatalog:
             checksum=fields.get("checksum") or None,
             created_at=float(fields["createdAt"]),
             updated_at=float(fields["updatedAt"]),
+            kind=ResourceKind(fields.get("kind") or ResourceKind.UPLOAD.value),
+            sources=tuple((fields.get("sources") or "").split()),
         )
+
+    async def derived_from(self, resource_id: str) -> list[tuple[str, ResourceKind]]:
+        keys = self._store.keys
+        ids = cast(list[str], await self._store.client.zrange(keys.derived(resource_id), 0, -1))
+        found = []
+        for derived_id in ids:
+            kind = await self._store.client.hget(keys.resource(derived_id), "kind")
+            if kind is not None:
+                found.append((derived_id, ResourceKind(str(kind))))
+        return found
 
     async def set_status(
         self, resource_id: str, status: ResourceStatus, checksum: str | None = None

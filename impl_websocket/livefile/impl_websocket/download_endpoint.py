@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from livefile.api import close_codes
-from livefile.api.errors import ProtocolError
+from livefile.api.errors import ProtocolError, RangeNotReadableError
 from livefile.api.interfaces import StatusSubscription
 from livefile.api.messages import (
     Error,
@@ -22,10 +22,12 @@ from livefile.api.messages import (
     StatusChanged,
     parse_message,
 )
+from livefile.api.model import ResourceStatus
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.reader import NoLineAccessError, Reader, check_range
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.settings import Settings
-from livefile.impl_websocket.zero_copy import SENDFILE_EXTENSION
+from livefile.impl_websocket.zero_copy import ABORT_EXTENSION, SENDFILE_EXTENSION
 
 SendFile = Callable[[int, int, int], Awaitable[None]]
 
@@ -47,16 +49,23 @@ class DownloadSession:
         self._send_file: SendFile | None = websocket.scope.get("extensions", {}).get(
             SENDFILE_EXTENSION
         )
+        # Ends the TCP connection at once (``livefile serve``): a dropped slow consumer must not
+        # keep its socket, its descriptors and its kernel send queue until it leaves.
+        self._abort: Callable[[], None] | None = websocket.scope.get("extensions", {}).get(
+            ABORT_EXTENSION
+        )
         self._fd: int | None = None
+        self._reader: Reader | None = None
 
     async def run(self) -> None:
         try:
+            self._reader = await self.manager.reader(self.resource_id)
             subscription = await self.manager.subscribe(self.resource_id)
         except Exception as exc:  # the shared catalog or bus is unreachable
             logger.error("cannot watch %s: %s", self.resource_id, exc)
             await self._close(close_codes.INTERNAL_ERROR, "Service unavailable: try again later")
             return
-        if subscription is None:
+        if subscription is None or self._reader is None:
             await self._send_text(Error(code="NOT_FOUND", message="Unknown resource id").to_json())
             await self._close(close_codes.POLICY_VIOLATION, "Unknown resource id")
             return
@@ -111,13 +120,15 @@ class DownloadSession:
 
     async def _send_chunk(self, request: RequestChunk) -> None:
         start, end = request.start_offset, request.end_offset
-        status = await self.manager.status(self.resource_id)
-        size = status.current_size if status else 0
-        if not 0 <= start <= end <= size:
+        assert self._reader is not None
+        status = await self._reader.status()  # the newest one: what watchers were told
+        try:
+            check_range(status, start, end)
+        except RangeNotReadableError as exc:
+            size = status.current_size
             await self._error(
                 "BAD_RANGE",
-                f"Requested range [{start}, {end}) is not within [0, {size}]:"
-                f" need 0 <= startOffset <= endOffset <= {size}",
+                f"{exc}: need 0 <= startOffset <= endOffset <= {size}",
                 request.request_id,
             )
             return
@@ -131,7 +142,7 @@ class DownloadSession:
                 if self._send_file is not None:
                     await self._send_range(self._send_file, offset, stop)
                 else:
-                    await self._send_bytes(await self.manager.read(self.resource_id, offset, stop))
+                    await self._send_bytes(await self._reader.read_published(offset, stop))
             except ConnectionError:
                 raise
             except OSError as exc:
@@ -148,10 +159,9 @@ class DownloadSession:
     async def _send_range(self, send_file: SendFile, start: int, stop: int) -> None:
         """Bytes ``[start, stop)`` as one message straight from the file (the protocol's
         zero-copy extension); the file stays open for the connection's next replies."""
+        assert self._reader is not None
         if self._fd is None:
-            self._fd = os.open(
-                self.manager.storage.path(self.resource_id), os.O_RDONLY | os.O_CLOEXEC
-            )
+            self._fd = self._reader.open_fd()
         async with self._send_lock, self._slow_consumer_guard():
             await send_file(self._fd, start, stop - start)
         # While the socket takes everything at once nothing above suspends: give the other
@@ -160,35 +170,32 @@ class DownloadSession:
 
     async def _send_lines(self, request: RequestLines) -> None:
         start, count = request.starting_line_index, request.lines_count
-        status = await self.manager.status(self.resource_id)
-        total = status.number_of_lines if status else None
-        if status is None or total is None:
+        assert self._reader is not None
+        try:
+            page = await self._reader.read_lines(start, count, self.settings.max_lines_reply_bytes)
+        except NoLineAccessError:
             await self._error(
                 "UNSUPPORTED",
                 "This resource was not uploaded with line access (supportsLineAccess)",
                 request.request_id,
             )
             return
-        if not (start >= 0 and count >= 0 and start + count <= total):
+        except RangeNotReadableError as exc:
+            total = exc.status.number_of_lines if isinstance(exc.status, ResourceStatus) else 0
             await self._error(
                 "BAD_RANGE",
-                f"Requested lines [{start}, {start + count}) are not within [0, {total}]:"
-                f" need 0 <= startingLineIndex, 0 <= linesCount,"
+                f"{exc}: need 0 <= startingLineIndex, 0 <= linesCount,"
                 f" startingLineIndex + linesCount <= {total}",
                 request.request_id,
             )
             return
-        try:
-            raw = await self.manager.read_lines(
-                self.resource_id, status, start, count, self.settings.max_lines_reply_bytes
-            )
         except OSError as exc:
             logger.error("reading lines of %s failed: %s", self.resource_id, exc)
             await self._error(
                 "READ_FAILED", "The stored lines could not be read", request.request_id
             )
             return
-        lines = [line.decode("utf-8", errors="replace") for line in raw]
+        lines = [line.decode("utf-8", errors="replace") for line in page.lines]
         await self._send_text(Lines(lines=lines, request_id=request.request_id).to_json())
 
     async def _error(self, code: str, message: str, request_id: str | int | None = None) -> None:
@@ -211,12 +218,17 @@ class DownloadSession:
                 yield
         except TimeoutError:
             logger.warning("disconnecting a slow consumer of %s", self.resource_id)
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await self.websocket.close(
-                        close_codes.POLICY_VIOLATION,
-                        f"Slow consumer: nothing read for {self.settings.send_timeout:g} s",
-                    )
+            if self._abort is not None:
+                # Its send queue is full, so a close frame would wait behind it: end the TCP
+                # connection now, releasing the socket and its queued bytes.
+                self._abort()
+            else:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1):
+                        await self.websocket.close(
+                            close_codes.POLICY_VIOLATION,
+                            f"Slow consumer: nothing read for {self.settings.send_timeout:g} s",
+                        )
             raise ConnectionError("slow consumer disconnected") from None
 
     async def _close(self, code: int, reason: str) -> None:

@@ -3,14 +3,14 @@
 Finished resources are plain HTTP downloads (Range, HEAD, ETag, If-Range, If-None-Match,
 If-Modified-Since). A growing resource is served up to its published size, or followed until it
 ends: a FAILED end aborts the connection so that a client like curl reports an error instead of
-keeping a silently truncated file. Bytes are read with positional reads of 4 MiB in a worker
-thread: small reads through Python are what make naive file responses slow.
+keeping a silently truncated file. What to answer is decided by ``content_plan.plan_content``;
+the bytes come through the resource's ``Reader``, in pieces of 4 MiB.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
@@ -18,119 +18,67 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
-from livefile.api.interfaces import CatalogEntry
+from livefile.api.errors import RangeNotReadableError, ResourceFailedError
 from livefile.api.model import ResourceStatus, TransferStatus, WireModel
-from livefile.impl_common.http_ranges import (
-    Unsatisfiable,
-    content_disposition,
-    etag_matches,
-    http_date,
-    not_modified_since,
-    parse_range,
-    range_start,
-)
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.reader import READ_PIECE, NoLineAccessError, Reader
 from livefile.impl_websocket.access import ACCESS_RESPONSES, download_access
+from livefile.impl_websocket.content_plan import (
+    SIZE_HEADER,
+    STATUS_HEADER,
+    ContentPlan,
+    ContentRequest,
+    ResourceFacts,
+    plan_content,
+)
 
 logger = logging.getLogger(__name__)
 # Every route here reads the resource in its path.
 router = APIRouter(dependencies=[Depends(download_access)], responses=ACCESS_RESPONSES)
-READ_SIZE = 4 * 1024 * 1024
-STATUS_HEADER = "X-Livefile-Transfer-Status"
-SIZE_HEADER = "X-Livefile-Current-Size"
-
-
-class FollowAborted(Exception):
-    """A followed resource ended FAILED: the response must not end like a complete one."""
 
 
 class ResourceBody(Response):
-    """Bytes ``[start, stop)`` of a resource, or from ``start`` on following it (``stop=None``)."""
+    """Delivers a ``ContentPlan``'s bytes: ``[start, stop)``, or from ``start`` on following
+    the resource until it ends."""
 
-    def __init__(
-        self,
-        manager: ResourceManager,
-        resource_id: str,
-        start: int,
-        stop: int | None,
-        status_code: int,
-        headers: Mapping[str, str],
-        head_only: bool,
-    ) -> None:
-        super().__init__(status_code=status_code, headers=dict(headers))
-        if "Content-Length" not in headers:
+    def __init__(self, reader: Reader, plan: ContentPlan) -> None:
+        super().__init__(status_code=plan.status, headers=plan.headers())
+        if plan.follows:
             # Response adds "content-length: 0" for its empty body; a followed body has none.
             self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self._manager = manager
-        self._resource_id = resource_id
-        self._start = start
-        self._stop = stop
-        self._head_only = head_only
+        self._reader = reader
+        self._plan = plan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        plan = self._plan
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        if not self._head_only:
-            if self._stop is None:
+        if not plan.head_only:
+            if plan.stop is None:
                 try:
-                    await self._follow(send)
-                except FollowAborted as exc:
+                    async for data in self._reader.follow(plan.start):
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                except ResourceFailedError as exc:
                     # Returning without the final body message makes the server drop the
                     # connection without the last chunk: the client sees a broken transfer.
                     logger.warning("aborting a followed download: %s", exc)
                     return
             else:
-                await self._send_range(send, self._start, self._stop)
+                for offset in range(plan.start, plan.stop, READ_PIECE):
+                    stop = min(plan.stop, offset + READ_PIECE)
+                    data = await self._reader.read_published(offset, stop)
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send_range(self, send: Send, start: int, stop: int) -> None:
-        for offset in range(start, stop, READ_SIZE):
-            data = await self._manager.read(
-                self._resource_id, offset, min(stop, offset + READ_SIZE)
-            )
-            await send({"type": "http.response.body", "body": data, "more_body": True})
 
-    async def _follow(self, send: Send) -> None:
-        subscription = await self._manager.subscribe(self._resource_id)
-        if subscription is None:
-            raise FollowAborted("resource vanished")
-        sent = self._start
-        try:
-            async for current in subscription:
-                if current.current_size > sent:
-                    await self._send_range(send, sent, current.current_size)
-                    sent = current.current_size
-                if current.transfer_status is TransferStatus.FAILED:
-                    raise FollowAborted(f"resource {self._resource_id} FAILED at {sent} bytes")
-        finally:
-            subscription.close()
-
-
-def resource_headers(entry: CatalogEntry, current: ResourceStatus) -> dict[str, str]:
-    headers = {
-        "Content-Type": entry.metadata.mime_type,
-        "Content-Disposition": content_disposition(entry.metadata.filename),
-        "Accept-Ranges": "bytes",
-        STATUS_HEADER: current.transfer_status.value,
-        SIZE_HEADER: str(current.current_size),
-        "Cache-Control": "no-cache",
-    }
-    if current.transfer_status is TransferStatus.COMPLETED:
-        headers["Last-Modified"] = http_date(entry.updated_at)
-        if entry.checksum:
-            headers["ETag"] = f'"{entry.checksum}"'
-    return headers
-
-
-async def _entry_and_status(
+async def _reader_and_status(
     manager: ResourceManager, resource_id: str
-) -> tuple[CatalogEntry, ResourceStatus]:
-    entry = await manager.entry(resource_id)
-    current = await manager.status(resource_id)
-    if entry is None or current is None:
+) -> tuple[Reader, ResourceStatus]:
+    reader = await manager.reader(resource_id)
+    if reader is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id")
-    return entry, current
+    return reader, await reader.status()
 
 
 class ErrorBody(BaseModel):
@@ -217,83 +165,23 @@ async def get_content(
     if_modified_since: str | None = Header(None, description="an HTTP date (304 if not newer)"),
 ) -> Response:
     """The bytes of a resource; a growing one is followed until it ends (see docs/protocol.md)."""
-    manager: ResourceManager = request.app.state.manager
-    entry, current = await _entry_and_status(manager, resource_id)
-    headers = resource_headers(entry, current)
-    head_only = request.method == "HEAD"
-    size = current.current_size
-    growing = not current.is_terminal
-    etag = headers.get("ETag")
-
-    if current.transfer_status is TransferStatus.COMPLETED and (
-        (etag and etag_matches(if_none_match, etag))
-        or (if_none_match is None and not_modified_since(if_modified_since, entry.updated_at))
-    ):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=_conditional(headers))
-
-    if if_range is not None and not _if_range_holds(if_range, headers):
-        range_header = None
-    try:
-        wanted = parse_range(range_header, size)
-    except Unsatisfiable:
-        if growing and not follow:
-            return _not_yet(headers, size)
-        if not growing:
-            return _unsatisfiable(
-                headers, f"bytes */{size}", f"The range is not within the {size} bytes"
-            )
-        wanted = None  # follow from a start the resource has not reached yet
-        start_beyond = range_start(range_header)
-    else:
-        start_beyond = None
-
-    if growing and (follow or wanted is None):
-        start = start_beyond if start_beyond is not None else (wanted.start if wanted else 0)
-        headers.pop("Content-Length", None)
-        headers["X-Accel-Buffering"] = "no"
-        return ResourceBody(manager, resource_id, start, None, 200, headers, head_only)
-
-    if wanted is None:
-        headers["Content-Length"] = str(size)
-        return ResourceBody(manager, resource_id, 0, size, 200, headers, head_only)
-    total = "*" if growing else str(size)
-    headers["Content-Range"] = f"bytes {wanted.start}-{wanted.stop - 1}/{total}"
-    headers["Content-Length"] = str(wanted.length)
-    return ResourceBody(manager, resource_id, wanted.start, wanted.stop, 206, headers, head_only)
-
-
-def _conditional(headers: dict[str, str]) -> dict[str, str]:
-    keep = ("ETag", "Last-Modified", "Cache-Control", STATUS_HEADER)
-    return {key: value for key, value in headers.items() if key in keep}
-
-
-def _if_range_holds(if_range: str, headers: dict[str, str]) -> bool:
-    """RFC 9110 13.1.5: the range applies only if the validator still identifies the file."""
-    etag = headers.get("ETag")
-    if if_range.strip().startswith(('"', "W/")):
-        return etag is not None and etag_matches(if_range, etag, weak=False)
-    return if_range.strip() == headers.get("Last-Modified")
-
-
-def _not_yet(headers: dict[str, str], size: int) -> Response:
-    return _unsatisfiable(
-        headers,
-        "bytes */*",
-        f"The resource is still growing: {size} bytes are readable so far;"
-        " ask again later or add ?follow=true to wait for the bytes",
+    reader, current = await _reader_and_status(request.app.state.manager, resource_id)
+    plan = plan_content(
+        ResourceFacts.of(reader.entry, current),
+        ContentRequest(
+            head_only=request.method == "HEAD",
+            follow=follow,
+            range=range_header,
+            if_range=if_range,
+            if_none_match=if_none_match,
+            if_modified_since=if_modified_since,
+        ),
     )
-
-
-def _unsatisfiable(headers: dict[str, str], content_range: str, detail: str) -> Response:
-    headers["Content-Range"] = content_range
-    body = {
-        "detail": detail,
-        "currentSize": int(headers[SIZE_HEADER]),
-        "transferStatus": headers[STATUS_HEADER],
-    }
-    headers.pop("Content-Type", None)  # the body is JSON, not the resource
-    headers.pop("Content-Disposition", None)
-    return JSONResponse(body, status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE, headers=headers)
+    if plan.problem is not None:
+        return JSONResponse(plan.problem, status_code=plan.status, headers=plan.headers())
+    if plan.status == status.HTTP_304_NOT_MODIFIED:
+        return Response(status_code=plan.status, headers=plan.headers())
+    return ResourceBody(reader, plan)
 
 
 class LinesReply(WireModel):
@@ -321,19 +209,15 @@ async def get_lines(
 ) -> LinesReply:
     """Lines ``start .. start+count-1`` (with their line breaks) and the status they were read
     at; at most ~1 MiB of text per reply, so fewer lines may come back than were asked for."""
-    manager: ResourceManager = request.app.state.manager
-    _, current = await _entry_and_status(manager, resource_id)
-    total = current.number_of_lines
-    if total is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, "The resource has no line access")
-    if start + count > total:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"Requested lines [{start}, {start + count}) are not within [0, {total}]",
-        )
+    reader, current = await _reader_and_status(request.app.state.manager, resource_id)
     max_bytes = request.app.state.settings.max_lines_reply_bytes
-    raw = await manager.read_lines(resource_id, current, start, count, max_bytes)
-    lines = [line.decode("utf-8", errors="replace") for line in raw]
+    try:
+        page = await reader.read_lines(start, count, max_bytes, status=current)
+    except NoLineAccessError:
+        raise HTTPException(status.HTTP_409_CONFLICT, "The resource has no line access") from None
+    except RangeNotReadableError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    lines = [line.decode("utf-8", errors="replace") for line in page.lines]
     return LinesReply(start=start, lines=lines, status=current)
 
 

@@ -1,15 +1,17 @@
 """The hot path of a file server: whole files and single ranges of COMPLETED resources, served
 straight from ASGI ahead of FastAPI's routing and dependency resolution.
 
-A finished resource never changes (rule 2), so its response headers are built once and kept;
-a request then costs a dictionary lookup, a range parse and one positional read. Once a
-resource's headers are cached, ``answer_now`` lets the HTTP protocol itself (``server.py``)
-answer small requests for it synchronously, in one write, without an ASGI task at all. Everything
-else — growing or FAILED resources, unknown ids, conditional requests, unsatisfiable ranges,
-follow mode, a token that does not grant the resource — passes through untouched to the routes
-of ``http_content.py``, which stay the reference for every answer and for the OpenAPI
-description. The answers are the same either way; only the cost differs (random 64 KiB range
-reads spent most of their time in routing, dependency resolution and header building).
+A finished resource never changes (rule 2), so its ``ResourceFacts`` (headers encoded once) are
+kept; a request then costs a dictionary lookup, the plan (``content_plan.plan_content``, the same
+planner the full route asks) and one positional read. Once a resource's facts are cached,
+``answer_now`` lets the HTTP protocol itself (``server.py``) answer small requests for it
+synchronously, in one write, without an ASGI task at all. Only plans with a bounded body or a
+304 are delivered here; everything else — growing or FAILED resources, unknown ids, unsatisfiable
+ranges, follow mode, a token that does not grant the resource — passes through untouched to the
+routes of ``http_content.py``, which deliver the same planner's plan and are the reference for
+the OpenAPI description. The answers are the same either way; only the cost differs (random
+64 KiB range reads spent most of their time in routing, dependency resolution and header
+building).
 """
 
 from __future__ import annotations
@@ -24,38 +26,34 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from livefile.api.errors import AccessDeniedError
 from livefile.api.model import TransferStatus
-from livefile.impl_common.http_ranges import Unsatisfiable, parse_range
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.access import Grant, TokenAuthority
-from livefile.impl_server.manager import INLINE_READ_MAX, ResourceManager
+from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.reader import INLINE_READ_MAX, READ_PIECE
 from livefile.impl_websocket.access import GRANT_KEY, token_of
-from livefile.impl_websocket.http_content import resource_headers
+from livefile.impl_websocket.content_plan import (
+    ContentPlan,
+    ContentRequest,
+    ResourceFacts,
+    plan_content,
+)
 
 CONTENT_PATH = re.compile(r"/resources/([0-9a-f]{32})/content")
-CONDITIONAL_HEADERS = frozenset({b"if-none-match", b"if-modified-since", b"if-range"})
 RESOURCES_CACHED = 4096
 DESCRIPTORS_KEPT = 64
-READ_SIZE = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class FinishedResource:
-    """What every answer about a COMPLETED resource shares."""
-
-    size: int
-    headers: list[tuple[bytes, bytes]]  # without Content-Length and Content-Range
 
 
 class FinishedFiles:
-    """The cached headers of finished resources (bounded, least recently used out first)."""
+    """The facts of COMPLETED resources, and a few open descriptors of their files (bounded,
+    least recently used out first; a finished file never changes)."""
 
     def __init__(self, capacity: int = RESOURCES_CACHED) -> None:
-        self._resources: LruCache[str, FinishedResource] = LruCache(capacity)
+        self._facts: LruCache[str, ResourceFacts] = LruCache(capacity)
         self._descriptors: LruCache[str, int] = LruCache(DESCRIPTORS_KEPT)
 
     def descriptor(self, manager: ResourceManager, resource_id: str) -> int:
-        """An open read-only descriptor of the resource's file, kept for the next request
-        (a finished file never changes); the least recently used are closed beyond a few."""
+        """An open read-only descriptor of the resource's file, kept for the next request;
+        only used without yielding to the loop, so closing one pushed out is always safe."""
         fd = self._descriptors.get(resource_id)
         if fd is not None:
             return fd
@@ -64,28 +62,23 @@ class FinishedFiles:
             os.close(pushed_out)
         return fd
 
-    def get(self, resource_id: str) -> FinishedResource | None:
-        return self._resources.get(resource_id)
+    def get(self, resource_id: str) -> ResourceFacts | None:
+        return self._facts.get(resource_id)
 
-    async def load(self, manager: ResourceManager, resource_id: str) -> FinishedResource | None:
+    async def load(self, manager: ResourceManager, resource_id: str) -> ResourceFacts | None:
         if (cached := self.get(resource_id)) is not None:
             return cached
         entry = await manager.entry(resource_id)
         if entry is None or entry.status.transfer_status is not TransferStatus.COMPLETED:
             return None
-        headers = resource_headers(entry, entry.status)
-        resource = FinishedResource(
-            entry.status.current_size,
-            [(name.lower().encode("latin-1"), value.encode("latin-1"))
-             for name, value in headers.items()],
-        )  # fmt: skip
-        self._resources.put(resource_id, resource)
-        return resource
+        facts = ResourceFacts.of(entry, entry.status)
+        self._facts.put(resource_id, facts)
+        return facts
 
 
 @dataclass(frozen=True)
 class Answer:
-    """How to answer a request about a finished resource: bytes ``[start, stop)``."""
+    """A plan the fast paths deliver: bytes ``[start, stop)`` of a finished resource."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -104,24 +97,36 @@ def content_request(scope: Scope) -> str | None:
     return match[1]
 
 
-def plan_answer(scope: Scope, resource: FinishedResource) -> Answer | None:
-    """The answer to ``scope``, or None when the full route must give it (a conditional
-    request, an unsatisfiable range and its JSON body)."""
-    range_header: str | None = None
+def plan_answer(scope: Scope, facts: ResourceFacts) -> Answer | None:
+    """The plan for ``scope``, when a fast path can deliver it (a bounded body or a 304);
+    None when the full route must (a 416 and its JSON body)."""
+    wanted: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name in CONDITIONAL_HEADERS:
-            return None
-        if name == b"range":
-            range_header = value.decode("latin-1")
-    try:
-        wanted = parse_range(range_header, resource.size)
-    except Unsatisfiable:
+        if name in _PLANNED_HEADERS:
+            wanted[name] = value.decode("latin-1")
+    plan = plan_content(
+        facts,
+        ContentRequest(
+            head_only=scope["method"] == "HEAD",
+            range=wanted.get(b"range"),
+            if_range=wanted.get(b"if-range"),
+            if_none_match=wanted.get(b"if-none-match"),
+            if_modified_since=wanted.get(b"if-modified-since"),
+        ),
+    )
+    return _deliverable(plan)
+
+
+_PLANNED_HEADERS = frozenset({b"range", b"if-range", b"if-none-match", b"if-modified-since"})
+
+
+def _deliverable(plan: ContentPlan) -> Answer | None:
+    if plan.problem is not None or plan.stop is None:
         return None
-    start, stop = (wanted.start, wanted.stop) if wanted else (0, resource.size)
-    headers = [*resource.headers, (b"content-length", str(stop - start).encode())]
-    if wanted is not None:
-        headers.append((b"content-range", f"bytes {start}-{stop - 1}/{resource.size}".encode()))
-    return Answer(206 if wanted else 200, headers, start, stop, scope["method"] == "HEAD")
+    if plan.only is not None:  # 304: the kept headers, no body
+        headers = [(k.lower().encode(), v.encode()) for k, v in plan.headers().items()]
+        return Answer(plan.status, headers, 0, 0, True)
+    return Answer(plan.status, plan.encoded_headers(), plan.start, plan.stop, plan.head_only)
 
 
 def granted(state: Any, scope: Scope, resource_id: str, grant: object = None) -> bool:
@@ -154,10 +159,10 @@ def answer_now(state: Any, scope: Scope) -> ImmediateAnswer | None:
     if resource_id is None:
         return None
     finished_files: FinishedFiles = state.finished_files
-    resource = finished_files.get(resource_id)
-    if resource is None or not granted(state, scope, resource_id):
+    facts = finished_files.get(resource_id)
+    if facts is None or not granted(state, scope, resource_id):
         return None
-    answer = plan_answer(scope, resource)
+    answer = plan_answer(scope, facts)
     if answer is None or answer.stop - answer.start > INLINE_READ_MAX:
         return None
     if answer.head_only or answer.stop == answer.start:
@@ -182,9 +187,10 @@ class CompletedContentFastPath:
             return
         manager: ResourceManager = state.manager
         finished_files: FinishedFiles = state.finished_files
-        resource = await finished_files.load(manager, resource_id)
-        answer = plan_answer(scope, resource) if resource is not None else None
-        if answer is None:
+        facts = await finished_files.load(manager, resource_id)
+        answer = plan_answer(scope, facts) if facts is not None else None
+        reader = await manager.reader(resource_id) if answer is not None else None
+        if answer is None or reader is None:
             await self.app(scope, receive, send)
             return
         start, stop = answer.start, answer.stop
@@ -192,7 +198,7 @@ class CompletedContentFastPath:
         # become an error answer (the full route's) instead of a broken one.
         first = b""
         if not answer.head_only and stop > start:
-            first = await manager.read(resource_id, start, min(stop, start + READ_SIZE))
+            first = await reader.read_published(start, min(stop, start + READ_PIECE))
         await send({"type": "http.response.start", "status": answer.status,
                     "headers": answer.headers})  # fmt: skip
         if answer.head_only:
@@ -201,6 +207,6 @@ class CompletedContentFastPath:
         offset = start + len(first)
         await send({"type": "http.response.body", "body": first, "more_body": offset < stop})
         while offset < stop:
-            data = await manager.read(resource_id, offset, min(stop, offset + READ_SIZE))
+            data = await reader.read_published(offset, min(stop, offset + READ_PIECE))
             offset += len(data)
             await send({"type": "http.response.body", "body": data, "more_body": offset < stop})

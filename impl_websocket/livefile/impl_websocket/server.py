@@ -37,6 +37,7 @@ from livefile.impl_websocket.http_fast_content import answer_now
 from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import (
+    ABORT_EXTENSION,
     SENDFILE_EXTENSION,
     DirectSocket,
     binary_frame_header,
@@ -89,6 +90,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.response.status_code == 101:
             extensions: dict[str, Any] = self.scope["extensions"]
             extensions[SENDFILE_EXTENSION] = self.send_file
+            extensions[ABORT_EXTENSION] = self.transport.abort
             # The splitter must see every byte from a frame boundary on. Nothing after the
             # request is buffered (a client waits for the 101 before it sends frames), so the
             # next byte begins a frame; otherwise websockets keeps parsing everything alone.

@@ -28,7 +28,7 @@ from livefile.api.messages import (
     StatusChanged,
     UploadAcknowledged,
 )
-from livefile.api.model import ResourceReference
+from livefile.api.model import ResourceError, ResourceReference
 from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_common.upload_protocol import (
     ProtocolViolation,
@@ -37,7 +37,7 @@ from livefile.impl_common.upload_protocol import (
 )
 from livefile.impl_server.access import Scope, TokenAuthority
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.upload import ActiveUpload
+from livefile.impl_server.upload import UploadProducer
 from livefile.impl_websocket.access import TOKEN_PARAMETER
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.settings import Settings
@@ -65,13 +65,14 @@ class UploadSession:
         self.context_id = context_id
         self.authority = authority  # signs the download token of the reference
         self.protocol = UploadServerProtocol()
-        self.upload: ActiveUpload | None = None
+        self.upload: UploadProducer | None = None
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
         self._download_base: str | None = None  # the download URI up to the resource id
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
+        error = ResourceError(code="disconnected", message="the uploader's connection ended")
         try:
             await self._check_context()
             await self._serve()
@@ -80,23 +81,28 @@ class UploadSession:
             if self.upload is None and self.context_id is not None and not idle:
                 self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
             close = (exc.code, exc.reason)
+            error = ResourceError(code="protocol_violation", message=exc.reason)
         except QuotaExceededError as exc:
             close = (close_codes.POLICY_VIOLATION, f"{close_codes.QUOTA_PREFIX}{exc}")
+            error = ResourceError(code="quota_exceeded", message=str(exc))
         except PolicyViolationError as exc:
             close = (close_codes.POLICY_VIOLATION, str(exc))
+            error = ResourceError(code="refused", message=str(exc))
         except LivefileError as exc:  # checksum mismatch, storage failure
             close = (close_codes.INTERNAL_ERROR, str(exc))
+            error = ResourceError(code="server_error", message=str(exc))
         except (WebSocketDisconnect, ConnectionError):
             pass
         except Exception:
             logger.exception("upload connection failed")
             close = (close_codes.INTERNAL_ERROR, "Internal server error")
+            error = ResourceError(code="server_error", message="Internal server error")
         finally:
             await self._stop_forwarder()
             # FAILED is published before the close frame leaves, so a client that reacts to the
             # close already finds the resource in its final, truthful state.
             if self.upload is not None and not self.upload.ended:
-                status = await self.manager.fail(self.upload)
+                status = await self.upload.fail(error)
                 logger.warning(
                     "upload %s ended before it was acknowledged: FAILED with %d bytes",
                     self.upload.resource_id,
@@ -153,7 +159,7 @@ class UploadSession:
         waits: set[asyncio.Future[Any]] = {receiving}
         if self.upload is not None:
             # Storing failed (e.g. the disk is full): end now, not at the next message.
-            waits.add(self.upload.storage_failed)
+            waits.add(self.upload.writer.storage_failed)
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -176,7 +182,7 @@ class UploadSession:
         )
 
     async def _start(self, request: StartUpload) -> None:
-        self.upload = await self.manager.create(
+        self.upload = await self.manager.create_upload(
             request.metadata, self.context_id, request.checksum_algorithm
         )
         self.protocol.resource_ready()
@@ -188,7 +194,7 @@ class UploadSession:
     async def _finish(self, request: FinishUpload) -> None:
         assert self.upload is not None
         await self._stop_forwarder()
-        status = await self.manager.complete(self.upload, request.checksum)
+        status = await self.upload.finish(request.checksum)
         self.protocol.acknowledged()
         ack = UploadAcknowledged(
             size=status.current_size,

@@ -24,6 +24,10 @@ SENDFILE_MIN = 16 * 1024
 # connection is gone, and another ``OSError`` when the file could not be read before anything
 # was sent; after part of a message is sent, a failure closes the connection.
 SENDFILE_EXTENSION = "livefile.websocket.sendfile"
+# The ASGI scope extension through which the WebSocket protocol lets the application end the TCP
+# connection at once, without a close handshake: ``scope["extensions"][ABORT_EXTENSION]()``.
+# For a peer that reads nothing, whose close frame would wait behind a full send queue.
+ABORT_EXTENSION = "livefile.websocket.abort"
 
 
 class DirectSocket:

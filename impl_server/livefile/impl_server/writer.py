@@ -1,0 +1,270 @@
+"""The one writer every producer uses: ordered appends off the event loop, the checksum, the
+line index, checkpoints, progress and the end — each published status with a new revision.
+
+Data goes into a small bounded queue; a writer task appends and hashes it in worker threads (both
+release the GIL), so producing the next piece overlaps storing the last one, and memory stays
+bounded (queue depth times piece size). For text resources the same thread that appends the
+bytes appends their line ends to the index, so a checkpoint never publishes a size or a line
+count that a reader cannot read yet. After each append the checkpoint clock decides whether to
+publish now; otherwise a timer publishes within one interval, so a quiet producer's last bytes
+(or its last progress) are never held back. A new stage is published at once.
+
+What a producer does with this — a client's checksum to compare, a quota, "a dropped connection
+means FAILED" — is the producer's own policy (``upload.py`` for WebSocket uploads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from livefile.api.errors import LivefileError, ServerError
+from livefile.api.interfaces import StorageWriter
+from livefile.api.model import (
+    ChecksumAlgorithm,
+    ResourceError,
+    ResourceStatus,
+    TransferStatus,
+)
+from livefile.impl_common.checkpoint import CheckpointClock
+from livefile.impl_common.checksums import cheaper_than_a_thread_hop, new_digest, stored_form
+from livefile.impl_common.lines import line_count, line_ends
+from livefile.impl_server.line_index import LineIndexWriter
+from livefile.impl_server.storage import storage_error
+
+logger = logging.getLogger(__name__)
+
+QUEUE_DEPTH = 4
+Publish = Callable[[ResourceStatus], None]
+# Records a terminal status (and the checksum of a COMPLETED resource) durably; raises when it
+# could not (the status is then held and retried by the manager).
+RecordEnd = Callable[[ResourceStatus, str | None], Awaitable[None]]
+
+
+class LiveWriter:
+    """Writes one resource between its creation and its terminal status (``ResourceWriter``)."""
+
+    def __init__(
+        self,
+        resource_id: str,
+        writer: StorageWriter,
+        index: LineIndexWriter | None,
+        checkpoint_interval: float,
+        publish: Publish,
+        record_end: RecordEnd,
+        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
+        revision: int = 0,
+        stage: str | None = None,
+    ) -> None:
+        self._resource_id = resource_id
+        self.status = ResourceStatus(
+            transfer_status=TransferStatus.INITIATED,
+            current_size=0,
+            number_of_lines=0 if index is not None else None,
+            revision=revision,
+            stage=stage,
+        )
+        self._writer = writer
+        self._index = index
+        self._clock = CheckpointClock(checkpoint_interval)
+        self._publish = publish
+        self._record_end = record_end
+        self._algorithm = checksum_algorithm
+        self._digest = new_digest(checksum_algorithm)
+        self._hash_with_store = cheaper_than_a_thread_hop(checksum_algorithm)
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
+        self._written = 0  # bytes appended to storage: the most a checkpoint may publish
+        self._stage = stage
+        self._percent: float | None = None
+        self._write_error: OSError | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        # Done when storing failed: a producer waiting for its next input (a client's next
+        # message) stops waiting, so even one that has gone quiet learns of it at once.
+        self.storage_failed: asyncio.Future[None] = self._loop.create_future()
+        self._writer_task = asyncio.create_task(self._drain(), name=f"writer-{resource_id}")
+
+    @property
+    def resource_id(self) -> str:
+        return self._resource_id
+
+    @property
+    def ended(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def checksum_algorithm(self) -> ChecksumAlgorithm:
+        return self._algorithm
+
+    @property
+    def checksum(self) -> str:
+        """The hex digest of the bytes stored so far."""
+        return self._digest.hexdigest()
+
+    @property
+    def stored_checksum(self) -> str:
+        """The checksum as the catalog keeps it: ``<hex>`` for MD5, else ``<algorithm>:<hex>``."""
+        return stored_form(self._algorithm, self.checksum)
+
+    @property
+    def written(self) -> int:
+        """Bytes stored so far (published or about to be)."""
+        return self._written
+
+    async def append(self, data: bytes) -> None:
+        if self.ended:
+            raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
+        self.check_storage()
+        if data:
+            await self._queue.put(data)
+
+    def check_storage(self) -> None:
+        """Raise the storage failure (a ``ServerError`` naming a full disk as such), if any."""
+        if self._write_error is not None:
+            raise storage_error(self._write_error)
+
+    def progress(self, stage: str | None, percent: float | None = None) -> None:
+        if self.ended:
+            return
+        if percent is not None:
+            percent = min(100.0, max(0.0, round(percent, 1)))
+        new_stage = stage != self._stage
+        if not new_stage and percent is not None and self._percent is not None:
+            percent = max(percent, self._percent)  # never backwards within a stage
+        if not new_stage and percent == self._percent:
+            return
+        self._stage, self._percent = stage, percent
+        if self._clock.on_write(self._loop.time()) or new_stage:
+            self._checkpoint(force=True)
+        else:
+            self._arm_timer()
+
+    async def flush(self) -> str:
+        await self._queue.join()
+        self.check_storage()
+        return self.checksum
+
+    async def complete(self) -> ResourceStatus:
+        """End COMPLETED once everything is stored; the status is published at once and then
+        recorded durably. Raises when storing failed (then FAILED) or when the catalog refused
+        the record (the manager holds and retries it): the producer must not report success."""
+        if self.ended:
+            raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
+        await self._stop_writer()
+        if self._write_error is not None:
+            await self.fail(ResourceError(code="storage_failed", message=str(self._write_error)))
+            raise storage_error(self._write_error)
+        self._stage = self._percent = None
+        self._end(TransferStatus.COMPLETED, None)
+        await self._record_end(self.status, self.stored_checksum)
+        return self.status
+
+    async def fail(self, error: ResourceError) -> ResourceStatus:
+        """End FAILED. Never raises for the catalog: a refused record is held and retried."""
+        if not self.ended:
+            await self._stop_writer()
+            self._end(TransferStatus.FAILED, error)
+            with contextlib.suppress(Exception):
+                await self._record_end(self.status, None)
+        return self.status
+
+    async def discard(self) -> None:
+        """Stop the writer and close the files without any status: for a resource whose
+        creation was refused, which nobody can watch."""
+        await self._stop_writer()
+
+    async def _stop_writer(self) -> None:
+        if not self._writer_task.done():
+            await self._queue.put(None)
+            await self._writer_task
+        self._writer.close()
+        if self._index is not None:
+            self._index.close()
+
+    async def _drain(self) -> None:
+        while True:
+            data = await self._queue.get()
+            try:
+                if data is None:
+                    return
+                await self._store(data)
+            finally:
+                self._queue.task_done()
+
+    async def _store(self, data: bytes) -> None:
+        if self._write_error is not None:
+            return  # the resource is ending; nothing more can be stored
+        try:
+            if self._hash_with_store:
+                # A CRC costs less than a second thread hop: one thread does both.
+                await asyncio.to_thread(self._append_and_hash, data, self._written)
+            else:
+                # Storing and hashing both release the GIL: run them side by side.
+                await asyncio.gather(
+                    asyncio.to_thread(self._append, data, self._written),
+                    asyncio.to_thread(self._digest.update, data),
+                )
+        except OSError as exc:
+            logger.error("writing resource %s failed: %s", self._resource_id, exc)
+            self._write_error = exc
+            if not self.storage_failed.done():
+                self.storage_failed.set_result(None)
+            return
+        self._written += len(data)
+        if self._clock.on_write(self._loop.time()):
+            self._checkpoint()
+        else:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            deadline = self._clock.deadline()
+            if deadline is not None:
+                self._timer = self._loop.call_at(deadline, self._checkpoint)
+
+    def _append_and_hash(self, data: bytes, offset: int) -> None:
+        self._append(data, offset)
+        self._digest.update(data)
+
+    def _append(self, data: bytes, offset: int) -> None:
+        self._writer.write(data)
+        if self._index is not None:
+            self._index.append(line_ends(data, offset))
+
+    def _lines(self, ended: bool) -> int | None:
+        if self._index is None:
+            return None
+        return line_count(self._index.count, self._index.last_end, self._written, ended)
+
+    def _checkpoint(self, force: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.ended or not (self._clock.dirty or force):
+            return
+        self._clock.on_checkpoint(self._loop.time())
+        self._set(TransferStatus.IN_PROGRESS, None)
+
+    def _end(self, transfer_status: TransferStatus, error: ResourceError | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._set(transfer_status, error)
+
+    def _set(self, transfer_status: TransferStatus, error: ResourceError | None) -> None:
+        ended = transfer_status.is_terminal
+        self.status = ResourceStatus(
+            transfer_status=transfer_status,
+            current_size=self._written,
+            number_of_lines=self._lines(ended=ended),
+            revision=(self.status.revision or 0) + 1,
+            stage=self._stage,
+            percent=self._percent,
+            error=error,
+        )
+        try:
+            self._publish(self.status)
+        except LivefileError:
+            logger.exception("publishing the status of %s failed", self._resource_id)

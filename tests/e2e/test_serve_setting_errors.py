@@ -60,6 +60,16 @@ def one_line(result: subprocess.CompletedProcess[str], status: int, *words: str)
             {},
             ["--log-level loud", "LIVEFILE_LOG_LEVEL", "debug", "info", "warning", "error"],
         ),
+        (
+            [],
+            {"LIVEFILE_REQUEST_HEAD_TIMEOUT": "0"},
+            ["LIVEFILE_REQUEST_HEAD_TIMEOUT=0", "--request-head-timeout", "greater than 0"],
+        ),
+        (
+            ["--max-connections-per-client", "many"],
+            {},
+            ["--max-connections-per-client many", "LIVEFILE_MAX_CONNECTIONS_PER_CLIENT"],
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_flag_variable_value_and_what_is_allowed(

@@ -88,6 +88,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("--send-timeout", "seconds a send may block before a slow consumer is dropped"),
         ("--max-uploads", "concurrent uploads per process (1000)"),
         ("--max-downloads", "concurrent download connections per process (10000)"),
+        (
+            "--request-head-timeout",
+            "seconds a connection has to send a complete request head, from its accept or its"
+            " previous response (LIVEFILE_REQUEST_HEAD_TIMEOUT, 10)",
+        ),
+        (
+            "--max-pending-connections",
+            "connections per process still waiting for a request head; beyond, the oldest"
+            " is closed (LIVEFILE_MAX_PENDING_CONNECTIONS, 1000)",
+        ),
+        (
+            "--max-connections-per-client",
+            "connections per process from one client address; beyond, new ones get 503"
+            " (LIVEFILE_MAX_CONNECTIONS_PER_CLIENT, no limit)",
+        ),
     ):
         parser.add_argument(flag, help=text)
     parser.add_argument(

@@ -35,6 +35,12 @@ from typing import Protocol
 logger = logging.getLogger("livefile.connections")
 
 REPORT_INTERVAL = 10.0  # seconds between summaries of what was closed or refused
+_current: Admission | None = None  # this process's, for figures (one server per process)
+
+
+def current() -> Admission | None:
+    """The books of the server running in this process (None before its first connection)."""
+    return _current
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class Admission:
         self._per_client: dict[str, int] = {}
         self._report: asyncio.TimerHandle | None = None
         self.timed_out = self.evicted = self.refused = 0  # since the last report
+        # Since the start, for /metrics: closed late, closed as the oldest waiting, refused.
+        self.totals = {"head_timeout": 0, "pending_cap": 0, "per_client_cap": 0}
+        global _current
+        _current = self
 
     @property
     def waiting(self) -> int:
@@ -80,6 +90,7 @@ class Admission:
         held = self._per_client.get(address, 0)
         if held >= cap:
             self.refused += 1
+            self.totals["per_client_cap"] += 1
             self._schedule_report()
             return False
         self._per_client[address] = held + 1
@@ -131,6 +142,7 @@ class Admission:
         self._arm()
         if expired:
             self.timed_out += expired
+            self.totals["head_timeout"] += expired
             self._schedule_report()
 
     def _enforce_cap(self) -> None:
@@ -142,6 +154,7 @@ class Admission:
             connection, _deadline = self._waiting.popitem(last=False)
             connection.close_waiting(timed_out=False)
         self.evicted += excess
+        self.totals["pending_cap"] += excess
         self._schedule_report()
 
     def _schedule_report(self) -> None:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from typing import NoReturn
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def serve(args: argparse.Namespace) -> int:
-    from livefile.impl_websocket.server import run
+    from livefile.impl_websocket import preflight
     from livefile.impl_websocket.settings import Settings
 
     overrides = {
@@ -21,7 +22,25 @@ def serve(args: argparse.Namespace) -> int:
         for key, value in vars(args).items()
         if key in Settings.model_fields and value is not None
     }
-    return run(Settings(**overrides))
+    origins = preflight.Origins(args.setting_flags, overrides)
+    try:
+        settings = preflight.load_settings(overrides, origins)
+        preflight.check(settings, origins)
+    except preflight.StartupProblem as problem:
+        for line in str(problem).splitlines():
+            print(f"livefile serve: {line}", file=sys.stderr)
+        return problem.exit_status
+    from livefile.impl_websocket.server import run  # FastAPI and uvicorn: seconds to import
+
+    return run(settings)
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """``livefile serve``'s own parse errors in one line (argparse prints the whole usage
+    first, 20 lines for this command), with the pointer to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,31 +49,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the livefile server",
         description="Run the livefile server. Every flag has a LIVEFILE_* environment variable.",
     )
+    parser.__class__ = OneLineErrors
+    # Numbers are taken as typed and checked by the settings, which say in one line what is
+    # allowed, the same for a flag and its environment variable.
     parser.add_argument("--host", help="interface to listen on (LIVEFILE_HOST, 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="TCP port (LIVEFILE_PORT, 8080)")
+    parser.add_argument("--port", help="TCP port (LIVEFILE_PORT, 8080)")
     parser.add_argument("--data-dir", dest="data_dir", help="data directory (LIVEFILE_DATA_DIR)")
     parser.add_argument(
         "--checkpoint-interval",
         dest="checkpoint_interval",
-        type=float,
         help="seconds between checkpoints, 0 = every write (LIVEFILE_CHECKPOINT_INTERVAL, 0.25)",
     )
     parser.add_argument(
         "--max-message-size",
         dest="max_message_size",
-        type=int,
         help="largest binary message in bytes (LIVEFILE_MAX_MESSAGE_SIZE, 1 MiB)",
     )
     parser.add_argument(
         "--max-resource-size",
         dest="max_resource_size",
-        type=int,
         help="quota: largest resource in bytes (LIVEFILE_MAX_RESOURCE_SIZE)",
     )
     parser.add_argument(
         "--max-resources-per-context",
         dest="max_resources_per_context",
-        type=int,
         help="quota: resources per upload context",
     )
     parser.add_argument(
@@ -64,14 +82,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="refuse uploads without ?streamingUploadContextId=",
     )
-    for flag, kind, text in (
-        ("--start-timeout", float, "seconds for a new upload to send StartUpload (30)"),
-        ("--upload-idle-timeout", float, "seconds an upload may send nothing before it FAILS"),
-        ("--send-timeout", float, "seconds a send may block before a slow consumer is dropped"),
-        ("--max-uploads", int, "concurrent uploads per process (1000)"),
-        ("--max-downloads", int, "concurrent download connections per process (10000)"),
+    for flag, text in (
+        ("--start-timeout", "seconds for a new upload to send StartUpload (30)"),
+        ("--upload-idle-timeout", "seconds an upload may send nothing before it FAILS"),
+        ("--send-timeout", "seconds a send may block before a slow consumer is dropped"),
+        ("--max-uploads", "concurrent uploads per process (1000)"),
+        ("--max-downloads", "concurrent download connections per process (10000)"),
+        (
+            "--request-head-timeout",
+            "seconds a connection has to send a complete request head, from its accept or its"
+            " previous response (LIVEFILE_REQUEST_HEAD_TIMEOUT, 10)",
+        ),
+        (
+            "--max-pending-connections",
+            "connections per process still waiting for a request head; beyond, the oldest"
+            " is closed (LIVEFILE_MAX_PENDING_CONNECTIONS, 1000)",
+        ),
+        (
+            "--max-connections-per-client",
+            "connections per process from one client address; beyond, new ones get 503"
+            " (LIVEFILE_MAX_CONNECTIONS_PER_CLIENT, no limit)",
+        ),
     ):
-        parser.add_argument(flag, type=kind, help=text)
+        parser.add_argument(flag, help=text)
     parser.add_argument(
         "--redis-url",
         dest="redis_url",
@@ -85,17 +118,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--workers",
-        type=int,
         help="worker processes (LIVEFILE_WORKERS, 1); more than 1 needs Redis",
     )
     parser.add_argument(
         "--lease-seconds",
         dest="lease_seconds",
-        type=float,
         help="with Redis: how long a dead uploader's resource may stay"
         " IN_PROGRESS before another process fails it (default 6)",
     )
-    parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    parser.add_argument(
+        "--log-level",
+        dest="log_level",
+        help="critical, error, warning, info, debug or trace (LIVEFILE_LOG_LEVEL, info)",
+    )
     _add_key_arguments(parser)
     parser.add_argument(
         "--public-docs",
@@ -111,7 +146,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=duration,
         help="lifetime of the download token in references, e.g. 7d (LIVEFILE_REFERENCE_TOKEN_TTL)",
     )
-    parser.set_defaults(handler=serve)
+    flags = {
+        action.dest: action.option_strings[-1]
+        for action in parser._actions
+        if action.option_strings and action.dest != "help"
+    }
+    parser.set_defaults(handler=serve, setting_flags=flags)
 
 
 def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +188,7 @@ def duration(text: str) -> float:
 def token(args: argparse.Namespace) -> int:
     from livefile.api.model import is_valid_id
     from livefile.impl_server.access import Scope
-    from livefile.impl_websocket.settings import Settings
+    from livefile.impl_websocket import preflight
 
     scopes = {Scope(scope) for scope in args.scope}
     for value, name, scope in (
@@ -169,7 +209,13 @@ def token(args: argparse.Namespace) -> int:
         if key.startswith("jwt_") and value is not None
     }
     try:
-        authority = Settings(**overrides).token_authority()
+        settings = preflight.load_settings(overrides, preflight.Origins({}, overrides))
+    except preflight.StartupProblem as problem:  # e.g. LIVEFILE_JWT_LEEWAY=abc
+        for line in str(problem).splitlines():
+            print(f"livefile token: {line}", file=sys.stderr)
+        return problem.exit_status
+    try:
+        authority = settings.token_authority()
     except (ValueError, OSError) as exc:
         print(f"livefile token: cannot use the JWT key: {exc}", file=sys.stderr)
         return 2

@@ -4,13 +4,17 @@ commands start without loading uvicorn, FastAPI or redis."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import signal
 import socket
 import sys
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -23,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from uvicorn.supervisors import multiprocess
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -32,6 +37,7 @@ from livefile.impl_common.frame_splitter import (
     at_frame_boundary,
     websockets_accepts,
 )
+from livefile.impl_websocket.admission import Admission, AdmissionLimits
 from livefile.impl_websocket.app import create_app
 from livefile.impl_websocket.http_fast_content import answer_now
 from livefile.impl_websocket.logging_config import log_config
@@ -54,8 +60,37 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 NOFILE_CEILING = 1 << 20  # Linux's default nr_open, for an unlimited hard limit
 
 
+def plain_response(status: int, text: str) -> bytes:
+    """A whole response that ends its connection, sent without an application."""
+    body = text.encode()
+    head = [STATUS_LINE[status], b"content-type: text/plain; charset=utf-8\r\n"]
+    head += [b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n"]
+    return b"".join([*head, body])
+
+
+HEAD_TIMEOUT_RESPONSE = plain_response(408, "The request head did not arrive in time.\n")
+PER_CLIENT_RESPONSE = plain_response(503, "Too many connections from this address.\n")
+# One Admission per server (per worker process): its books cover every connection it accepts.
+_ADMISSIONS: weakref.WeakKeyDictionary[ServerState, Admission] = weakref.WeakKeyDictionary()
+
+
+class LivefileConfig(uvicorn.Config):
+    """uvicorn's configuration with livefile's admission limits, which the protocols read
+    (a worker process receives the configuration pickled, limits included)."""
+
+    admission_limits = AdmissionLimits(head_timeout=10.0, max_waiting=1000, max_per_client=None)
+
+
+def admission_of(protocol: HttpToolsProtocol) -> Admission:
+    admission = _ADMISSIONS.get(protocol.server_state)
+    if admission is None:
+        limits = getattr(protocol.config, "admission_limits", LivefileConfig.admission_limits)
+        admission = _ADMISSIONS[protocol.server_state] = Admission(limits, protocol.loop)
+    return admission
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, with three additions:
+    """uvicorn's websockets-sansio protocol, with four additions:
 
     - it sends the refusal websockets prepares for a handshake it cannot parse (e.g. 414 for a
       request line over 8 KiB): uvicorn leaves it unsent, so the client waited for its timeout
@@ -65,11 +100,15 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     - it offers the application ``send_file`` (``SENDFILE_EXTENSION`` in the scope): a binary
       message straight from a file, its payload sent with ``sendfile``. Download replies are
       most of what a server sends to followers; this spares the read into user space, the
-      frame's copy and the copy into the socket (about 0.7 -> 0.2 s of CPU per GiB).
+      frame's copy and the copy into the socket (about 0.7 -> 0.2 s of CPU per GiB);
+    - when it ends, it frees the per-client connection slot the HTTP protocol it took the
+      connection over from was holding (``on_lost``).
     """
 
     _direct: DirectSocket | None = None
     _splitter: FrameSplitter | None = None
+    # Given by the HTTP protocol it takes over from: frees the connection's per-client slot.
+    on_lost: Callable[[], None] | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._splitter is not None:
@@ -132,6 +171,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._direct is not None:
             self._direct.close()
+        if self.on_lost is not None:
+            self.on_lost()
+            self.on_lost = None
         super().connection_lost(exc)
 
 
@@ -146,9 +188,56 @@ class HttpProtocol(HttpToolsProtocol):
     (sent with ``MSG_MORE``, so both leave in the same segments), like nginx: the kernel sends
     the page cache, with no copy into and out of user space. Everything else, and anything
     while the client is not reading its answers, takes the usual ASGI path.
+
+    It also keeps the admission books (``admission.py``): a connection waits for a request
+    head from its accept and from the end of each response it keeps alive, and is closed when
+    the head is late, when it is the oldest of too many waiting, or at once when its address
+    holds too many connections already. (uvicorn's own keep-alive timeout, 5 s, closes a
+    kept-alive connection that stays idle; it is not armed before the first request, and the
+    first byte of a new request disarms it.)
     """
 
     _direct: DirectSocket | None = None
+    _admission: Admission | None = None
+    _counted = False  # holds a per-client slot (released on loss, or by the WebSocket protocol)
+    _head_bytes = False  # bytes arrived since the connection started waiting for a head
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        admission = self._admission = admission_of(self)
+        if not admission.admit(self._address()):
+            transport.write(PER_CLIENT_RESPONSE)
+            transport.close()
+            return
+        self._counted = True
+        admission.wait(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._head_bytes = True
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        if self._admission is not None:
+            self._admission.done_waiting(self)
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn arms its keep-alive timer exactly when the connection stays open with no
+        # request to run next: from now on it waits for a new head.
+        if self.timeout_keep_alive_task is not None and self._admission is not None:
+            self._head_bytes = False
+            self._admission.wait(self)
+
+    def close_waiting(self, timed_out: bool) -> None:
+        if self.transport.is_closing():
+            return
+        if timed_out and self._head_bytes:
+            self.transport.write(HEAD_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+    def _address(self) -> str | None:
+        return self.client[0] if self.client else None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         scope: Any = cycle.scope
@@ -196,10 +285,19 @@ class HttpProtocol(HttpToolsProtocol):
         if self._direct is not None:
             self._direct.close()
         super().handle_websocket_upgrade()
+        successor = self.transport.get_protocol()
+        if self._counted and self._admission and isinstance(successor, WebSocketProtocol):
+            self._counted = False  # the WebSocket protocol hears of the loss now
+            successor.on_lost = functools.partial(self._admission.leave, self._address())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._direct is not None:
             self._direct.close()
+        if self._admission is not None:
+            self._admission.done_waiting(self)
+            if self._counted:
+                self._counted = False
+                self._admission.leave(self._address())
         super().connection_lost(exc)
 
     def _state(self) -> Any:
@@ -261,7 +359,7 @@ def exit_with_parent(parent_pid: int) -> None:
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     # Several workers each build their app from the environment; one builds it here.
     several = settings.workers > 1
-    return uvicorn.Config(
+    config = LivefileConfig(
         APP_FACTORY if several else create_app(settings),
         factory=several,
         workers=settings.workers,
@@ -277,6 +375,12 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         loop="uvloop",
         timeout_graceful_shutdown=10,
     )
+    config.admission_limits = AdmissionLimits(
+        head_timeout=settings.request_head_timeout,
+        max_waiting=settings.max_pending_connections,
+        max_per_client=settings.max_connections_per_client,
+    )
+    return config
 
 
 def run(settings: Settings) -> int:

@@ -70,6 +70,23 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds the download token in a ReadyForUpload reference stays valid",
     )
+    request_head_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a connection has to send a complete request head, from its accept"
+        " or the end of the previous response (slow or silent clients are closed)",
+    )
+    max_pending_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="connections per process still waiting for a request head; beyond, the"
+        " oldest of them is closed",
+    )
+    max_connections_per_client: int | None = Field(
+        default=None,
+        ge=1,
+        description="connections per process from one client address; None = no limit",
+    )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
 

@@ -1,0 +1,344 @@
+"""The repack itself: read entries, check them against the limits, write them to the ZIP."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from livefile.impl_server.repack.archive import BLOCK_SIZE, ArchiveReader, Header
+from livefile.impl_server.repack.detect import (
+    LIBARCHIVE_FILTERS,
+    SNIFF_BYTES,
+    Kind,
+    compression_of,
+    detect,
+    strip_compression_suffix,
+)
+from livefile.impl_server.repack.model import RepackError, RepackLimits, RepackSummary, Source
+from livefile.impl_server.repack.names import NameRegistry, safe_entry_name, single_file_name
+from livefile.impl_server.repack.zipout import ZipWriter
+
+SAMPLE_SIZE = 64 * 1024
+"""Bytes of an entry trial-compressed to choose between Deflate and a stored copy; an entry no
+longer than this is written whole, with exact sizes in its local header."""
+_MIN_SAVING = 0.10
+"""Deflate is used only where the sample shrinks by at least this much: below it, Deflate costs
+far more time than the bytes it saves are worth."""
+_ZIP64_SIZE = 0xF000_0000
+"""A streamed entry declared below this is written without Zip64; above it (or undeclared), with.
+The margin covers Deflate's framing on incompressible data."""
+
+_FORMATS = {
+    Kind.ZIP: ("zip",),
+    Kind.TAR: ("tar",),
+    Kind.RAR: ("rar", "rar5"),
+    Kind.SEVEN_ZIP: ("7zip",),
+    Kind.COMPRESSED: ("tar", "raw"),
+}
+
+ProgressCallback = Callable[[int], None]
+
+
+class _Budget:
+    """The running counts that the limits apply to."""
+
+    def __init__(self, limits: RepackLimits, consumed: Callable[[], int]) -> None:
+        self._limits = limits
+        self._consumed = consumed
+        self.entries = 0
+        self.unpacked = 0
+
+    def count_entry(self) -> None:
+        self.entries += 1
+        if self.entries > self._limits.max_entries:
+            raise RepackError("entry_count_limit", f"more than {self._limits.max_entries} entries")
+
+    def produce(self, size: int) -> None:
+        limits = self._limits
+        self.unpacked += size
+        if self.unpacked > limits.max_unpacked_bytes:
+            raise RepackError(
+                "unpacked_size_limit", f"more than {limits.max_unpacked_bytes} bytes unpacked"
+            )
+        if self.unpacked >= limits.ratio_floor:
+            consumed = max(self._consumed(), 1)
+            if self.unpacked > limits.max_ratio * consumed:
+                raise RepackError(
+                    "ratio_limit",
+                    f"{self.unpacked} bytes unpacked from {consumed} bytes of input "
+                    f"(more than {limits.max_ratio:g}:1)",
+                )
+
+
+class _Repack:
+    """One repack run: the writer, the limits and the progress report, shared by all inputs."""
+
+    def __init__(
+        self,
+        sink: Callable[[bytes], None],
+        limits: RepackLimits,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.limits = limits
+        self.writer = ZipWriter(sink)
+        self.names = NameRegistry()
+        self.consumed = 0
+        self.budget = _Budget(limits, lambda: self.consumed)
+        self.skipped = 0
+        self._on_progress = on_progress
+        self._reported = -1
+
+    def progress(self) -> None:
+        if self._on_progress is not None and self.consumed != self._reported:
+            self._reported = self.consumed
+            self._on_progress(self.consumed)
+
+    def write_entry(
+        self, name: str, mtime: float, declared: int | None, blocks: Iterator[memoryview | bytes]
+    ) -> None:
+        """Copies one file. Each block is counted against the limits before it is written, and
+        never kept past its turn except for the first ``SAMPLE_SIZE`` bytes."""
+        budget = self.budget
+        head = bytearray()
+        for block in blocks:
+            budget.produce(len(block))
+            head += block
+            if len(head) >= SAMPLE_SIZE:
+                break
+        else:
+            self._write_small(name, mtime, head)
+            return
+        sample = head[:SAMPLE_SIZE]
+        shrinks = len(zlib.compress(sample, 1)) <= (1 - _MIN_SAVING) * len(sample)
+        level = self.limits.compression_level if shrinks else 0
+        zip64 = declared is None or declared >= _ZIP64_SIZE
+        stream = self.writer.open_entry(name, mtime, level=level, zip64=zip64)
+        stream.write(head)
+        del head, sample
+        for block in blocks:
+            budget.produce(len(block))
+            if not zip64 and stream.record.size + len(block) >= _ZIP64_SIZE:
+                raise RepackError("invalid_archive", f"{name!r} is larger than it declares")
+            stream.write(block)
+            self.progress()
+        stream.close()
+        self.progress()
+
+    def _write_small(self, name: str, mtime: float, data: bytearray) -> None:
+        compressed: bytes | None = None
+        if data:
+            deflate = zlib.compressobj(self.limits.compression_level, zlib.DEFLATED, -15)
+            candidate = deflate.compress(data) + deflate.flush()
+            if len(candidate) <= (1 - _MIN_SAVING) * len(data):
+                compressed = candidate
+        self.writer.add_whole(name, mtime, data, compressed)
+        self.progress()
+
+    def copy_archive(self, reader: ArchiveReader) -> None:
+        while True:
+            header = reader.next_header()
+            self.consumed = reader.consumed
+            if header is None:
+                return
+            self.budget.count_entry()
+            self.copy_entry(reader, header)
+
+    def copy_entry(self, reader: ArchiveReader, header: Header) -> None:
+        if header.encrypted:
+            raise RepackError("encrypted_archive", f"entry {header.name!r} is encrypted")
+        if header.kind == "dir":
+            return
+        if header.kind == "other":
+            self.skipped += 1
+            return
+        name = safe_entry_name(header.name, self.limits.max_path_bytes)
+        self.names.claim(name)
+        mtime = time.time() if header.mtime is None else header.mtime
+        self.write_entry(name, mtime, header.size, self.entry_blocks(reader))
+
+    def entry_blocks(self, reader: ArchiveReader) -> Iterator[memoryview]:
+        while True:
+            block = reader.read_block()
+            self.consumed = reader.consumed
+            if not block:
+                return
+            yield block
+
+    def summary(self, format_name: str) -> RepackSummary:
+        return RepackSummary(
+            entries_written=self.writer.entries,
+            entries_skipped=self.skipped,
+            unpacked_bytes=self.budget.unpacked,
+            consumed_bytes=self.consumed,
+            output_bytes=self.writer.offset,
+            format=format_name,
+        )
+
+
+class _Replay:
+    """The source with its already-read head put back in front."""
+
+    def __init__(self, head: bytes, source: Source) -> None:
+        self._head = head
+        self._source = source
+
+    def read(self, size: int) -> bytes:
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._source.read(size)
+
+
+def _read_head(source: Source) -> bytes:
+    head = b""
+    while len(head) < SNIFF_BYTES:
+        data = source.read(SNIFF_BYTES - len(head))
+        if not data:
+            break
+        head += data
+    return head
+
+
+def _gzip_mtime(head: bytes) -> float | None:
+    """A gzip member's own modification time (the compressed file's), 0 meaning none."""
+    if len(head) >= 8 and head.startswith(b"\x1f\x8b"):
+        (mtime,) = struct.unpack_from("<I", head, 4)
+        return float(mtime) if mtime else None
+    return None
+
+
+def _run(
+    source: Source,
+    sink: Callable[[bytes], None],
+    limits: RepackLimits,
+    source_name: str,
+    on_progress: ProgressCallback | None,
+    *,
+    source_size: int | None,
+    seek: Callable[[int, int], int] | None,
+) -> RepackSummary:
+    head = _read_head(source)
+    kind = detect(head)
+    run = _Repack(sink, limits, on_progress)
+    try:
+        if kind is Kind.PLAIN:
+            format_name = _copy_plain(run, head, source, source_name, source_size)
+        else:
+            if kind is Kind.SEVEN_ZIP and seek is None:
+                raise RepackError(
+                    "unsupported_format",
+                    "7z is read from the complete file only (see needs_whole_source)",
+                )
+            format_name = _copy_archive(run, kind, head, source, source_name, seek)
+        run.writer.close()
+    except RepackError:
+        # What is already in the sink stays; ending it as a valid ZIP of the entries completed
+        # so far costs only the central directory.
+        run.writer.close()
+        raise
+    run.progress()
+    return run.summary(format_name)
+
+
+def _copy_plain(
+    run: _Repack, head: bytes, source: Source, source_name: str, size: int | None
+) -> str:
+    run.budget.count_entry()
+    name = single_file_name(source_name, run.limits.max_path_bytes)
+    run.names.claim(name)
+
+    def blocks() -> Iterator[bytes]:
+        data = head
+        while data:
+            run.consumed += len(data)
+            yield data
+            run.writer.flush()
+            data = source.read(BLOCK_SIZE)
+
+    run.write_entry(name, time.time(), size, blocks())
+    return Kind.PLAIN.value
+
+
+def _copy_archive(
+    run: _Repack,
+    kind: Kind,
+    head: bytes,
+    source: Source,
+    source_name: str,
+    seek: Callable[[int, int], int] | None,
+) -> str:
+    compression = compression_of(head) if kind is Kind.COMPRESSED else None
+    # A seekable source has not been read past its head: it is rewound instead of replayed.
+    replay: Source = source if seek is not None else _Replay(head, source)
+    if seek is not None:
+        seek(0, io.SEEK_SET)
+    with ArchiveReader(
+        replay.read,
+        formats=_FORMATS[kind],
+        filters=LIBARCHIVE_FILTERS if kind is Kind.COMPRESSED else (),
+        seek=seek if kind is Kind.SEVEN_ZIP else None,
+        before_read=run.writer.flush,
+    ) as reader:
+        if compression is None:
+            run.copy_archive(reader)
+            return kind.value
+        suffix = compression[0]
+        header = reader.next_header()
+        run.consumed = reader.consumed
+        if header is None:  # an empty compressed stream
+            return suffix
+        if not reader.is_raw():
+            run.budget.count_entry()
+            run.copy_entry(reader, header)
+            run.copy_archive(reader)
+            return f"tar.{suffix}"
+        # One compressed file: named after the source, dated by gzip's header where it has one.
+        run.budget.count_entry()
+        name = single_file_name(strip_compression_suffix(source_name), run.limits.max_path_bytes)
+        run.names.claim(name)
+        mtime = _gzip_mtime(head) or time.time()
+        run.write_entry(name, mtime, None, run.entry_blocks(reader))
+        return suffix
+
+
+def repack_stream(
+    source: Source,
+    sink: Callable[[bytes], None],
+    limits: RepackLimits,
+    *,
+    source_name: str,
+    on_progress: ProgressCallback | None = None,
+) -> RepackSummary:
+    """Repacks ``source`` into one ZIP handed to ``sink`` in order, reading the source once,
+    front to back, as it arrives. For a 7z (``needs_whole_source``) use ``repack_file``.
+
+    ``source_name`` (the client's file name) names a lone file in the ZIP. ``on_progress`` gets
+    the bytes of input consumed so far, at most once per block read. Raises ``RepackError``;
+    any other exception (from the source or the sink) passes through unchanged.
+    """
+    return _run(source, sink, limits, source_name, on_progress, source_size=None, seek=None)
+
+
+def repack_file(
+    path: Path,
+    sink: Callable[[bytes], None],
+    limits: RepackLimits,
+    *,
+    source_name: str,
+    on_progress: ProgressCallback | None = None,
+) -> RepackSummary:
+    """``repack_stream`` for a complete file, which also reads 7z (from its end)."""
+    with path.open("rb", buffering=0) as file:
+        return _run(
+            file,
+            sink,
+            limits,
+            source_name,
+            on_progress,
+            source_size=path.stat().st_size,
+            seek=file.seek,
+        )

@@ -19,8 +19,8 @@ class Kind(enum.Enum):
     """No archive: the ZIP holds it alone."""
 
 
-# Compression filters that libarchive decodes in-process. Filters that libarchive runs through
-# an external program when its library is missing (lrzip, lzop, grzip) are left out on purpose.
+# Compression filters, each named as libarchive names it. Only these are enabled, one at a time:
+# libarchive runs some others (lrzip, lzop, grzip) through an external program.
 _FILTERS: tuple[tuple[bytes, str, str], ...] = (
     (b"\x1f\x8b", "gz", "gzip"),
     (b"\xfd7zXZ\x00", "xz", "xz"),
@@ -29,7 +29,6 @@ _FILTERS: tuple[tuple[bytes, str, str], ...] = (
     (b"LZIP", "lz", "lzip"),
     (b"\x1f\x9d", "Z", "compress"),
 )
-LIBARCHIVE_FILTERS = ("gzip", "bzip2", "xz", "lzma", "zstd", "lz4", "lzip", "compress")
 
 COMPRESSION_SUFFIXES = (
     ".gz", ".gzip", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".zst", ".zstd", ".tzst",

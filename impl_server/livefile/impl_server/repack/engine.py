@@ -11,7 +11,6 @@ from pathlib import Path
 
 from livefile.impl_server.repack.archive import BLOCK_SIZE, ArchiveReader, Header
 from livefile.impl_server.repack.detect import (
-    LIBARCHIVE_FILTERS,
     SNIFF_BYTES,
     Kind,
     compression_of,
@@ -79,23 +78,25 @@ class _Repack:
 
     def __init__(
         self,
-        sink: Callable[[bytes], None],
+        source: _Counted,
+        sink: Callable[[bytes], object],
         limits: RepackLimits,
         on_progress: ProgressCallback | None,
     ) -> None:
+        self.source = source
         self.limits = limits
         self.writer = ZipWriter(sink)
         self.names = NameRegistry()
-        self.consumed = 0
-        self.budget = _Budget(limits, lambda: self.consumed)
+        self.budget = _Budget(limits, lambda: source.consumed)
         self.skipped = 0
         self._on_progress = on_progress
         self._reported = -1
 
     def progress(self) -> None:
-        if self._on_progress is not None and self.consumed != self._reported:
-            self._reported = self.consumed
-            self._on_progress(self.consumed)
+        consumed = self.source.consumed
+        if self._on_progress is not None and consumed != self._reported:
+            self._reported = consumed
+            self._on_progress(consumed)
 
     def write_entry(
         self, name: str, mtime: float, declared: int | None, blocks: Iterator[memoryview | bytes]
@@ -141,7 +142,6 @@ class _Repack:
     def copy_archive(self, reader: ArchiveReader) -> None:
         while True:
             header = reader.next_header()
-            self.consumed = reader.consumed
             if header is None:
                 return
             self.budget.count_entry()
@@ -163,7 +163,6 @@ class _Repack:
     def entry_blocks(self, reader: ArchiveReader) -> Iterator[memoryview]:
         while True:
             block = reader.read_block()
-            self.consumed = reader.consumed
             if not block:
                 return
             yield block
@@ -173,34 +172,86 @@ class _Repack:
             entries_written=self.writer.entries,
             entries_skipped=self.skipped,
             unpacked_bytes=self.budget.unpacked,
-            consumed_bytes=self.consumed,
+            consumed_bytes=self.source.consumed,
             output_bytes=self.writer.offset,
             format=format_name,
         )
 
 
-class _Replay:
-    """The source with its already-read head put back in front."""
+class _Counted:
+    """The source, counting the bytes read from it (for progress and the ratio limit), with the
+    head read for detection put back in front once."""
 
-    def __init__(self, head: bytes, source: Source) -> None:
-        self._head = head
+    def __init__(self, source: Source) -> None:
         self._source = source
+        self._head = b""
+        self.consumed = 0
+
+    def read_head(self) -> bytes:
+        head = b""
+        while len(head) < SNIFF_BYTES:
+            data = self.read(SNIFF_BYTES - len(head))
+            if not data:
+                break
+            head += data
+        return head
+
+    def replay(self, head: bytes) -> None:
+        self._head = head
 
     def read(self, size: int) -> bytes:
         if self._head:
             data, self._head = self._head[:size], self._head[size:]
             return data
-        return self._source.read(size)
+        data = self._source.read(size)
+        self.consumed += len(data)
+        return data
 
 
-def _read_head(source: Source) -> bytes:
-    head = b""
-    while len(head) < SNIFF_BYTES:
-        data = source.read(SNIFF_BYTES - len(head))
-        if not data:
-            break
-        head += data
-    return head
+class _Gunzip:
+    """gzip decoded here rather than by libarchive, whose gzip filter does not check the members'
+    CRC-32 (a corrupt .tar.gz would repack silently wrong); zlib checks CRC and length. Output per
+    read is bounded, so a bomb is never inflated beyond one block ahead of the limits."""
+
+    def __init__(self, source: _Counted) -> None:
+        self._source = source
+        self._inflate = zlib.decompressobj(31)
+        self._input = b""
+        self._in_member = False
+        self._ended = False
+
+    def read(self, size: int) -> bytes:
+        while not self._ended:
+            if not self._input:
+                self._input = self._source.read(BLOCK_SIZE)
+                if not self._input:
+                    if self._in_member:
+                        raise RepackError("invalid_archive", "truncated gzip data")
+                    self._ended = True
+                    break
+            if not self._in_member:
+                if len(self._input) < 2:
+                    more = self._source.read(BLOCK_SIZE)
+                    if more:
+                        self._input += more
+                        continue
+                if not self._input.startswith(b"\x1f\x8b"):
+                    # Bytes after the last member are ignored, as gzip itself does.
+                    self._ended = True
+                    break
+                self._in_member = True
+            try:
+                out = self._inflate.decompress(self._input, size)
+            except zlib.error as exc:
+                raise RepackError("invalid_archive", f"corrupt gzip data ({exc})") from None
+            self._input = self._inflate.unconsumed_tail
+            if self._inflate.eof:
+                self._input = self._inflate.unused_data
+                self._inflate = zlib.decompressobj(31)
+                self._in_member = False
+            if out:
+                return out
+        return b""
 
 
 def _gzip_mtime(head: bytes) -> float | None:
@@ -213,7 +264,7 @@ def _gzip_mtime(head: bytes) -> float | None:
 
 def _run(
     source: Source,
-    sink: Callable[[bytes], None],
+    sink: Callable[[bytes], object],
     limits: RepackLimits,
     source_name: str,
     on_progress: ProgressCallback | None,
@@ -221,19 +272,20 @@ def _run(
     source_size: int | None,
     seek: Callable[[int, int], int] | None,
 ) -> RepackSummary:
-    head = _read_head(source)
+    counted = _Counted(source)
+    head = counted.read_head()
     kind = detect(head)
-    run = _Repack(sink, limits, on_progress)
+    run = _Repack(counted, sink, limits, on_progress)
     try:
         if kind is Kind.PLAIN:
-            format_name = _copy_plain(run, head, source, source_name, source_size)
+            format_name = _copy_plain(run, head, source_name, source_size)
         else:
             if kind is Kind.SEVEN_ZIP and seek is None:
                 raise RepackError(
                     "unsupported_format",
                     "7z is read from the complete file only (see needs_whole_source)",
                 )
-            format_name = _copy_archive(run, kind, head, source, source_name, seek)
+            format_name = _copy_archive(run, kind, head, source_name, seek)
         run.writer.close()
     except RepackError:
         # What is already in the sink stays; ending it as a valid ZIP of the entries completed
@@ -244,9 +296,7 @@ def _run(
     return run.summary(format_name)
 
 
-def _copy_plain(
-    run: _Repack, head: bytes, source: Source, source_name: str, size: int | None
-) -> str:
+def _copy_plain(run: _Repack, head: bytes, source_name: str, size: int | None) -> str:
     run.budget.count_entry()
     name = single_file_name(source_name, run.limits.max_path_bytes)
     run.names.claim(name)
@@ -254,10 +304,9 @@ def _copy_plain(
     def blocks() -> Iterator[bytes]:
         data = head
         while data:
-            run.consumed += len(data)
             yield data
             run.writer.flush()
-            data = source.read(BLOCK_SIZE)
+            data = run.source.read(BLOCK_SIZE)
 
     run.write_entry(name, time.time(), size, blocks())
     return Kind.PLAIN.value
@@ -267,19 +316,26 @@ def _copy_archive(
     run: _Repack,
     kind: Kind,
     head: bytes,
-    source: Source,
     source_name: str,
     seek: Callable[[int, int], int] | None,
 ) -> str:
     compression = compression_of(head) if kind is Kind.COMPRESSED else None
-    # A seekable source has not been read past its head: it is rewound instead of replayed.
-    replay: Source = source if seek is not None else _Replay(head, source)
-    if seek is not None:
-        seek(0, io.SEEK_SET)
+    read: Callable[[int], bytes] = run.source.read
+    filters: tuple[str, ...] = ()
+    if kind is Kind.SEVEN_ZIP:
+        assert seek is not None
+        seek(0, io.SEEK_SET)  # a complete file is rewound rather than its head replayed
+        run.source.consumed = 0
+    else:
+        run.source.replay(head)
+        if compression is not None and compression[1] == "gzip":
+            read = _Gunzip(run.source).read
+        elif compression is not None:
+            filters = (compression[1],)
     with ArchiveReader(
-        replay.read,
+        read,
         formats=_FORMATS[kind],
-        filters=LIBARCHIVE_FILTERS if kind is Kind.COMPRESSED else (),
+        filters=filters,
         seek=seek if kind is Kind.SEVEN_ZIP else None,
         before_read=run.writer.flush,
     ) as reader:
@@ -288,7 +344,6 @@ def _copy_archive(
             return kind.value
         suffix = compression[0]
         header = reader.next_header()
-        run.consumed = reader.consumed
         if header is None:  # an empty compressed stream
             return suffix
         if not reader.is_raw():
@@ -307,7 +362,7 @@ def _copy_archive(
 
 def repack_stream(
     source: Source,
-    sink: Callable[[bytes], None],
+    sink: Callable[[bytes], object],
     limits: RepackLimits,
     *,
     source_name: str,
@@ -325,7 +380,7 @@ def repack_stream(
 
 def repack_file(
     path: Path,
-    sink: Callable[[bytes], None],
+    sink: Callable[[bytes], object],
     limits: RepackLimits,
     *,
     source_name: str,

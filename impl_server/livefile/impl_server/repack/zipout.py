@@ -79,7 +79,7 @@ class ZipWriter:
     handed on; ``flush`` hands on what is pending (call it before waiting for input, so that a
     reader of the growing ZIP sees everything produced so far)."""
 
-    def __init__(self, sink: Callable[[bytes], None], *, chunk_size: int = 1 << 20) -> None:
+    def __init__(self, sink: Callable[[bytes], object], *, chunk_size: int = 1 << 20) -> None:
         self._sink = sink
         self._chunk_size = chunk_size
         self._pending = bytearray()

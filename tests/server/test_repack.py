@@ -573,3 +573,17 @@ def test_missing_libarchive_is_a_clear_error(
     # A file that is no archive needs no libarchive.
     assert run_stream(b"text", "a.txt")[1].entries_written == 1
     assert repack_package.SNIFF_BYTES >= 262
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_long_compressible_entry_is_deflated_in_chunks_that_join(
+    tmp_path: Path, threads: int
+) -> None:
+    text = b"".join(b"%08d some log words that repeat, more or less\n" % i for i in range(120_000))
+    assert len(text) > 5 * (1 << 20)  # several 1 MiB chunks, each primed with the one before
+    path = make_tar(tmp_path / "log.tar.gz", "w:gz", {"big.log": text})
+    out = io.BytesIO()
+    repack_file(path, out.write, LIMITS, source_name="log.tar.gz", deflate_threads=threads)
+    check_zip(out.getvalue(), tmp_path, {"big.log": text})
+    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as archive:
+        assert archive.getinfo("big.log").compress_size < len(text) / 5

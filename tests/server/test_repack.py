@@ -587,3 +587,21 @@ def test_long_compressible_entry_is_deflated_in_chunks_that_join(
     check_zip(out.getvalue(), tmp_path, {"big.log": text})
     with zipfile.ZipFile(io.BytesIO(out.getvalue())) as archive:
         assert archive.getinfo("big.log").compress_size < len(text) / 5
+
+
+def test_source_giving_more_than_asked_is_read_correctly(tmp_path: Path) -> None:
+    data = make_tar(tmp_path / "in.tar.gz", "w:gz").read_bytes()
+
+    class Greedy:
+        def __init__(self) -> None:
+            self.given = False
+
+        def read(self, size: int) -> bytes:
+            if self.given:
+                return b""
+            self.given = True
+            return data  # all of it, whatever was asked
+
+    out = io.BytesIO()
+    repack_stream(Greedy(), out.write, LIMITS, source_name="in.tar.gz")
+    check_zip(out.getvalue(), tmp_path, TREE)

@@ -9,8 +9,13 @@ What is read, decided from magic bytes, never the name:
 
 - zip, tar, and tar (or one file) compressed with gzip, bzip2, xz, lzma, zstd, lz4, lzip or
   compress — as a stream, from the first bytes;
-- RAR 1.5 to 4.x (not solid) and RAR5 (also solid), as a stream, through libarchive (Debian's 7z has
-  no RAR codec); a solid RAR 4 is ``unsupported_format``;
+- RAR, as a stream, only as far as the system libarchive reads it (Debian's 7z has no RAR codec).
+  With libarchive 3.6.2, tried on rarfile's sample archives: RAR 2.9 to 4.x that are neither
+  solid nor multi-volume, and RAR5 (solid too), are read; a solid RAR 4 is
+  ``unsupported_format``; encrypted headers (RAR 4 and 5) and encrypted RAR 4 entries are
+  ``encrypted_archive``; RAR5 entries encrypted under plain headers are not flagged by that
+  libarchive and end as ``invalid_archive``; RAR 2.0 and multi-volume sets are
+  ``invalid_archive``;
 - 7z only from a complete file (``needs_whole_source``, then ``repack_file``);
 - anything else (including cpio, ISO or a lone zip inside gzip) is not unpacked: the ZIP holds it
   as one file named after the source (without a compression suffix, if it was compressed).

@@ -151,6 +151,8 @@ class ArchiveReader:
                 self._before_read()
             data = self._read(BLOCK_SIZE)
             size = len(data)
+            if size > BLOCK_SIZE:
+                raise ValueError(f"the source gave {size} bytes where {BLOCK_SIZE} were asked")
             ctypes.memmove(self._in_address, data, size)
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_void_p))[0] = self._in_address
             self.consumed += size

@@ -160,8 +160,12 @@ class _Repack:
         if header.encrypted:
             raise RepackError("encrypted_archive", f"entry {header.name!r} is encrypted")
         if header.kind == "dir":
-            return
+            return  # implied by its files' names (libarchive refuses to read a directory's data)
         if header.kind == "other":
+            # Any data a link or device carries is still decoded (libarchive would decode it to
+            # skip it), so it counts against the limits: a bomb cannot hide there.
+            for block in self.entry_blocks(reader):
+                self.budget.produce(len(block))
             self.skipped += 1
             return
         name = safe_entry_name(header.name, self.limits.max_path_bytes)
@@ -206,7 +210,7 @@ class _Counted:
         return head
 
     def replay(self, head: bytes) -> None:
-        self._head = head
+        self._head = head + self._head
 
     def read(self, size: int) -> bytes:
         if self._head:
@@ -214,6 +218,8 @@ class _Counted:
             return data
         data = self._source.read(size)
         self.consumed += len(data)
+        if len(data) > size:  # a source that gives more than asked: keep the rest for later
+            data, self._head = data[:size], data[size:]
         return data
 
 

@@ -53,7 +53,8 @@ class RepackSummary:
     entries_skipped: int
     """Symbolic links, hard links, devices, FIFOs and sockets left out (see the package doc)."""
     unpacked_bytes: int
-    """File bytes produced (the sum of the output entries' sizes)."""
+    """Bytes produced by unpacking: the output entries' sizes, plus any data that skipped entries
+    carried (normally none)."""
     consumed_bytes: int
     """Bytes of input read."""
     output_bytes: int

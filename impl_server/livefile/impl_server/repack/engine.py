@@ -292,9 +292,28 @@ def _run(
     threads = _usable_cpus() if deflate_threads is None else max(1, deflate_threads)
     pool = ThreadPoolExecutor(threads, "repack-deflate") if threads > 1 else None
     try:
-        return _run_with(
-            source, sink, limits, source_name, on_progress, source_size, seek, pool, threads
-        )
+        counted = _Counted(source)
+        head = counted.read_head()
+        kind = detect(head)
+        run = _Repack(counted, sink, limits, on_progress, pool, threads)
+        try:
+            if kind is Kind.PLAIN:
+                format_name = _copy_plain(run, head, source_name, source_size)
+            elif kind is Kind.SEVEN_ZIP and seek is None:
+                raise RepackError(
+                    "unsupported_format",
+                    "7z is read from the complete file only (see needs_whole_source)",
+                )
+            else:
+                format_name = _copy_archive(run, kind, head, source_name, seek)
+        except RepackError:
+            # What is already in the sink stays; ending it as a valid ZIP of the entries
+            # completed so far costs only the central directory.
+            run.writer.close()
+            raise
+        run.writer.close()
+        run.progress()
+        return run.summary(format_name)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -306,41 +325,6 @@ def _usable_cpus() -> int:
     except AttributeError:  # not on Linux
         count = os.cpu_count() or 1
     return min(count, _MAX_THREADS)
-
-
-def _run_with(
-    source: Source,
-    sink: Callable[[bytes], object],
-    limits: RepackLimits,
-    source_name: str,
-    on_progress: ProgressCallback | None,
-    source_size: int | None,
-    seek: Callable[[int, int], int] | None,
-    pool: Executor | None,
-    threads: int,
-) -> RepackSummary:
-    counted = _Counted(source)
-    head = counted.read_head()
-    kind = detect(head)
-    run = _Repack(counted, sink, limits, on_progress, pool, threads)
-    try:
-        if kind is Kind.PLAIN:
-            format_name = _copy_plain(run, head, source_name, source_size)
-        else:
-            if kind is Kind.SEVEN_ZIP and seek is None:
-                raise RepackError(
-                    "unsupported_format",
-                    "7z is read from the complete file only (see needs_whole_source)",
-                )
-            format_name = _copy_archive(run, kind, head, source_name, seek)
-        run.writer.close()
-    except RepackError:
-        # What is already in the sink stays; ending it as a valid ZIP of the entries completed
-        # so far costs only the central directory.
-        run.writer.close()
-        raise
-    run.progress()
-    return run.summary(format_name)
 
 
 def _copy_plain(run: _Repack, head: bytes, source_name: str, size: int | None) -> str:
@@ -422,8 +406,8 @@ def repack_stream(
     ``source_name`` (the client's file name) names a lone file in the ZIP. ``on_progress`` gets
     the bytes of input consumed so far, at most once per block read. Long compressible entries
     are deflated in ``deflate_threads`` threads (default: the usable CPUs, at most 4; 1 keeps it
-    all in the calling thread). Raises ``RepackError``;
-    any other exception (from the source or the sink) passes through unchanged.
+    all in the calling thread). Raises ``RepackError``; any other exception (from the source or
+    the sink) passes through unchanged.
     """
     return _run(
         source,

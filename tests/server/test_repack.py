@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -605,3 +606,40 @@ def test_source_giving_more_than_asked_is_read_correctly(tmp_path: Path) -> None
     out = io.BytesIO()
     repack_stream(Greedy(), out.write, LIMITS, source_name="in.tar.gz")
     check_zip(out.getvalue(), tmp_path, TREE)
+
+
+def test_memory_stays_flat_in_the_size_of_an_entry(tmp_path: Path) -> None:
+    text = b"".join(b"%09d a line of a long log file\n" % i for i in range(1_000_000))
+    tree = {"big.log": text, "big.bin": os.urandom(24 << 20)}
+    path = make_tar(tmp_path / "big.tar.gz", "w:gz", tree)
+    del tree
+    size = 0
+
+    def sink(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+
+    tracemalloc.start()
+    try:
+        summary = repack_file(path, sink, LIMITS, source_name="big.tar.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary.unpacked_bytes > 50 << 20
+    assert size == summary.output_bytes
+    assert peak < 12 << 20, peak  # blocks of 1 MiB in and out, a few chunks being deflated
+
+
+def test_progress_reports_input_consumed_as_it_grows(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "in.tar.gz", "w:gz", {"a.bin": os.urandom(4 << 20), **TREE})
+    seen: list[int] = []
+    summary = repack_stream(
+        Trickle(path.read_bytes(), 100_000),
+        io.BytesIO().write,
+        LIMITS,
+        source_name="in.tar.gz",
+        on_progress=seen.append,
+    )
+    assert len(seen) > 3
+    assert seen == sorted(set(seen))
+    assert seen[-1] == summary.consumed_bytes == path.stat().st_size

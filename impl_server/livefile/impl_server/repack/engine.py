@@ -129,6 +129,7 @@ class _Repack:
         stream = self.writer.open_entry(name, mtime, level=level, zip64=zip64)
         stream.write(head)
         del head, sample
+        self.progress()
         for block in blocks:
             budget.produce(len(block))
             if not zip64 and stream.record.size + len(block) >= _ZIP64_SIZE:

@@ -34,8 +34,13 @@ class RawUpload:
         filename: str = "data.bin",
         mime_type: str = "application/octet-stream",
         supports_line_access: bool = False,
+        options: dict[str, Any] | None = None,
+        token: str | None = None,
     ) -> None:
         self.ws_url = ws_url
+        self.options = options or {}  # more StartUpload fields, e.g. {"repack": True}
+        self.ready: dict[str, Any] = {}
+        self.token = token
         self.metadata = {
             "filename": filename,
             "mimeType": mime_type,
@@ -54,9 +59,11 @@ class RawUpload:
             compression=None,
             open_timeout=WAIT,
             close_timeout=5,
+            additional_headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
         )
-        await self._ws.send(json.dumps({"@": "StartUpload", "metadata": self.metadata}))
-        ready = json.loads(await asyncio.wait_for(self._ws.recv(), WAIT))
+        start = {"@": "StartUpload", "metadata": self.metadata, **self.options}
+        await self._ws.send(json.dumps(start))
+        ready = self.ready = json.loads(await asyncio.wait_for(self._ws.recv(), WAIT))
         assert ready["@"] == "ReadyForUpload", ready
         self.reference = ready["reference"]["uri"]
         self.resource_id = ready["resourceId"]

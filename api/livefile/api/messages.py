@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
 
 from livefile.api.errors import ProtocolError, UnknownMessageTypeError
 from livefile.api.model import (
     ChecksumAlgorithm,
+    ResourceKind,
     ResourceMetadata,
     ResourceReference,
     ResourceStatus,
@@ -25,6 +27,18 @@ from livefile.api.model import (
 
 class Message(WireModel):
     """Base of every control message; ``to_json`` gives the text message to send."""
+
+    # Fields left out of the message while they are None: livefile's later additions, which
+    # a message without them must look exactly as before.
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    def to_wire(self) -> dict[str, object]:
+        data = super().to_wire()
+        for name in self.OMITTED_WHEN_NONE:
+            alias = to_camel(name)
+            if data.get(alias) is None:
+                data.pop(alias, None)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_wire(), separators=(",", ":"), ensure_ascii=False)
@@ -41,12 +55,25 @@ class StartUpload(Message):
     # Ask the server to keep the connection open after UploadAcknowledged, awaiting the next
     # StartUpload: many small uploads then cost no new TCP connection and handshake each.
     keep_open: StrictBool = False
+    # Also produce the archive repacked into a normalized ZIP, live, as a derived resource.
+    repack: StrictBool = False
+
+
+class DerivedReference(WireModel):
+    """A resource the server derives from the upload, announced in ``ReadyForUpload``."""
+
+    id: str
+    kind: ResourceKind
+    reference: ResourceReference
 
 
 class ReadyForUpload(Message):
+    OMITTED_WHEN_NONE = frozenset({"derived"})
+
     kind: Literal["ReadyForUpload"] = Field(default="ReadyForUpload", alias="@")
     reference: ResourceReference
     resource_id: str
+    derived: list[DerivedReference] | None = None  # what StartUpload asked to derive
 
 
 class FinishUpload(Message):

@@ -22,9 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from livefile.api import close_codes
-from livefile.api.errors import AccessDeniedError, AuthenticationError
+from livefile.api.errors import AccessDeniedError, AuthenticationError, AuthorizationError
 from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_server.access import UNRESTRICTED, Grant, TokenAuthority
+from livefile.impl_server.access import Scope as TokenScope
+from livefile.impl_server.manager import ResourceManager
 
 GRANT_KEY = "livefile.grant"
 TOKEN_PARAMETER = "token"
@@ -123,11 +125,34 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 QueryToken = Annotated[str | None, Depends(_query_token)]
 
 
+async def authorize_read(grant: Grant, manager: ResourceManager, resource_id: str) -> None:
+    """Reading ``resource_id``: a download grant for it — or for the resource it is derived
+    from, since a derived resource is that resource's content in another form. The refusal is
+    the same whether the resource exists or not."""
+    try:
+        grant.authorize_download(resource_id)
+    except AuthorizationError:
+        if grant.resource_id is None or TokenScope.DOWNLOAD not in grant.scopes:
+            raise
+        entry = await manager.entry(resource_id)
+        if entry is None or grant.resource_id not in entry.sources:
+            raise
+
+
 async def download_access(
     resource_id: str, request: Request, _bearer: Credentials, _token: QueryToken
 ) -> None:
     """Reading the resource in the path."""
-    grant_of(request).authorize_download(resource_id)
+    await authorize_read(grant_of(request), request.app.state.manager, resource_id)
+
+
+async def derive_access(
+    resource_id: str, request: Request, _bearer: Credentials, _token: QueryToken
+) -> None:
+    """Starting a resource derived from the one in the path: reading it, and upload scope."""
+    grant = grant_of(request)
+    await authorize_read(grant, request.app.state.manager, resource_id)
+    grant.authorize_upload(None)
 
 
 async def context_access(

@@ -16,6 +16,8 @@ from livefile.impl_common.references import CONTEXT_PARAMETER
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
+from livefile.impl_server.derivations import Derivations
+from livefile.impl_server.jobs import JobRunner
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.redis_backend import (
@@ -27,6 +29,7 @@ from livefile.impl_server.redis_backend import (
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_websocket.access import (
     AccessControlMiddleware,
+    authorize_read,
     close_denied,
     denial_response,
     grant_of,
@@ -74,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
             checkpoint_interval=settings.checkpoint_interval,
         )
+        runner = JobRunner(settings.job_limits())
+        app.state.derivations = Derivations(manager, runner, settings.repack_settings())
         recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await connections.close_all()
+            await runner.close()  # each job ends its resource FAILED (interrupted)
             await manager.shutdown()
             if leases is not None:
                 await leases.close()
@@ -142,13 +148,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with connections.track(websocket, "upload", settings.max_uploads) as admitted:
             if admitted:
                 await UploadSession(
-                    websocket, app.state.manager, settings, context_id, authority
+                    websocket,
+                    app.state.manager,
+                    settings,
+                    context_id,
+                    app.state.derivations,
+                    authority,
                 ).run()
 
     @app.websocket("/ws/streaming/download/{resource_id}", name="download")
     async def download(websocket: WebSocket, resource_id: str) -> None:
         try:
-            grant_of(websocket).authorize_download(resource_id)
+            await authorize_read(grant_of(websocket), app.state.manager, resource_id)
         except AccessDeniedError as exc:
             await close_denied(websocket, exc)
             return

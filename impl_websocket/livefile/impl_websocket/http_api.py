@@ -10,15 +10,25 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from livefile.api.model import ResourceInfo, UploadContextInfo
+from livefile.api.errors import JobRefusedError, ResourceNotFoundError
+from livefile.api.model import (
+    ResourceInfo,
+    ResourceKind,
+    ResourceReference,
+    UploadContextInfo,
+    WireModel,
+)
 from livefile.impl_server.contexts import QueueingContextListener, UnknownContextError
+from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_websocket.access import (
     ACCESS_RESPONSES,
     admin_access,
     context_access,
+    derive_access,
     download_access,
 )
+from livefile.impl_websocket.download_links import DownloadLinks
 
 router = APIRouter()
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -60,6 +70,49 @@ async def get_resource(resource_id: str, request: Request) -> ResourceInfo:
     if info is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id")
     return info
+
+
+class DerivationStarted(WireModel):
+    """A derived resource the server has begun to produce."""
+
+    id: str
+    kind: ResourceKind
+    reference: ResourceReference
+    source: str
+
+
+@router.post(
+    "/resources/{resource_id}/repack",
+    response_model=DerivationStarted,
+    response_model_by_alias=True,
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(derive_access)],
+    responses={
+        **ACCESS_RESPONSES,
+        404: {"model": ErrorBody, "description": "No resource with that id"},
+        503: {"model": ErrorBody, "description": "The job queue is full: try again later"},
+    },
+    tags=["resources"],
+)
+async def start_repack(resource_id: str, request: Request) -> DerivationStarted:
+    """Repack the archive into one normalized ZIP, a new resource that grows while the archive
+    (which may still be uploading) is read; follow it like any resource (see docs/protocol.md)."""
+    derivations: Derivations = request.app.state.derivations
+    try:
+        writer = await derivations.start_repack(resource_id)
+    except ResourceNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id") from None
+    except JobRefusedError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    settings = request.app.state.settings
+    links = DownloadLinks(request, request.app.state.token_authority, settings.reference_token_ttl)
+    uri = links.uri(writer.resource_id)
+    return DerivationStarted(
+        id=writer.resource_id,
+        kind=ResourceKind.REPACK,
+        reference=ResourceReference(uri=uri),
+        source=resource_id,
+    )
 
 
 @router.post(

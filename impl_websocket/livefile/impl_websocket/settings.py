@@ -8,6 +8,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livefile.impl_server.access import TokenAuthority
+from livefile.impl_server.jobs import JobLimits
+from livefile.impl_server.repack import RepackLimits
+from livefile.impl_server.repack_job import RepackSettings
 
 MiB = 1024 * 1024
 
@@ -87,6 +90,23 @@ class Settings(BaseSettings):
         ge=1,
         description="connections per process from one client address; None = no limit",
     )
+    job_concurrency: int = Field(
+        default=2, ge=1, description="server jobs (repack) running at once per process"
+    )
+    job_queue: int = Field(default=100, ge=0, description="jobs waiting beyond those; more: 503")
+    job_time_limit: float = Field(
+        default=3600.0, gt=0, description="seconds one job may take, waiting for its source too"
+    )
+    repack_max_entries: int = Field(default=10_000, ge=1, description="entries in one archive")
+    repack_max_unpacked_size: int = Field(
+        default=4 * 1024**3, ge=0, description="bytes unpacked (or the resource quota if smaller)"
+    )
+    repack_max_ratio: float = Field(
+        default=200.0, gt=1, description="unpacked/packed bytes, once 64 MiB are unpacked"
+    )
+    repack_compression_level: int = Field(
+        default=6, ge=0, le=9, description="Deflate level of compressible entries"
+    )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
 
@@ -99,4 +119,18 @@ class Settings(BaseSettings):
             audience=self.jwt_audience,
             issuer=self.jwt_issuer,
             leeway=self.jwt_leeway,
+        )
+
+    def repack_settings(self) -> RepackSettings:
+        limits = RepackLimits(
+            max_entries=self.repack_max_entries,
+            max_unpacked_bytes=self.repack_max_unpacked_size,
+            max_ratio=self.repack_max_ratio,
+            compression_level=self.repack_compression_level,
+        )
+        return RepackSettings(limits=limits, seconds=self.job_time_limit)
+
+    def job_limits(self) -> JobLimits:
+        return JobLimits(
+            concurrency=self.job_concurrency, queue=self.job_queue, seconds=self.job_time_limit
         )

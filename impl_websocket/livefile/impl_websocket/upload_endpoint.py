@@ -17,35 +17,35 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from livefile.api import close_codes
 from livefile.api.errors import (
+    JobRefusedError,
     LivefileError,
     PolicyViolationError,
     QuotaExceededError,
 )
 from livefile.api.messages import (
+    DerivedReference,
     FinishUpload,
     ReadyForUpload,
     StartUpload,
     StatusChanged,
     UploadAcknowledged,
 )
-from livefile.api.model import ResourceError, ResourceReference
+from livefile.api.model import ResourceError, ResourceKind, ResourceReference
 from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_common.upload_protocol import (
     ProtocolViolation,
     UploadPhase,
     UploadServerProtocol,
 )
-from livefile.impl_server.access import Scope, TokenAuthority
+from livefile.impl_server.access import TokenAuthority
+from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import UploadProducer
-from livefile.impl_websocket.access import TOKEN_PARAMETER
 from livefile.impl_websocket.connections import cancel_quietly
+from livefile.impl_websocket.download_links import DownloadLinks
 from livefile.impl_websocket.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Stands in for the resource id when the download URI's prefix is built once per connection.
-_ID_PLACEHOLDER = "0" * 32
 
 
 class UploadSession:
@@ -57,10 +57,12 @@ class UploadSession:
         manager: ResourceManager,
         settings: Settings,
         context_id: str | None,
+        derivations: Derivations,
         authority: TokenAuthority | None = None,
     ) -> None:
         self.websocket = websocket
         self.manager = manager
+        self.derivations = derivations
         self.settings = settings
         self.context_id = context_id
         self.authority = authority  # signs the download token of the reference
@@ -68,7 +70,7 @@ class UploadSession:
         self.upload: UploadProducer | None = None
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
-        self._download_base: str | None = None  # the download URI up to the resource id
+        self._links = DownloadLinks(websocket, authority, settings.reference_token_ttl)
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
@@ -82,6 +84,9 @@ class UploadSession:
                 self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
             close = (exc.code, exc.reason)
             error = ResourceError(code="protocol_violation", message=exc.reason)
+        except JobRefusedError as exc:  # the repack asked for cannot be queued now
+            close = (close_codes.TRY_AGAIN_LATER, str(exc))
+            error = ResourceError(code="refused", message=str(exc))
         except QuotaExceededError as exc:
             close = (close_codes.POLICY_VIOLATION, f"{close_codes.QUOTA_PREFIX}{exc}")
             error = ResourceError(code="quota_exceeded", message=str(exc))
@@ -187,8 +192,13 @@ class UploadSession:
         )
         self.protocol.resource_ready()
         resource_id = self.upload.resource_id
-        reference = ResourceReference(uri=self._download_uri(resource_id))
-        await self._send(ReadyForUpload(reference=reference, resource_id=resource_id).to_json())
+        derived = None
+        if request.repack:
+            repacked = await self.derivations.start_repack(resource_id)
+            derived = [self._derived(repacked.resource_id, ResourceKind.REPACK)]
+        reference = ResourceReference(uri=self._links.uri(resource_id))
+        ready = ReadyForUpload(reference=reference, resource_id=resource_id, derived=derived)
+        await self._send(ready.to_json())
         self._forwarder = asyncio.create_task(self._forward_statuses(resource_id))
 
     async def _finish(self, request: FinishUpload) -> None:
@@ -232,22 +242,9 @@ class UploadSession:
             await cancel_quietly(self._forwarder)
             self._forwarder = None
 
-    def _download_uri(self, resource_id: str) -> str:
-        # As seen by the client: scheme and Host header of this request, plus any root path.
-        # Built once per connection (url_for is a route search), then completed with each id.
-        if self._download_base is None:
-            sample = str(self.websocket.url_for("download", resource_id=_ID_PLACEHOLDER))
-            assert sample.endswith(_ID_PLACEHOLDER), sample  # the id is the path's last segment
-            self._download_base = sample.removesuffix(_ID_PLACEHOLDER)
-        uri = self._download_base + resource_id
-        if self.authority is None or not self.authority.can_sign:
-            return uri
-        # With access control on, the reference is a complete grant: whoever the uploader
-        # hands it to can watch and download this resource, and nothing else.
-        token = self.authority.mint(
-            [Scope.DOWNLOAD], self.settings.reference_token_ttl, resource_id=resource_id
-        )
-        return f"{uri}?{TOKEN_PARAMETER}={token}"
+    def _derived(self, resource_id: str, kind: ResourceKind) -> DerivedReference:
+        uri = self._links.uri(resource_id)
+        return DerivedReference(id=resource_id, kind=kind, reference=ResourceReference(uri=uri))
 
     async def _send(self, text: str) -> None:
         async with self._send_lock:

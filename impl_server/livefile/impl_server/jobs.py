@@ -1,0 +1,85 @@
+"""Running the server's producer jobs (repack, later images, bundles, transfers) in this process:
+bounded concurrency, a bounded queue with a clear refusal when it is full, and a wall-clock
+limit per job, so that one hostile input cannot starve the others or the event loop (the
+blocking work of a job runs in worker threads; see ``repack_job.py``).
+
+A job is a coroutine function that owns its writer and ends it itself: COMPLETED, or FAILED
+with an ``error`` code (its own wall-clock limit, ``JobLimits.seconds``, included: only the job
+knows how to stop its worker thread). The runner bounds how many run and wait, and cancels them
+at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from livefile.api.errors import JobRefusedError
+
+logger = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    concurrency: int = 2  # jobs running at once (each may keep a core busy)
+    queue: int = 100  # jobs waiting beyond those; more are refused
+    seconds: float = 3600.0  # wall-clock limit of one job, waiting for its source included
+
+
+class JobRunner:
+    """Runs jobs in this process, at most ``limits.concurrency`` at a time."""
+
+    def __init__(self, limits: JobLimits) -> None:
+        self.limits = limits
+        self._slots = asyncio.Semaphore(limits.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting = 0
+        self.started = 0
+        self.refused = 0
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks) - self._waiting
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def submit(self, name: str, job: Job) -> None:
+        """Queue ``job``; raises ``JobRefusedError`` when ``limits.queue`` jobs already wait."""
+        if self._waiting >= self.limits.queue:
+            self.refused += 1
+            raise JobRefusedError(f"Too many jobs waiting ({self.limits.queue}): try again later")
+        self._waiting += 1
+        task = asyncio.create_task(self._run(name, job), name=f"job-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, name: str, job: Job) -> None:
+        waiting = True
+        try:
+            async with self._slots:
+                self._waiting -= 1
+                waiting = False
+                self.started += 1
+                await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("job %s failed", name)
+        finally:
+            if waiting:
+                self._waiting -= 1
+
+    async def close(self) -> None:
+        """Cancel every job (shutdown): each ends its resource FAILED as it unwinds."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--token",
             default=os.environ.get("LIVEFILE_TOKEN"),
             help="access token (JWT) if the server requires one; LIVEFILE_TOKEN keeps it out"
-            " of the process list. A reference with ?token= needs none",
+            " of the process list. A reference with its own ?token= is read with that token",
         )
         parser.set_defaults(handler=_handler(command))
         return parser

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from livefile.api.model import is_valid_id
 
@@ -24,6 +24,12 @@ class ParsedReference:
     def download_uri(self) -> str:
         uri = f"{self.ws_base}{DOWNLOAD_PATH_PREFIX}{self.resource_id}"
         return f"{uri}?{self.query}" if self.query else uri
+
+    @property
+    def token(self) -> str | None:
+        """The access token the reference carries in ``?token=``, if any."""
+        values = parse_qs(self.query).get("token")
+        return values[0] if values else None
 
     @property
     def http_base(self) -> str:

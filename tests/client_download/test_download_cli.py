@@ -146,3 +146,24 @@ def test_lines_prints_the_requested_lines(
     )
     assert main(["lines", reference, "--start", "1", "--count", "3"]) == 0
     assert capfdbinary.readouterr().out == b"b\nc\nd"
+
+
+def test_a_bare_id_is_read_on_the_server_given_by_server_or_livefile_server(
+    server: LivefileProcess,
+    capfdbinary: pytest.CaptureFixture[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reference = asyncio.run(upload(server.ws_url, b"abc"))
+    resource_id = reference.rsplit("/", 1)[1]
+    assert main(["status", resource_id, "--server", server.http_url]) == 0
+    assert json.loads(capfdbinary.readouterr().out)["currentSize"] == 3
+    monkeypatch.setenv("LIVEFILE_SERVER", f"127.0.0.1:{server.port}")
+    assert main(["get", resource_id]) == 0
+    assert capfdbinary.readouterr().out == b"abc"
+
+
+def test_something_neither_a_reference_nor_an_id_is_a_usage_error(
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    assert main(["status", "1234", "--server", "ws://127.0.0.1:1"]) == 2
+    assert capfdbinary.readouterr().err == b"livefile: Not a livefile reference: '1234'\n"

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from livefile.api.errors import LivefileError
 from livefile.client_download.client import AsyncDownloadClient
+from livefile.impl_common.references import DEFAULT_SERVER, reference_or_id
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -33,8 +34,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
         parser.add_argument(
             "reference", help="the resource's reference: ws(s)://…/ws/streaming/download/ID"
-            " or http(s)://…/resources/ID",
+            " or http(s)://…/resources/ID, or its bare ID (on --server)",
         )  # fmt: skip
+        parser.add_argument(
+            "--server",
+            default=os.environ.get("LIVEFILE_SERVER", DEFAULT_SERVER),
+            help="the server of a bare ID: ws(s)://, http(s):// or HOST:PORT (LIVEFILE_SERVER,"
+            f" default {DEFAULT_SERVER}); a full reference names its own",
+        )
         parser.add_argument(
             "--timeout",
             type=float,
@@ -126,7 +133,8 @@ def _write_and_flush(sink: BinaryIO, data: bytes) -> None:
 def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         try:
-            download = AsyncDownloadClient(args.reference, timeout=args.timeout, token=args.token)
+            reference = reference_or_id(args.reference, args.server)
+            download = AsyncDownloadClient(reference, timeout=args.timeout, token=args.token)
         except ValueError as exc:
             return _fail(exc, EXIT_USAGE)
         try:

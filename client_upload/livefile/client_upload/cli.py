@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from livefile.api.errors import LivefileError
-from livefile.client_upload.client import DEFAULT_SERVER, AsyncUploadClient
+from livefile.client_upload.client import AsyncUploadClient
 from livefile.client_upload.upload import UploadResult
+from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.transcoding import TranscodingError
 
 EXIT_FAILED = 1

@@ -15,12 +15,16 @@ from livefile.api.model import ChecksumAlgorithm, ResourceMetadata
 from livefile.client_upload.live_file import EndSignal, follow_file
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME, ConnectionPool
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
-from livefile.impl_common.references import CONTEXT_PARAMETER, UPLOAD_PATH, ws_base_url
+from livefile.impl_common.references import (
+    CONTEXT_PARAMETER,
+    DEFAULT_SERVER,
+    UPLOAD_PATH,
+    ws_base_url,
+)
 
 ReferenceCallback = Callable[[str], None]
 """``on_reference(reference_uri)``: called once, as soon as the server sent the reference."""
 
-DEFAULT_SERVER = "ws://127.0.0.1:8080"
 DEFAULT_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
 # Files are read in pieces this large (a few messages each): fewer thread hops than reading

@@ -9,7 +9,6 @@ from types import TracebackType
 from livefile.api.model import ChecksumAlgorithm
 from livefile.client_upload.client import (
     DEFAULT_MESSAGE_SIZE,
-    DEFAULT_SERVER,
     DEFAULT_TIMEOUT,
     FALLBACK_MIME_TYPE,
     AsyncUploadClient,
@@ -18,6 +17,7 @@ from livefile.client_upload.client import (
 from livefile.client_upload.live_file import EndSignal
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
+from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.sync_bridge import LoopThread
 
 

@@ -10,6 +10,7 @@ from livefile.api.model import is_valid_id
 UPLOAD_PATH = "/ws/streaming/upload"
 DOWNLOAD_PATH_PREFIX = "/ws/streaming/download/"
 CONTEXT_PARAMETER = "streamingUploadContextId"
+DEFAULT_SERVER = "ws://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,13 @@ def parse_reference(reference: str) -> ParsedReference:
             base = urlunsplit((scheme, parts.netloc, prefix, "", ""))
             return ParsedReference(base, resource_id, parts.query)
     raise ValueError(f"Not a livefile reference: {reference!r}")
+
+
+def reference_or_id(text: str, server: str) -> str:
+    """``text`` as a reference: a bare resource id is taken as one on ``server``."""
+    if is_valid_id(text):
+        return f"{ws_base_url(server)}{DOWNLOAD_PATH_PREFIX}{text}"
+    return text
 
 
 def ws_base_url(server: str) -> str:

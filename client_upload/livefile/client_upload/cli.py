@@ -19,6 +19,7 @@ from pathlib import Path
 
 from livefile.api.errors import LivefileError
 from livefile.client_upload.client import AsyncUploadClient
+from livefile.client_upload.live_file import Rotation
 from livefile.client_upload.upload import UploadResult
 from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.transcoding import TranscodingError
@@ -80,7 +81,10 @@ class LiveEnd:
             return True
         if self.idle_timeout is None:
             return False
-        size = self.path.stat().st_size
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:  # rotated away, not re-created yet: no growth
+            size = self._size
         if size != self._size:
             self._size, self._grew_at = size, time.monotonic()
         return time.monotonic() - self._grew_at >= self.idle_timeout
@@ -123,7 +127,12 @@ async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> Up
         charset=args.charset,
         on_reference=_print_reference,
         progress=progress,
+        on_rotation=_report_rotation,
     )
+
+
+def _report_rotation(rotation: Rotation) -> None:
+    print(f"livefile: {rotation.describe()}", file=sys.stderr, flush=True)
 
 
 def _result_json(result: UploadResult) -> str:

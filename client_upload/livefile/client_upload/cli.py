@@ -29,6 +29,7 @@ from livefile.client_upload.client import AsyncUploadClient, guess_mime_type
 from livefile.client_upload.live_file import Rotation
 from livefile.client_upload.progress import UploadProgress
 from livefile.client_upload.upload import Progress, UploadResult
+from livefile.impl_common.progress_bars import wants_progress
 from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.transcoding import TranscodingError
 
@@ -214,7 +215,7 @@ def upload(args: argparse.Namespace) -> int:
         return _fail(
             "--idle-timeout is for files: a pipe is read until its writer ends", EXIT_USAGE
         )
-    show_progress = args.progress or (sys.stderr.isatty() and not args.quiet)
+    show_progress = wants_progress(args.progress, args.quiet)
     notes = Notes(UploadProgress(source.size) if show_progress else None)
     try:
         result = asyncio.run(_upload(args, source, notes))

@@ -89,18 +89,11 @@ class FollowedFile:
     def read(self, size: int) -> memoryview | None:
         """The next bytes (empty at the end of the file), or None when the file is no longer
         what was read so far: it was truncated or rewritten, and is read from its start next."""
-        available = os.fstat(self._fd).st_size - self._position
-        if available < 0:
-            self._restart()
-            return None
         overlap = len(self._tail)
-        if available == 0:
-            return memoryview(b"")
         # One read for the check and the new bytes, so that both are of the same content; the
-        # new bytes are handed on as a view, without a copy.
-        data = memoryview(
-            os.pread(self._fd, overlap + min(size, available), self._position - overlap)
-        )
+        # new bytes are handed on as a view, without a copy. Not sized by fstat: some files
+        # (/proc's) say 0 bytes and still have content.
+        data = memoryview(os.pread(self._fd, overlap + size, self._position - overlap))
         if len(data) < overlap or data[:overlap] != self._tail:
             self._restart()
             return None

@@ -175,3 +175,14 @@ def test_a_rewrite_that_outgrew_the_old_size_is_noticed_by_its_content(tmp_path:
         assert read(followed) == b""
     finally:
         followed.close()
+
+
+async def test_a_directory_or_a_pipe_is_refused_before_anything_is_created(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    client = AsyncUploadClient(server.ws_url)
+    with pytest.raises(IsADirectoryError):
+        await client.upload_file(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="not a regular file"):
+        await client.upload_file(tmp_path / "fifo")

@@ -18,7 +18,9 @@ without a ``Rotation`` being reported.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import stat
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -69,7 +71,9 @@ def has_ended(signal: EndSignal) -> bool:
 class FollowedFile:
     """A file read from its start, which notices when it was truncated or replaced.
 
-    Open it before anything else happens, so that a missing file raises at once."""
+    Open it before anything else happens, so that a missing file raises at once
+    (FileNotFoundError), and so does a directory (IsADirectoryError) or anything else that is
+    not a regular file (ValueError)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -77,12 +81,19 @@ class FollowedFile:
         self._open()
 
     def _open(self) -> None:
+        mode = os.stat(self.path).st_mode  # before opening: a FIFO's open would block
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(self.path))
+        if not stat.S_ISREG(mode):
+            raise ValueError(
+                f"{self.path} is not a regular file (a pipe is uploaded with upload_stream)"
+            )
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
-        stat = os.fstat(fd)
-        self._identity = (stat.st_dev, stat.st_ino)
+        opened = os.fstat(fd)
+        self._identity = (opened.st_dev, opened.st_ino)
         self._position = 0  # the next byte of this file to read
         self._tail = b""  # the last bytes read, at most OVERLAP: checked again before each read
 
@@ -109,14 +120,19 @@ class FollowedFile:
     def replaced(self) -> bool:
         """Whether the path now names another file (it was renamed and re-created)."""
         try:
-            stat = os.stat(self.path)
+            now = os.stat(self.path)
         except FileNotFoundError:  # renamed, not re-created yet: the old file is still read
             return False
-        return (stat.st_dev, stat.st_ino) != self._identity
+        return (now.st_dev, now.st_ino) != self._identity
 
-    def reopen(self) -> None:
-        """Follow the file the path names now, from its start."""
-        self._open()
+    def reopen(self) -> bool:
+        """Follow the file the path names now, from its start; False (and the old file still
+        followed) when it went away again before it could be opened."""
+        try:
+            self._open()
+        except FileNotFoundError:
+            return False
+        return True
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -147,8 +163,7 @@ async def follow_file(
                 on_rotation("truncated")
         elif chunk:
             yield chunk
-        elif await asyncio.to_thread(source.replaced):
-            await asyncio.to_thread(source.reopen)
+        elif await asyncio.to_thread(source.replaced) and await asyncio.to_thread(source.reopen):
             if on_rotation is not None:
                 on_rotation("replaced")
         elif ended:

@@ -83,3 +83,25 @@ def test_what_cannot_be_uploaded_is_a_usage_error_that_says_why(
     )  # fmt: skip
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == message.format(tmp=tmp_path)
+
+
+def test_a_named_pipe_needs_filename_and_is_then_read_to_its_end(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "build.fifo"
+    os.mkfifo(fifo)
+    refused = subprocess.run(
+        [*LIVEFILE, "upload", str(fifo)], capture_output=True, text=True, timeout=60
+    )
+    assert (refused.returncode, refused.stderr) == (
+        2, f"livefile: --filename is required to upload a pipe ({fifo})\n",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [*LIVEFILE, "upload", str(fifo), "--filename", "build.log", "--server", server.ws_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with fifo.open("wb") as writer:  # opens once the command opened its end
+        writer.write(b"built\n")
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout.splitlines()[-1])["size"] == 6

@@ -140,25 +140,27 @@ class Source:
 def _source(args: argparse.Namespace) -> Source | str:
     """The source to upload, or why it cannot be (a usage error)."""
     if args.file == "-":
-        fd = sys.stdin.fileno()
-        mode = os.fstat(fd).st_mode
+        try:
+            fd = sys.stdin.fileno()
+            mode = os.fstat(fd).st_mode
+        except (AttributeError, OSError, ValueError):  # started with standard input closed
+            return "-: there is no standard input"
         if not args.filename:
             return "--filename is required to upload standard input (-)"
         if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
             return "-: standard input is not a regular file or pipe"
         return Source(fd, None)
     try:
-        mode = os.stat(args.file).st_mode
+        found = os.stat(args.file)
     except FileNotFoundError:
         return f"{args.file}: no such file"
     except OSError as exc:
         return f"{args.file}: {exc.strerror}"
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(found.st_mode):
         return f"{args.file}: is a directory"
-    if stat.S_ISREG(mode):
-        size = None if args.live else os.stat(args.file).st_size
-        return Source(None, size)
-    if not stat.S_ISFIFO(mode):
+    if stat.S_ISREG(found.st_mode):
+        return Source(None, None if args.live else found.st_size)
+    if not stat.S_ISFIFO(found.st_mode):
         return f"{args.file}: is not a regular file or pipe"
     if not args.filename:
         return f"--filename is required to upload a pipe ({args.file})"

@@ -105,7 +105,7 @@ class FollowedFile:
         # new bytes are handed on as a view, without a copy. Not sized by fstat: some files
         # (/proc's) say 0 bytes and still have content.
         data = memoryview(os.pread(self._fd, overlap + size, self._position - overlap))
-        if len(data) < overlap or data[:overlap] != self._tail:
+        if len(data) < overlap or bytes(data[:overlap]) != self._tail:
             self._restart()
             return None
         chunk = data[overlap:]

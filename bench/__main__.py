@@ -1,7 +1,7 @@
 """Run every benchmark, print one table, write the raw figures to JSON, render the report.
 
     uv run python -m bench                      # everything, 3 runs each (takes a while)
-    uv run python -m bench --quick --runs 1     # smoke run of the harness, tiny sizes
+    uv run python -m bench --quick --runs 1     # smoke run, tiny sizes, into bench/results/quick/
     uv run python -m bench --only upload_throughput,latency
 
 Each module ``bench/<name>.py`` in MODULES exposes ``async def measure(runs, quick) ->
@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from bench.report import HEADER, table_rows
+from bench.report import HEADER, default_json, default_report, table_rows
 from bench.support import SCRATCH, Result
 
 MODULES = [
@@ -114,8 +114,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median), default 3")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--only", help=f"comma-separated modules among: {', '.join(MODULES)}")
-    parser.add_argument("--json", default="bench-results.json", help="raw figures (JSON)")
-    parser.add_argument("--report", default="docs/benchmarks.md", help="markdown report")
+    parser.add_argument(
+        "--json",
+        help=f"raw figures (JSON); default {default_json(False)},"
+        f" {default_json(True)} with --quick",
+    )
+    parser.add_argument(
+        "--report",
+        help=f"markdown report and its plots; default {default_report(False)},"
+        f" {default_report(True)} with --quick (the committed report stays as it is)",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not render the report")
     parser.add_argument(
         "--keep-scratch", action="store_true", help=f"keep the test files in {SCRATCH}"
@@ -131,6 +139,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.modules = [name for name in MODULES if name in names]
     else:
         args.modules = list(MODULES)
+    args.json = Path(args.json) if args.json else default_json(args.quick)
+    args.report = Path(args.report) if args.report else default_report(args.quick)
     return args
 
 
@@ -168,7 +178,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 async def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    json_path = Path(args.json)
+    json_path: Path = args.json
     document: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(["uv", "run", "python", "-m", "bench", *argv]),
@@ -199,7 +209,7 @@ async def main(argv: list[str]) -> int:
     if not args.no_report:
         from bench.report import render
 
-        report = render(document, Path(args.report))
+        report = render(document, args.report)
         print(f"report: {report}")
     if not args.keep_scratch:
         for source in SCRATCH.glob("source-*.bin"):

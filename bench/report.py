@@ -3,6 +3,8 @@
 
     uv run python -m bench.report bench-results.json [--report docs/benchmarks.md]
 
+A quick run (``--quick``) is rendered to bench/results/quick/ unless ``--report`` says otherwise.
+
 Plots: throughput against size for every result whose series has ``throughput_vs_size``
 (``{"group": ..., "size_mib": ...}``; subject and baseline become two lines, with the physical
 limits of the same run drawn across), and latency distributions (CDF and box plot) for every
@@ -316,6 +318,22 @@ def render(document: dict[str, Any], report: Path) -> Path:
     return report
 
 
+COMMITTED_REPORT = Path("docs/benchmarks.md")
+COMMITTED_JSON = Path("bench-results.json")
+QUICK_FOLDER = Path("bench/results/quick")  # git-ignored
+
+
+def default_report(quick: bool) -> Path:
+    """Where a run's report goes unless told: a quick run's figures say nothing about
+    performance, so it never replaces the committed report and plots."""
+    return QUICK_FOLDER / "benchmarks.md" if quick else COMMITTED_REPORT
+
+
+def default_json(quick: bool) -> Path:
+    """Where a run's raw figures go unless told; a quick run keeps the full run's JSON."""
+    return QUICK_FOLDER / "bench-results.json" if quick else COMMITTED_JSON
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -327,10 +345,13 @@ def _bold_misses(rows: list[list[str]]) -> list[list[str]]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("json", nargs="?", default="bench-results.json")
-    parser.add_argument("--report", default="docs/benchmarks.md")
+    parser.add_argument(
+        "--report", help=f"default {COMMITTED_REPORT}, or {QUICK_FOLDER}/ for a --quick run"
+    )
     args = parser.parse_args(argv)
     document = json.loads(Path(args.json).read_text())
-    print(render(document, Path(args.report)))
+    report = Path(args.report) if args.report else default_report(bool(document.get("quick")))
+    print(render(document, report))
     return 0
 
 

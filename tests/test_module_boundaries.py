@@ -25,12 +25,14 @@ ALLOWED_IMPORTS = {
         "livefile.impl_common",
         "livefile.client_upload",
         "websockets",
+        "tqdm",
     },
     "client_download": {
         "livefile.api",
         "livefile.impl_common",
         "livefile.client_download",
         "websockets",
+        "tqdm",
     },
 }
 CLIENTS = ("livefile-client-upload", "livefile-client-download")

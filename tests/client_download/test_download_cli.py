@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from livefile.impl_common.cli import main
 from tests.support.raw_upload import RawUpload, upload
 from tests.support.server import LivefileProcess, free_port
+from tests.support.terminal import run_with_terminal_stderr
 from tests.support.wire import plain_status
 
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
@@ -147,3 +150,69 @@ def test_lines_prints_the_requested_lines(
     )
     assert main(["lines", reference, "--start", "1", "--count", "3"]) == 0
     assert capfdbinary.readouterr().out == b"b\nc\nd"
+
+
+def test_a_bare_id_is_read_on_the_server_given_by_server_or_livefile_server(
+    server: LivefileProcess,
+    capfdbinary: pytest.CaptureFixture[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reference = asyncio.run(upload(server.ws_url, b"abc"))
+    resource_id = reference.rsplit("/", 1)[1]
+    assert main(["status", resource_id, "--server", server.http_url]) == 0
+    assert json.loads(capfdbinary.readouterr().out)["currentSize"] == 3
+    monkeypatch.setenv("LIVEFILE_SERVER", f"127.0.0.1:{server.port}")
+    assert main(["get", resource_id]) == 0
+    assert capfdbinary.readouterr().out == b"abc"
+
+
+def test_something_neither_a_reference_nor_an_id_is_a_usage_error(
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    assert main(["status", "1234", "--server", "ws://127.0.0.1:1"]) == 2
+    assert capfdbinary.readouterr().err == b"livefile: Not a livefile reference: '1234'\n"
+
+
+def test_get_draws_a_bar_on_a_terminal_nothing_elsewhere_and_nothing_when_quiet(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    reference = asyncio.run(upload(server.ws_url, os.urandom(3_000_000)))
+    target = str(tmp_path / "copy.bin")
+    code, _, shown = run_with_terminal_stderr([*LIVEFILE, "get", reference, "-o", target])
+    assert code == 0, shown
+    final = shown.decode().replace("\r\n", "\n").split("\r")[-1]
+    assert re.fullmatch(
+        r"100%\|█+\| 3\.00MB/3\.00MB \[\d\d:\d\d<\d\d:\d\d, [\d.]+[kMG]?B/s\]\n", final
+    ), shown
+    assert run_with_terminal_stderr([*LIVEFILE, "get", reference, "-o", target, "--quiet"]) == (
+        0, b"", b"",
+    )  # fmt: skip
+    # Standard error not a terminal: nothing, unless asked for.
+    plain = subprocess.run([*LIVEFILE, "get", reference, "-o", target], capture_output=True)
+    assert (plain.returncode, plain.stderr) == (0, b"")
+    forced = subprocess.run(
+        [*LIVEFILE, "get", reference, "-o", target, "--progress"], capture_output=True
+    )
+    assert forced.returncode == 0
+    assert forced.stderr.split(b"\r")[-1].startswith(b"100%|")
+
+
+async def test_get_of_a_growing_resource_shows_the_percent_once_its_size_is_final(
+    server: LivefileProcess,
+) -> None:
+    async with RawUpload(server.ws_url) as raw:
+        await raw.write(b"x" * 100_000)
+        get = await asyncio.create_subprocess_exec(
+            *LIVEFILE, "get", raw.reference, "--progress", stdout=PIPE, stderr=PIPE
+        )
+        assert get.stderr is not None
+        # The bar as drawn while the resource grows: its size is not known, so no percent.
+        first = await asyncio.wait_for(get.stderr.readuntil(b"]"), WAIT)
+        assert re.fullmatch(rb"\r\d+(\.\d+)?[k]?B \[00:00, .*B/s\]", first), first
+        await raw.trickle(b"y" * 100_000, seconds=0.5)
+        await raw.finish()
+        stdout, stderr = await asyncio.wait_for(get.communicate(), WAIT)
+    assert get.returncode == 0, stderr
+    assert len(stdout) == 200_000
+    updates = stderr.decode().split("\r")
+    assert re.fullmatch(r"100%\|█+\| 200kB/200kB \[.*\]\n", updates[-1]), stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from tests.client_upload.watch import wait_for_status
 from tests.support.server import LivefileProcess
+from tests.support.terminal import run_with_terminal_stderr
 from tests.support.wire import crc32c_hex, download, get_json
 
 LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
@@ -59,8 +61,11 @@ def test_progress_goes_to_stderr_on_request(server: LivefileProcess, tmp_path: P
     path.write_bytes(os.urandom(300_000))
     result = run_upload(str(path), "--server", server.ws_url, "--progress")
     assert result.returncode == 0, result.stderr
-    # The line is rewritten with "\r" (which text mode reads as a line break); the last is final.
-    assert result.stderr.splitlines()[-1] == "sent        0.3 MB, stored        0.3 MB"
+    # The bar is rewritten with "\r" (which text mode reads as a line break); the last is final.
+    assert re.fullmatch(
+        r"100%\|█+\| 300kB/300kB \[\d\d:\d\d<\d\d:\d\d, [\d.]+[kMG]?B/s, stored 300kB\]",
+        result.stderr.splitlines()[-1],
+    ), result.stderr
     assert len(result.stdout.splitlines()) == 2  # the reference and the result, nothing else
 
 
@@ -151,3 +156,21 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(
     resource_id = reference.rsplit("/", 1)[1]
     _, info = get_json(f"{server.http_url}/resources/{resource_id}")
     assert info["status"]["transferStatus"] == "COMPLETED"
+
+
+def test_a_terminal_gets_a_bar_with_percent_rate_and_time_left_unless_quiet(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(3_000_000))
+    command = [*LIVEFILE, "upload", str(path), "--server", server.ws_url]
+    code, stdout, shown = run_with_terminal_stderr(command)
+    assert code == 0, shown
+    final = shown.decode().replace("\r\n", "\n").split("\r")[-1]
+    assert re.fullmatch(
+        r"100%\|█+\| 3\.00MB/3\.00MB \[\d\d:\d\d<\d\d:\d\d, [\d.]+[kMG]?B/s, stored 3\.00MB\]\n",
+        final,
+    ), shown
+    assert len(stdout.splitlines()) == 2  # the bar never reaches standard output
+    code, _, shown = run_with_terminal_stderr([*command, "--quiet"])
+    assert (code, shown) == (0, b"")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from livefile.impl_common.references import parse_reference, ws_base_url
+from livefile.impl_common.references import parse_reference, reference_or_id, ws_base_url
 
 RID = "0123456789abcdef0123456789abcdef"
 
@@ -43,3 +43,15 @@ def test_non_references_are_refused(bad: str) -> None:
 )
 def test_server_urls_are_normalised(given: str, expected: str) -> None:
     assert ws_base_url(given) == expected
+
+
+def test_a_reference_tells_the_token_it_carries() -> None:
+    with_token = parse_reference(f"ws://h:1/ws/streaming/download/{'a' * 32}?token=x.y.z")
+    assert with_token.token == "x.y.z"
+    assert parse_reference(f"ws://h:1/ws/streaming/download/{'a' * 32}").token is None
+
+
+def test_a_bare_id_becomes_a_reference_on_the_given_server() -> None:
+    assert reference_or_id("a" * 32, "http://h:1") == f"ws://h:1/ws/streaming/download/{'a' * 32}"
+    reference = f"wss://h/ws/streaming/download/{'b' * 32}"
+    assert reference_or_id(reference, "http://other:1") == reference

@@ -19,6 +19,9 @@ from typing import Any, BinaryIO
 
 from livefile.api.errors import LivefileError
 from livefile.client_download.client import AsyncDownloadClient
+from livefile.client_download.progress import DownloadProgress
+from livefile.impl_common.progress_bars import wants_progress
+from livefile.impl_common.references import DEFAULT_SERVER, reference_or_id
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -33,8 +36,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
         parser.add_argument(
             "reference", help="the resource's reference: ws(s)://…/ws/streaming/download/ID"
-            " or http(s)://…/resources/ID",
+            " or http(s)://…/resources/ID, or its bare ID (on --server)",
         )  # fmt: skip
+        parser.add_argument(
+            "--server",
+            default=os.environ.get("LIVEFILE_SERVER", DEFAULT_SERVER),
+            help="the server of a bare ID: ws(s)://, http(s):// or HOST:PORT (LIVEFILE_SERVER,"
+            f" default {DEFAULT_SERVER}); a full reference names its own",
+        )
         parser.add_argument(
             "--timeout",
             type=float,
@@ -46,13 +55,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--token",
             default=os.environ.get("LIVEFILE_TOKEN"),
             help="access token (JWT) if the server requires one; LIVEFILE_TOKEN keeps it out"
-            " of the process list. A reference with ?token= needs none",
+            " of the process list. A reference with its own ?token= is read with that token",
         )
         parser.set_defaults(handler=_handler(command))
         return parser
 
     get = add("get", "download a resource, following it while it grows, to its end", _get)
     get.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
+    shown = get.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the progress bar on stderr even when it is not a terminal",
+    )
+    shown.add_argument("--quiet", action="store_true", help="no progress bar, even on a terminal")
 
     tail = add("tail", "print a resource as it grows, until it ends", _tail)
     start = tail.add_mutually_exclusive_group()
@@ -84,11 +100,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def _get(download: AsyncDownloadClient, args: argparse.Namespace) -> None:
-    if args.output and args.output != "-":
-        await download.save(args.output)
-    else:
+    to_file = args.output and args.output != "-"
+    sink = await asyncio.to_thread(open, args.output, "wb") if to_file else sys.stdout.buffer
+    bar = DownloadProgress(download) if wants_progress(args.progress, args.quiet) else None
+    try:
         async for piece in download.iter_bytes():
-            await _write(sys.stdout.buffer, piece)
+            # Written in place as the bytes arrive, so that the file can itself be followed.
+            await _write(sink, piece)
+            if bar is not None:
+                bar.update(len(piece))
+    finally:
+        if bar is not None:
+            bar.close()
+        if to_file:
+            await asyncio.to_thread(sink.close)
 
 
 async def _tail(download: AsyncDownloadClient, args: argparse.Namespace) -> None:
@@ -126,7 +151,8 @@ def _write_and_flush(sink: BinaryIO, data: bytes) -> None:
 def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         try:
-            download = AsyncDownloadClient(args.reference, timeout=args.timeout, token=args.token)
+            reference = reference_or_id(args.reference, args.server)
+            download = AsyncDownloadClient(reference, timeout=args.timeout, token=args.token)
         except ValueError as exc:
             return _fail(exc, EXIT_USAGE)
         try:

@@ -57,7 +57,10 @@ class AsyncDownloadClient:
     Waiting for statuses has no limit unless given one; a dead connection still ends every
     wait, with ConnectionLostError, once WebSocket keepalive pings go unanswered (~40 s).
     ``token`` is an access token (JWT) for a server with access control on; a reference
-    handed out by such a server carries its own download token and needs none.
+    handed out by such a server carries its own download token and needs none. The
+    reference's own token wins: ``token`` is used only for a reference without one, so a
+    general token (say an upload-scoped ``LIVEFILE_TOKEN``) never hides the download token
+    that came with the reference. ``token`` (the attribute) is the one in effect.
     """
 
     def __init__(
@@ -67,7 +70,9 @@ class AsyncDownloadClient:
         self.resource_id = parsed.resource_id
         self.uri = parsed.download_uri
         self.timeout = timeout
-        self.token = token
+        # The reference's token travels in its URI; a bearer header would override it.
+        self._bearer = None if parsed.token is not None else token
+        self.token = parsed.token if parsed.token is not None else token
         self._connection: DownloadConnection | None = None
 
     # --- connection ---------------------------------------------------------------------
@@ -79,7 +84,7 @@ class AsyncDownloadClient:
         connection, make a new client."""
         if self._connection is None:
             self._connection = await DownloadConnection.open(
-                self.uri, self.resource_id, self.timeout, self.token
+                self.uri, self.resource_id, self.timeout, self._bearer
             )
         return self
 

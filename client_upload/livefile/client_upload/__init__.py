@@ -6,7 +6,7 @@ a declared charset that is not valid in it).
 """
 
 from livefile.client_upload.client import AsyncUploadClient, ReferenceCallback, guess_mime_type
-from livefile.client_upload.live_file import EndSignal
+from livefile.client_upload.live_file import EndSignal, Rotation, RotationCallback
 from livefile.client_upload.sync import Upload, UploadClient
 from livefile.client_upload.upload import AsyncUpload, Progress, UploadResult
 from livefile.impl_common.transcoding import TranscodingError
@@ -17,6 +17,8 @@ __all__ = [
     "EndSignal",
     "Progress",
     "ReferenceCallback",
+    "Rotation",
+    "RotationCallback",
     "TranscodingError",
     "Upload",
     "UploadClient",

@@ -1,9 +1,13 @@
-"""``livefile upload``: upload a file (or follow a live one), printing the reference at once.
+"""``livefile upload``: upload a file (or follow a live one, or a pipe), printing the reference
+at once.
 
 Standard output gets the reference as its first line, the moment the server sends it, and the
-final result as JSON at the end; progress goes to standard error (when it is a terminal, or
-with ``--progress``). Exit status: 0 when the upload completed, 1 when it failed, 2 for usage
-errors, 130 when interrupted (the upload is then aborted and the resource FAILED).
+final result as JSON at the end. Standard error gets a progress bar when it is a terminal (or
+with ``--progress``; never with ``--quiet``) and a line for each log rotation. ``-`` (or a pipe
+such as ``/dev/stdin``) is read and sent as its bytes arrive, so the resource can be followed
+while the command that writes the pipe still runs. Exit status: 0 when the upload completed,
+1 when it failed, 2 for usage errors, 130 when interrupted (the upload is then aborted and the
+resource FAILED).
 """
 
 from __future__ import annotations
@@ -13,48 +17,26 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from livefile.api.errors import LivefileError
-from livefile.client_upload.client import DEFAULT_SERVER, AsyncUploadClient
-from livefile.client_upload.upload import UploadResult
+from livefile.client_upload.client import AsyncUploadClient, guess_mime_type
+from livefile.client_upload.live_file import Rotation
+from livefile.client_upload.progress import UploadProgress
+from livefile.client_upload.upload import Progress, UploadResult
+from livefile.impl_common.progress_bars import wants_progress
+from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.transcoding import TranscodingError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class ProgressLine:
-    """``sent / stored`` on one rewritten line of standard error, at most five times a second."""
-
-    INTERVAL = 0.2
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self.shown = False
-
-    def __call__(self, sent: int, acknowledged: int) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.INTERVAL:
-            self._last = now
-            self._show(sent, acknowledged)
-
-    def _show(self, sent: int, acknowledged: int) -> None:
-        sys.stderr.write(f"\rsent {sent / 1e6:10.1f} MB, stored {acknowledged / 1e6:10.1f} MB")
-        sys.stderr.flush()
-        self.shown = True
-
-    def end(self, result: UploadResult | None = None) -> None:
-        """Show the final figures (if any) and end the line."""
-        if result is not None:
-            self._show(result.size, result.size)
-        if self.shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.shown = False
+PIPE_READ_SIZE = 1024 * 1024
 
 
 class LiveEnd:
@@ -79,7 +61,10 @@ class LiveEnd:
             return True
         if self.idle_timeout is None:
             return False
-        size = self.path.stat().st_size
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:  # rotated away, not re-created yet: no growth
+            size = self._size
         if size != self._size:
             self._size, self._grew_at = size, time.monotonic()
         return time.monotonic() - self._grew_at >= self.idle_timeout
@@ -89,8 +74,7 @@ def _print_reference(reference: str) -> None:
     print(reference, flush=True)
 
 
-async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> UploadResult:
-    path = Path(args.file)
+async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> UploadResult:
     client = AsyncUploadClient(
         args.server,
         context_id=args.context,
@@ -99,6 +83,18 @@ async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> Up
         checksum_algorithm=args.checksum,
         max_idle_connections=0,  # one upload: nothing to keep its connection for
     )
+    if source.fd is not None:  # a pipe (or standard input): read as the bytes arrive
+        name = args.filename
+        return await client.upload_stream(
+            _pipe_chunks(source.fd),
+            filename=name,
+            mime_type=args.mime_type or guess_mime_type(name),
+            supports_line_access=args.lines,
+            charset=args.charset,
+            on_reference=_print_reference,
+            progress=notes.progress,
+        )
+    path = Path(args.file)
     if not args.live:
         return await client.upload_file(
             path,
@@ -107,7 +103,7 @@ async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> Up
             supports_line_access=args.lines,
             charset=args.charset,
             on_reference=_print_reference,
-            progress=progress,
+            progress=notes.progress,
         )
     end = LiveEnd(path, args.idle_timeout)
     loop = asyncio.get_running_loop()
@@ -121,8 +117,80 @@ async def _upload(args: argparse.Namespace, progress: ProgressLine | None) -> Up
         supports_line_access=args.lines,
         charset=args.charset,
         on_reference=_print_reference,
-        progress=progress,
+        progress=notes.progress,
+        on_rotation=notes.rotation,
     )
+
+
+def _pipe_chunks(fd: int) -> Iterator[bytes]:
+    """What the pipe holds, each piece as soon as it is there (``os.read`` does not wait for
+    a full buffer), until its writer closes it."""
+    while chunk := os.read(fd, PIPE_READ_SIZE):
+        yield chunk
+
+
+@dataclass(frozen=True)
+class Source:
+    """What ``FILE`` names: a regular file (``fd`` None, read by path) or a pipe to read."""
+
+    fd: int | None
+    size: int | None  # known only for a regular file that is not followed
+
+
+def _source(args: argparse.Namespace) -> Source | str:
+    """The source to upload, or why it cannot be (a usage error)."""
+    if args.file == "-":
+        try:
+            fd = sys.stdin.fileno()
+            mode = os.fstat(fd).st_mode
+        except (AttributeError, OSError, ValueError):  # started with standard input closed
+            return "-: there is no standard input"
+        if not args.filename:
+            return "--filename is required to upload standard input (-)"
+        if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            return "-: standard input is not a regular file or pipe"
+        return Source(fd, None)
+    try:
+        found = os.stat(args.file)
+    except FileNotFoundError:
+        return f"{args.file}: no such file"
+    except OSError as exc:
+        return f"{args.file}: {exc.strerror}"
+    if stat.S_ISDIR(found.st_mode):
+        return f"{args.file}: is a directory"
+    if stat.S_ISREG(found.st_mode):
+        return Source(None, None if args.live else found.st_size)
+    if not stat.S_ISFIFO(found.st_mode):
+        return f"{args.file}: is not a regular file or pipe"
+    if not args.filename:
+        return f"--filename is required to upload a pipe ({args.file})"
+    try:
+        return Source(os.open(args.file, os.O_RDONLY | os.O_CLOEXEC), None)
+    except OSError as exc:
+        return f"{args.file}: {exc.strerror}"
+
+
+class Notes:
+    """What the command says on standard error while it runs: the progress bar (or nothing)
+    and rotations, which must not break the bar's line."""
+
+    def __init__(self, bar: UploadProgress | None) -> None:
+        self.bar = bar
+        self.progress: Progress | None = bar
+
+    def rotation(self, rotation: Rotation) -> None:
+        self.say(rotation.describe())
+
+    def say(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.note(f"livefile: {message}")
+        else:
+            print(f"livefile: {message}", file=sys.stderr, flush=True)
+
+    def end(self, result: UploadResult | None = None) -> None:
+        if self.bar is not None:
+            self.bar.end(result)
+            self.bar = None
 
 
 def _result_json(result: UploadResult) -> str:
@@ -140,29 +208,33 @@ def _result_json(result: UploadResult) -> str:
 
 def upload(args: argparse.Namespace) -> int:
     """The ``upload`` command's handler."""
-    if not Path(args.file).is_file():
-        return _fail(f"{args.file}: no such file", EXIT_USAGE)
     if args.idle_timeout is not None and not args.live:
         return _fail("--idle-timeout needs --live", EXIT_USAGE)
-    show_progress = args.progress or (sys.stderr.isatty() and not args.quiet)
-    progress = ProgressLine() if show_progress else None
+    source = _source(args)
+    if isinstance(source, str):
+        return _fail(source, EXIT_USAGE)
+    if args.idle_timeout is not None and source.fd is not None:
+        return _fail(
+            "--idle-timeout is for files: a pipe is read until its writer ends", EXIT_USAGE
+        )
+    show_progress = wants_progress(args.progress, args.quiet)
+    notes = Notes(UploadProgress(source.size) if show_progress else None)
     try:
-        result = asyncio.run(_upload(args, progress))
+        result = asyncio.run(_upload(args, source, notes))
     except (LivefileError, TranscodingError, OSError) as exc:
-        return _fail(f"upload failed: {type(exc).__name__}: {exc}", EXIT_FAILED, progress)
+        return _fail(f"upload failed: {type(exc).__name__}: {exc}", EXIT_FAILED, notes)
     except ValueError as exc:  # a bad server URL or bad metadata, refused before connecting
-        return _fail(str(exc).splitlines()[0], EXIT_USAGE, progress)
+        return _fail(str(exc).splitlines()[0], EXIT_USAGE, notes)
     except asyncio.CancelledError:  # a second signal during a live upload
-        return _fail("upload interrupted and aborted", EXIT_INTERRUPTED, progress)
-    if progress is not None:
-        progress.end(result)
+        return _fail("upload interrupted and aborted", EXIT_INTERRUPTED, notes)
+    notes.end(result)
     print(_result_json(result), flush=True)
     return 0
 
 
-def _fail(message: str, status: int, progress: ProgressLine | None = None) -> int:
-    if progress is not None:
-        progress.end()
+def _fail(message: str, status: int, notes: Notes | None = None) -> int:
+    if notes is not None:
+        notes.end()
     print(f"livefile: {message}", file=sys.stderr, flush=True)
     return status
 
@@ -175,7 +247,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Upload FILE to a livefile server. The reference is printed first, the"
         " final result (JSON) last.",
     )
-    parser.add_argument("file", help="the file to upload")
+    parser.add_argument(
+        "file",
+        help="the file to upload; - for standard input (or a pipe such as /dev/stdin), read"
+        " and sent as it arrives, which needs --filename",
+    )
     parser.add_argument(
         "--server",
         default=os.environ.get("LIVEFILE_SERVER", DEFAULT_SERVER),
@@ -201,7 +277,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="access token (JWT) if the server requires one; LIVEFILE_TOKEN keeps it out"
         " of the process list",
     )
-    parser.add_argument("--filename", help="name to store (default: the file's name)")
+    parser.add_argument(
+        "--filename", help="name to store (default: the file's name; required for a pipe)"
+    )
     parser.add_argument("--mime-type", help="MIME type (default: guessed from the name)")
     parser.add_argument(
         "--lines", action="store_true", help="a text file with line access (supportsLineAccess)"
@@ -214,6 +292,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="end-to-end check of the bytes (default crc32c, the fastest)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
-    parser.add_argument("--progress", action="store_true", help="show progress on stderr")
-    parser.add_argument("--quiet", action="store_true", help="no progress")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the progress bar on stderr even when it is not a terminal",
+    )
+    shown.add_argument("--quiet", action="store_true", help="no progress bar, even on a terminal")
     parser.set_defaults(handler=upload)

@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import mimetypes
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 from urllib.parse import quote
 
 from livefile.api.model import ChecksumAlgorithm, ResourceMetadata
-from livefile.client_upload.live_file import EndSignal, follow_file
+from livefile.client_upload.live_file import (
+    EndSignal,
+    FollowedFile,
+    Rotation,
+    RotationCallback,
+    RotationKind,
+    follow_file,
+)
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME, ConnectionPool
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
-from livefile.impl_common.references import CONTEXT_PARAMETER, UPLOAD_PATH, ws_base_url
+from livefile.impl_common.references import (
+    CONTEXT_PARAMETER,
+    DEFAULT_SERVER,
+    UPLOAD_PATH,
+    ws_base_url,
+)
+
+logger = logging.getLogger("livefile.client_upload")
 
 ReferenceCallback = Callable[[str], None]
 """``on_reference(reference_uri)``: called once, as soon as the server sent the reference."""
 
-DEFAULT_SERVER = "ws://127.0.0.1:8080"
 DEFAULT_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
 # Files are read in pieces this large (a few messages each): fewer thread hops than reading
@@ -258,6 +271,7 @@ class AsyncUploadClient:
         poll_interval: float = 0.05,
         on_reference: ReferenceCallback | None = None,
         progress: Progress | None = None,
+        on_rotation: RotationCallback | None = None,
     ) -> UploadResult:
         """Upload a file another process is still writing: follow it, polling every
         ``poll_interval`` seconds at its end, until ``until`` says the writer is done; then
@@ -266,10 +280,16 @@ class AsyncUploadClient:
         ``until``: a callable returning bool (checked on the event loop, so it must be quick),
         or an ``asyncio.Event`` / ``threading.Event`` that is set. The file is opened before
         the upload starts, so a missing file raises ``FileNotFoundError`` and creates nothing.
+
+        Log rotation is followed as ``tail -F`` does: when the file is truncated
+        (``copytruncate``) or replaced (renamed and re-created), its new content is uploaded
+        from its start after what was sent of the old, and ``on_rotation(Rotation)`` is
+        called; without ``on_rotation`` a warning is logged (logger
+        ``livefile.client_upload``).
         """
         path = Path(path)
         name = filename or path.name
-        source: BinaryIO = await asyncio.to_thread(path.open, "rb")
+        source = await asyncio.to_thread(FollowedFile, path)
         try:
             upload = await self.start(
                 filename=name,
@@ -278,10 +298,19 @@ class AsyncUploadClient:
                 charset=charset,
                 progress=progress,
             )
+
+            def rotated(kind: RotationKind) -> None:
+                rotation = Rotation(str(path), kind, upload.sent)
+                if on_rotation is not None:
+                    on_rotation(rotation)
+                else:
+                    logger.warning("%s", rotation.describe())
+
             async with upload:
                 if on_reference is not None:
                     on_reference(upload.reference)
-                async for chunk in follow_file(source, until, poll_interval, FILE_READ_SIZE):
+                chunks = follow_file(source, until, poll_interval, FILE_READ_SIZE, rotated)
+                async for chunk in chunks:
                     await upload.write(chunk)
                 return await upload.finish()
         finally:

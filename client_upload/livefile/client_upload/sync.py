@@ -9,15 +9,15 @@ from types import TracebackType
 from livefile.api.model import ChecksumAlgorithm
 from livefile.client_upload.client import (
     DEFAULT_MESSAGE_SIZE,
-    DEFAULT_SERVER,
     DEFAULT_TIMEOUT,
     FALLBACK_MIME_TYPE,
     AsyncUploadClient,
     ReferenceCallback,
 )
-from livefile.client_upload.live_file import EndSignal
+from livefile.client_upload.live_file import EndSignal, RotationCallback
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
+from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.sync_bridge import LoopThread
 
 
@@ -232,6 +232,7 @@ class UploadClient:
         poll_interval: float = 0.05,
         on_reference: ReferenceCallback | None = None,
         progress: Progress | None = None,
+        on_rotation: RotationCallback | None = None,
     ) -> UploadResult:
         return self._thread.run(
             self._client.upload_live_file(
@@ -244,6 +245,7 @@ class UploadClient:
                 poll_interval=poll_interval,
                 on_reference=on_reference,
                 progress=progress,
+                on_rotation=on_rotation,
             )
         )
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from livefile.api.model import is_valid_id
 
 UPLOAD_PATH = "/ws/streaming/upload"
 DOWNLOAD_PATH_PREFIX = "/ws/streaming/download/"
 CONTEXT_PARAMETER = "streamingUploadContextId"
+DEFAULT_SERVER = "ws://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class ParsedReference:
     def download_uri(self) -> str:
         uri = f"{self.ws_base}{DOWNLOAD_PATH_PREFIX}{self.resource_id}"
         return f"{uri}?{self.query}" if self.query else uri
+
+    @property
+    def token(self) -> str | None:
+        """The access token the reference carries in ``?token=``, if any."""
+        values = parse_qs(self.query).get("token")
+        return values[0] if values else None
 
     @property
     def http_base(self) -> str:
@@ -47,6 +54,13 @@ def parse_reference(reference: str) -> ParsedReference:
             base = urlunsplit((scheme, parts.netloc, prefix, "", ""))
             return ParsedReference(base, resource_id, parts.query)
     raise ValueError(f"Not a livefile reference: {reference!r}")
+
+
+def reference_or_id(text: str, server: str) -> str:
+    """``text`` as a reference: a bare resource id is taken as one on ``server``."""
+    if is_valid_id(text):
+        return f"{ws_base_url(server)}{DOWNLOAD_PATH_PREFIX}{text}"
+    return text
 
 
 def ws_base_url(server: str) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 import zipfile
@@ -24,6 +26,7 @@ import pytest
 from livefile.api.errors import ResourceFailedError
 from livefile.api.model import ResourceStatus, TransferStatus
 from livefile.client_download import AsyncDownloadClient
+from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
 from tests.support.raw_upload import RawUpload, upload
 from tests.support.server import LivefileProcess
@@ -355,3 +358,61 @@ async def test_a_reference_to_the_source_reads_its_repack_with_access_control_on
     other_token = other.split("token=", 1)[1]
     code, _ = get_json(f"{server.http_url}/resources/{derived_id}?token={other_token}")
     assert code == 403
+
+
+async def test_the_upload_sdk_asks_for_a_repack_and_for_one_of_an_existing_resource(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    files = files_of_a_project()
+    path = tmp_path / "project.tar.gz"
+    path.write_bytes(tar_gz(files))
+    announced: list[str] = []
+    async with AsyncUploadClient(server.ws_url, timeout=WAIT) as client:
+        result = await client.upload_file(
+            path, repack=True, on_derived=lambda derived: announced.append(derived.id)
+        )
+        (derived,) = result.derived
+        assert announced == [derived.id]
+        again = await client.repack(result.reference)
+    assert again.id != derived.id
+    for reference in (derived.reference.uri, again.reference.uri):
+        data, seen = await follow_to_end(reference)
+        assert seen[-1].transfer_status is TransferStatus.COMPLETED
+        assert_zip_holds(data, files, tmp_path)
+
+
+async def test_the_cli_prints_the_repacks_reference_on_the_second_line(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    files = {"a.txt": b"alpha\n", "b/c.txt": b"gamma\n"}
+    path = tmp_path / "small.tar.gz"
+    path.write_bytes(tar_gz(files))
+    cli = [sys.executable, "-m", "livefile.impl_common.cli"]
+    uploaded = subprocess.run(
+        [*cli, "upload", str(path), "--repack", "--server", server.ws_url],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert uploaded.returncode == 0, uploaded.stderr
+    reference, derived, result = uploaded.stdout.splitlines()
+    assert json.loads(result)["derived"][0]["reference"]["uri"] == derived
+    asked = subprocess.run(
+        [*cli, "repack", reference], capture_output=True, text=True, timeout=WAIT
+    )
+    assert asked.returncode == 0, asked.stderr
+    for zip_reference in (derived, asked.stdout.strip()):
+        out = tmp_path / "out.zip"
+        got = subprocess.run(
+            [*cli, "get", zip_reference, "-o", str(out)], capture_output=True, timeout=WAIT
+        )
+        assert got.returncode == 0, got.stderr
+        assert_zip_holds(out.read_bytes(), files, tmp_path)
+    unknown = subprocess.run(
+        [*cli, "repack", "0" * 32, "--server", server.ws_url],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert unknown.returncode != 0
+    assert "Unknown resource id" in unknown.stderr

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livefile.api.errors import LivefileError
+from livefile.api.messages import DerivedReference
 from livefile.client_upload.client import AsyncUploadClient, guess_mime_type
 from livefile.client_upload.live_file import Rotation
 from livefile.client_upload.progress import UploadProgress
@@ -74,6 +75,12 @@ def _print_reference(reference: str) -> None:
     print(reference, flush=True)
 
 
+def _print_derived(derived: DerivedReference) -> None:
+    """A derived resource (``--repack``): its reference on a line of its own, after the
+    upload's, so that ``head -1`` still gives the upload's."""
+    print(derived.reference.uri, flush=True)
+
+
 async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> UploadResult:
     client = AsyncUploadClient(
         args.server,
@@ -93,6 +100,8 @@ async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> Upl
             charset=args.charset,
             on_reference=_print_reference,
             progress=notes.progress,
+            repack=args.repack,
+            on_derived=_print_derived,
         )
     path = Path(args.file)
     if not args.live:
@@ -104,6 +113,8 @@ async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> Upl
             charset=args.charset,
             on_reference=_print_reference,
             progress=notes.progress,
+            repack=args.repack,
+            on_derived=_print_derived,
         )
     end = LiveEnd(path, args.idle_timeout)
     loop = asyncio.get_running_loop()
@@ -202,6 +213,7 @@ def _result_json(result: UploadResult) -> str:
             "checksum": result.checksum,
             "checksumAlgorithm": result.checksum_algorithm.value,
             "status": result.status.to_wire(),
+            "derived": [derived.to_wire() for derived in result.derived],
         }
     )
 
@@ -291,6 +303,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="crc32c",
         help="end-to-end check of the bytes (default crc32c, the fastest)",
     )
+    parser.add_argument(
+        "--repack",
+        action="store_true",
+        help="also repack the archive into one normalized ZIP, a second resource that grows"
+        " while this one uploads; its reference is printed on the second line",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument(
@@ -300,3 +318,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     shown.add_argument("--quiet", action="store_true", help="no progress bar, even on a terminal")
     parser.set_defaults(handler=upload)
+
+    repack = subparsers.add_parser(
+        "repack",
+        help="repack an archive resource into one normalized ZIP; print its reference",
+        description="Ask the server to repack RESOURCE (a reference, or an id with --server),"
+        " which may still be uploading, into one normalized ZIP: a new resource whose"
+        " reference is printed at once; follow it with livefile get or tail.",
+    )
+    repack.add_argument("resource", help="a reference, or a resource id with --server")
+    repack.add_argument(
+        "--server",
+        default=os.environ.get("LIVEFILE_SERVER", DEFAULT_SERVER),
+        help=f"server URL for a bare id (LIVEFILE_SERVER, default {DEFAULT_SERVER})",
+    )
+    repack.add_argument(
+        "--token",
+        default=os.environ.get("LIVEFILE_TOKEN"),
+        help="access token with upload scope (LIVEFILE_TOKEN); a reference's own token is"
+        " used to read it",
+    )
+    repack.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    repack.set_defaults(handler=request_repack)
+
+
+def request_repack(args: argparse.Namespace) -> int:
+    """The ``repack`` command's handler."""
+
+    async def ask() -> DerivedReference:
+        client = AsyncUploadClient(args.server, timeout=args.timeout, token=args.token)
+        return await client.repack(args.resource)
+
+    try:
+        derived = asyncio.run(ask())
+    except LivefileError as exc:
+        return _fail(f"repack refused: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    except ValueError as exc:
+        return _fail(str(exc).splitlines()[0], EXIT_USAGE)
+    print(derived.reference.uri, flush=True)
+    return 0

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import mimetypes
+import urllib.error
+import urllib.request
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
+from livefile.api.errors import ConnectionLostError
+from livefile.api.messages import DerivedReference
 from livefile.api.model import ChecksumAlgorithm, ResourceMetadata
+from livefile.client_upload.connection import bearer_headers
 from livefile.client_upload.live_file import (
     EndSignal,
     FollowedFile,
@@ -22,10 +29,13 @@ from livefile.client_upload.live_file import (
 )
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME, ConnectionPool
 from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
+from livefile.impl_common.close_reason import error_for_http_status
 from livefile.impl_common.references import (
     CONTEXT_PARAMETER,
     DEFAULT_SERVER,
     UPLOAD_PATH,
+    parse_reference,
+    reference_or_id,
     ws_base_url,
 )
 
@@ -33,6 +43,9 @@ logger = logging.getLogger("livefile.client_upload")
 
 ReferenceCallback = Callable[[str], None]
 """``on_reference(reference_uri)``: called once, as soon as the server sent the reference."""
+DerivedCallback = Callable[[DerivedReference], None]
+"""``on_derived(derived)``: called once for each resource the server derives from the upload
+(``repack=True``), right after ``on_reference``."""
 
 DEFAULT_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
@@ -105,6 +118,17 @@ class AsyncUploadClient:
         """How many connections wait for the next upload now."""
         return self._pool.idle
 
+    async def repack(self, resource: str) -> DerivedReference:
+        """Ask the server to repack an existing resource (a reference or an id on this server;
+        it may still be uploading) into one normalized ZIP: a new resource, returned at once,
+        which grows as the archive is read (``POST /resources/{id}/repack``). Needs a token
+        with upload scope that can also read the resource, when access control is on."""
+        parsed = parse_reference(reference_or_id(resource, self.server))
+        token = parsed.token or self.token
+        url = f"{parsed.http_base}/resources/{parsed.resource_id}/repack"
+        body = await asyncio.to_thread(_post, url, token, self.timeout)
+        return DerivedReference.model_validate(body)
+
     async def aclose(self) -> None:
         """Close the idle connections. Running uploads go on; the client stays usable."""
         await self._pool.aclose()
@@ -128,6 +152,7 @@ class AsyncUploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         progress: Progress | None = None,
+        repack: bool = False,
     ) -> AsyncUpload:
         """Open an upload; its ``reference`` is known when this returns, before any data.
 
@@ -148,6 +173,7 @@ class AsyncUploadClient:
             token=self.token,
             checksum_algorithm=self.checksum_algorithm,
             pool=self._pool,
+            repack=repack,
         )
 
     async def upload_bytes(
@@ -159,6 +185,8 @@ class AsyncUploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         """Upload ``data`` (sent in messages of at most ``message_size`` bytes).
@@ -172,7 +200,7 @@ class AsyncUploadClient:
             metadata = ResourceMetadata(
                 filename=filename, mime_type=mime_type, supports_line_access=supports_line_access
             )
-            return await AsyncUpload.send_whole(
+            result = await AsyncUpload.send_whole(
                 self.upload_uri,
                 metadata,
                 data,
@@ -183,7 +211,12 @@ class AsyncUploadClient:
                 checksum_algorithm=self.checksum_algorithm,
                 pool=self._pool,
                 on_reference=on_reference,
+                repack=repack,
             )
+            if on_derived is not None:
+                for derived in result.derived:
+                    on_derived(derived)
+            return result
         return await self.upload_stream(
             [data],
             filename=filename,
@@ -192,6 +225,8 @@ class AsyncUploadClient:
             charset=charset,
             on_reference=on_reference,
             progress=progress,
+            repack=repack,
+            on_derived=on_derived,
         )
 
     async def upload_file(
@@ -203,6 +238,8 @@ class AsyncUploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         """Upload a complete file (for one still being written, see ``upload_live_file``).
@@ -218,6 +255,8 @@ class AsyncUploadClient:
             charset=charset,
             on_reference=on_reference,
             progress=progress,
+            repack=repack,
+            on_derived=on_derived,
         )
 
     async def upload_stream(
@@ -229,6 +268,8 @@ class AsyncUploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         """Upload what an iterator (sync or async) of bytes yields, until it is exhausted.
@@ -243,10 +284,12 @@ class AsyncUploadClient:
             supports_line_access=supports_line_access,
             charset=charset,
             progress=progress,
+            repack=repack,
         )
         async with upload:
             if on_reference is not None:
                 on_reference(upload.reference)
+            _announce_derived(upload, on_derived)
             if isinstance(chunks, AsyncIterable):
                 async for chunk in chunks:
                     await upload.write(chunk)
@@ -270,6 +313,8 @@ class AsyncUploadClient:
         charset: str | None = None,
         poll_interval: float = 0.05,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
         on_rotation: RotationCallback | None = None,
     ) -> UploadResult:
@@ -297,6 +342,7 @@ class AsyncUploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 progress=progress,
+                repack=repack,
             )
 
             def rotated(kind: RotationKind) -> None:
@@ -309,12 +355,34 @@ class AsyncUploadClient:
             async with upload:
                 if on_reference is not None:
                     on_reference(upload.reference)
+                _announce_derived(upload, on_derived)
                 chunks = follow_file(source, until, poll_interval, FILE_READ_SIZE, rotated)
                 async for chunk in chunks:
                     await upload.write(chunk)
                 return await upload.finish()
         finally:
             await asyncio.to_thread(source.close)
+
+
+def _announce_derived(upload: AsyncUpload, on_derived: DerivedCallback | None) -> None:
+    if on_derived is not None:
+        for derived in upload.derived:
+            on_derived(derived)
+
+
+def _post(url: str, token: str | None, timeout: float) -> dict[str, object]:
+    request = urllib.request.Request(url, method="POST", headers=bearer_headers(token) or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body: dict[str, object] = json.loads(response.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = json.loads(detail)["detail"]
+        raise error_for_http_status(exc.code, str(detail)) from None
+    except OSError as exc:
+        raise ConnectionLostError(f"Cannot reach {url}: {exc}") from exc
 
 
 def _already_ended() -> bool:

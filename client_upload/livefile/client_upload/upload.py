@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from livefile.api import close_codes
 from livefile.api.errors import ConnectionLostError, LivefileTimeoutError, ProtocolError
 from livefile.api.messages import (
+    DerivedReference,
     FinishUpload,
     ReadyForUpload,
     StartUpload,
@@ -62,6 +63,7 @@ class UploadResult:
     checksum: str  # hex digest, agreed by the server
     size: int
     checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
+    derived: tuple[DerivedReference, ...] = ()  # what the server produces from it (repack)
 
 
 class AsyncUpload:
@@ -114,6 +116,9 @@ class AsyncUpload:
         self._on_reference: Callable[[str], object] | None = None
         self.reference = ""
         self.resource_id = ""
+        self.derived: tuple[DerivedReference, ...] = ()
+        """Resources the server derives from this one (``repack=True``), known with the
+        reference: each has its own id and reference and can be followed at once."""
         self.result: UploadResult | None = None
 
     @classmethod
@@ -129,6 +134,7 @@ class AsyncUpload:
         token: str | None = None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         pool: ConnectionPool | None = None,
+        repack: bool = False,
     ) -> AsyncUpload:
         """Connect (or take an idle connection from ``pool``), announce the resource, and wait
         for its reference.
@@ -138,7 +144,7 @@ class AsyncUpload:
         again, once, on a new connection.
         """
         transcoder = Utf8Transcoder(charset) if charset else None
-        start = _start_message(metadata, checksum_algorithm, pool)
+        start = _start_message(metadata, checksum_algorithm, pool, repack)
         while True:
             ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
@@ -160,6 +166,7 @@ class AsyncUpload:
                 raise
             upload.reference = ready.reference.uri
             upload.resource_id = ready.resource_id
+            upload.derived = tuple(ready.derived or ())
             return upload
 
     @classmethod
@@ -176,6 +183,7 @@ class AsyncUpload:
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         pool: ConnectionPool | None = None,
         on_reference: Callable[[str], object] | None = None,
+        repack: bool = False,
     ) -> UploadResult:
         """Upload ``data`` whole without waiting for the reference first: ``StartUpload``, the
         data and ``FinishUpload`` go out back to back, and the reference (``on_reference``) and
@@ -183,7 +191,7 @@ class AsyncUpload:
         what many small uploads cost. As in ``start``, a reused connection found closed before
         the reference arrived is replaced once.
         """
-        start = _start_message(metadata, checksum_algorithm, pool)
+        start = _start_message(metadata, checksum_algorithm, pool, repack)
         while True:
             ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
@@ -243,6 +251,7 @@ class AsyncUpload:
             if not self.reference:  # pipelined (``send_whole``): the reference comes now
                 ready = await self._wait(self._ready, "the reference (ReadyForUpload)")
                 self.reference, self.resource_id = ready.reference.uri, ready.resource_id
+                self.derived = tuple(ready.derived or ())
                 if self._on_reference is not None:
                     self._on_reference(self.reference)
             ack = await self._wait(self._ack, "the acknowledgement (UploadAcknowledged)")
@@ -271,7 +280,13 @@ class AsyncUpload:
             self.acknowledged = ack.size
             self._report()
             self.result = UploadResult(
-                self.reference, self.resource_id, status, checksum, ack.size, algorithm
+                self.reference,
+                self.resource_id,
+                status,
+                checksum,
+                ack.size,
+                algorithm,
+                self.derived,
             )
             return self.result
 
@@ -419,11 +434,14 @@ class AsyncUpload:
 
 
 def _start_message(
-    metadata: ResourceMetadata, algorithm: ChecksumAlgorithm, pool: ConnectionPool | None
+    metadata: ResourceMetadata,
+    algorithm: ChecksumAlgorithm,
+    pool: ConnectionPool | None,
+    repack: bool,
 ) -> str:
     keep_open = pool is not None and pool.enabled
     return StartUpload(
-        metadata=metadata, checksum_algorithm=algorithm, keep_open=keep_open
+        metadata=metadata, checksum_algorithm=algorithm, keep_open=keep_open, repack=repack
     ).to_json()
 
 

@@ -12,6 +12,7 @@ from livefile.api.errors import (
     PolicyViolationError,
     ProtocolError,
     QuotaExceededError,
+    ResourceNotFoundError,
     ServerError,
 )
 
@@ -47,3 +48,15 @@ def error_for_close(code: int | None, reason: str) -> LivefileError:
     if code in (close_codes.INTERNAL_ERROR, close_codes.GOING_AWAY, close_codes.TRY_AGAIN_LATER):
         return ServerError(detail)
     return ConnectionLostError(f"Connection {detail}" if code else "Connection lost")
+
+
+def error_for_http_status(status: int, detail: str) -> LivefileError:
+    """The exception an SDK raises for an HTTP error answer with ``detail`` (its JSON
+    ``detail``)."""
+    if status == 401:
+        return AuthenticationError(detail)
+    if status == 403:
+        return AuthorizationError(detail)
+    if status == 404:
+        return ResourceNotFoundError(detail)
+    return ServerError(f"HTTP {status}: {detail}")

@@ -103,6 +103,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "connections per process from one client address; beyond, new ones get 503"
             " (LIVEFILE_MAX_CONNECTIONS_PER_CLIENT, no limit)",
         ),
+        ("--job-concurrency", "server jobs (repack) running at once per process (2)"),
+        ("--job-queue", "jobs waiting beyond those; more are refused with 503 (100)"),
+        ("--job-time-limit", "seconds one job may take, waiting for its source included (3600)"),
+        ("--repack-max-entries", "entries one archive may hold (10000)"),
+        ("--repack-max-unpacked-size", "bytes one archive may unpack to (4 GiB)"),
+        ("--repack-max-ratio", "unpacked/archive bytes, checked once 64 MiB are unpacked (200)"),
+        ("--repack-compression-level", "Deflate level of compressible entries, 0-9 (6)"),
     ):
         parser.add_argument(flag, help=text)
     parser.add_argument(

@@ -101,3 +101,20 @@ for package in ("livefile.client_upload", "livefile.client_download"):
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# The server side's own line: the resource manager, its backends and producers know nothing of
+# the web framework or the ASGI server that carry them (api and impl_common are held to their
+# allow-lists above, which name neither these nor redis).
+FORBIDDEN_IMPORTS = {"impl_server": {"fastapi", "starlette", "uvicorn"}}
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN_IMPORTS))
+def test_server_module_imports_no_web_framework(folder: str) -> None:
+    forbidden = FORBIDDEN_IMPORTS[folder]
+    found = {
+        module
+        for module in imported_modules(ROOT / folder / "livefile")
+        if module.split(".")[0] in forbidden
+    }
+    assert found == set(), f"{folder} imports {sorted(found)}"

@@ -416,3 +416,29 @@ async def test_the_cli_prints_the_repacks_reference_on_the_second_line(
     )
     assert unknown.returncode != 0
     assert "Unknown resource id" in unknown.stderr
+
+
+async def test_a_full_job_queue_refuses_clearly_and_a_slow_job_meets_its_time_limit(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--job-concurrency", "1", "--job-queue", "0", "--job-time-limit", "2")
+    async with RawUpload(server.ws_url, filename="slow.tar.gz") as raw:
+        await raw.write(tar_gz({"a.txt": b"A\n"})[:100])  # an archive that never completes
+        code, running = post_repack(server, raw.resource_id)
+        assert code == 202, running
+        # The one slot is taken and nothing may wait: refused at once, nothing created.
+        code, refused = post_repack(server, raw.resource_id)
+        assert code == 503
+        assert "try again later" in refused["detail"]
+        listed = get_json(f"{server.http_url}/resources/{raw.resource_id}")[1]["derived"]
+        assert [item["id"] for item in listed] == [running["id"]]
+        async with AsyncDownloadClient(running["reference"]["uri"], timeout=WAIT) as watcher:
+            final = await watcher.wait_for_end(WAIT)
+        assert final.transfer_status is TransferStatus.FAILED
+        assert final.error is not None
+        assert final.error.code == "time_limit"
+        # The slot is free again: another job is taken.
+        code, _ = post_repack(server, raw.resource_id)
+        assert code == 202
+        source = get_json(f"{server.http_url}/resources/{raw.resource_id}")[1]
+        assert source["status"]["transferStatus"] == "IN_PROGRESS"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from livefile.api.errors import JobRefusedError, ResourceNotFoundError
+from livefile.api.errors import ResourceNotFoundError
 from livefile.api.model import ResourceKind, ResourceMetadata
 from livefile.impl_server.jobs import JobRunner
 from livefile.impl_server.manager import ResourceManager
@@ -45,10 +45,7 @@ class Derivations:
         source = await self._manager.reader(source_id)
         if source is None:
             raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
-        if self._runner.waiting >= self._runner.limits.queue:
-            raise JobRefusedError(
-                f"Too many jobs waiting ({self._runner.limits.queue}): try again later"
-            )
+        self._runner.check_room()  # refused before anything is created
         metadata = ResourceMetadata(
             filename=repacked_name(source.entry.metadata.filename), mime_type=ZIP_MIME_TYPE
         )

@@ -50,11 +50,19 @@ class JobRunner:
     def waiting(self) -> int:
         return self._waiting
 
-    def submit(self, name: str, job: Job) -> None:
-        """Queue ``job``; raises ``JobRefusedError`` when ``limits.queue`` jobs already wait."""
-        if self._waiting >= self.limits.queue:
+    def check_room(self) -> None:
+        """Raise ``JobRefusedError`` unless a job submitted now would run or wait: every slot
+        busy and ``limits.queue`` jobs waiting already is full."""
+        if len(self._tasks) >= self.limits.concurrency + self.limits.queue:
             self.refused += 1
-            raise JobRefusedError(f"Too many jobs waiting ({self.limits.queue}): try again later")
+            raise JobRefusedError(
+                f"All {self.limits.concurrency} job slots are busy and {self.limits.queue}"
+                " jobs wait: try again later"
+            )
+
+    def submit(self, name: str, job: Job) -> None:
+        """Run ``job`` when a slot is free; raises ``JobRefusedError`` when full."""
+        self.check_room()
         self._waiting += 1
         task = asyncio.create_task(self._run(name, job), name=f"job-{name}")
         self._tasks.add(task)

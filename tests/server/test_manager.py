@@ -178,3 +178,28 @@ async def test_redis_contexts_give_a_reservation_back(redis_server: RedisProcess
         await contexts.release("0" * 32)  # an unknown context: nothing happens
     finally:
         await client.aclose()
+
+
+async def test_progress_is_published_with_a_new_revision_and_never_goes_back(
+    manager: ResourceManager,
+) -> None:
+    writer = await manager.create_resource(META, stage="waiting")
+    seen = [writer.status]
+    writer.progress("repacking", 10.0)  # a new stage: published at once, at the same size
+    seen.append(writer.status)
+    writer.progress("repacking", 5.0)  # lower within the stage: stays at 10
+    seen.append(writer.status)
+    await writer.append(b"abc")
+    await writer.flush()
+    await writer.complete()
+    seen.append(writer.status)
+    assert [s.stage for s in seen] == ["waiting", "repacking", "repacking", None]
+    assert (seen[1].revision or 0) > (seen[0].revision or 0)
+    assert seen[1].current_size == seen[0].current_size == 0
+    assert seen[2] == seen[1]  # nothing new: nothing published
+    assert seen[2].percent == 10.0
+    assert seen[3].transfer_status is TransferStatus.COMPLETED
+    assert (seen[3].percent, seen[3].current_size) == (None, 3)
+    entry = await manager.catalog.get(writer.resource_id)
+    assert entry is not None
+    assert entry.status == seen[3]

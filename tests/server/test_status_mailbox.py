@@ -46,3 +46,20 @@ async def test_closing_a_subscription_unsubscribes_it() -> None:
     assert bus.subscriber_count("r") == 1
     subscription.close()
     assert bus.subscriber_count("r") == 0
+
+
+async def test_a_newer_revision_at_the_same_size_is_delivered() -> None:
+    bus = InProcessStatusBus()
+    first = ResourceStatus(
+        transfer_status=TransferStatus.IN_PROGRESS, current_size=10, revision=1, stage="waiting"
+    )
+    subscription = await bus.subscribe("r", first)
+    statuses = aiter(subscription)
+    assert await anext(statuses) == first
+    later = first.model_copy(update={"revision": 2, "stage": "repacking", "percent": 5.0})
+    bus.publish("r", later)
+    assert await anext(statuses) == later  # same size, newer revision: news
+    bus.publish("r", first.model_copy(update={"stage": "stale"}))  # revision 1 again
+    final = later.model_copy(update={"transfer_status": TransferStatus.COMPLETED, "revision": 3})
+    bus.publish("r", final)
+    assert await anext(statuses) == final  # the stale one was never delivered

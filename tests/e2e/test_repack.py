@@ -442,3 +442,27 @@ async def test_a_full_job_queue_refuses_clearly_and_a_slow_job_meets_its_time_li
         assert code == 202
         source = get_json(f"{server.http_url}/resources/{raw.resource_id}")[1]
         assert source["status"]["transferStatus"] == "IN_PROGRESS"
+
+
+async def test_a_repack_whose_server_is_killed_ends_worker_lost_after_the_restart(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir=data_dir)
+    archive = tar_gz(files_of_a_project())
+    raw = RawUpload(server.ws_url, filename="killed.tar.gz", options={"repack": True})
+    async with raw:
+        derived_id = raw.ready["derived"][0]["id"]
+        await raw.write(archive[: len(archive) // 2])
+        async with AsyncDownloadClient(raw.ready["derived"][0]["reference"]["uri"]) as watcher:
+            await watcher.wait_for_status(lambda s: s.current_size > 0, WAIT)
+        server.kill()
+        with pytest.raises(ConnectionError):
+            await raw.finish()
+    restarted = start_server(data_dir=data_dir)
+    info = get_json(f"{restarted.http_url}/resources/{derived_id}")[1]
+    assert info["status"]["transferStatus"] == "FAILED"
+    assert info["status"]["error"]["code"] == "worker_lost"
+    assert info["status"]["currentSize"] > 0
+    source = get_json(f"{restarted.http_url}/resources/{raw.resource_id}")[1]
+    assert source["status"]["error"]["code"] == "interrupted"

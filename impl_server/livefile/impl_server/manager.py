@@ -46,6 +46,10 @@ FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
 INTERRUPTED = ResourceError(
     code="interrupted", message="the server process producing it ended before it was finished"
 )
+# The same for a resource the server produced itself (a repack): its job's worker is gone.
+WORKER_LOST = ResourceError(
+    code="worker_lost", message="the worker running its job ended before it was finished"
+)
 
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
 
@@ -92,7 +96,7 @@ class ResourceManager:
                     "current_size": size,
                     "number_of_lines": lines,
                     "revision": (entry.status.revision or 0) + 1,
-                    "error": INTERRUPTED,
+                    "error": INTERRUPTED if entry.kind is ResourceKind.UPLOAD else WORKER_LOST,
                 }
             )
             with contextlib.suppress(Exception):  # held, retried and logged by _record_end

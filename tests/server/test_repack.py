@@ -643,3 +643,26 @@ def test_progress_reports_input_consumed_as_it_grows(tmp_path: Path) -> None:
     assert len(seen) > 3
     assert seen == sorted(set(seen))
     assert seen[-1] == summary.consumed_bytes == path.stat().st_size
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_streamed_entries_read_back_with_or_without_zip64_local_headers(
+    tmp_path: Path, large: bool
+) -> None:
+    data = os.urandom(100_000) + b"text " * 100_000
+    out = io.BytesIO()
+    writer = ZipWriter(out.write)
+    for name, level in (("stored.bin", 0), ("deflated.bin", 6)):
+        stream = writer.open_entry(name, MTIME, level=level, large=large)
+        stream.write(data)
+        stream.close()
+    writer.close()
+    check_zip(out.getvalue(), tmp_path, {"stored.bin": data, "deflated.bin": data})
+    # A reader of local headers (libarchive, as bsdtar reading a pipe) agrees.
+    piped = subprocess.run(
+        [require_tool("bsdtar"), "-xOf", "-", "stored.bin"],
+        input=out.getvalue(),
+        capture_output=True,
+        check=True,
+    )
+    assert piped.stdout == data

@@ -45,6 +45,7 @@ MODULES = [
     "small_files",
     "lines",
     "fanout",
+    "repack",
 ]
 PACKAGES = ["uvicorn", "websockets", "fastapi", "starlette", "uvloop", "httptools", "redis"]
 

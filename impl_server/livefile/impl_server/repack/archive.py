@@ -30,6 +30,7 @@ _IFMT = 0o170000
 _IFREG = 0o100000
 _IFDIR = 0o040000
 _ENCRYPTION_WORDS = re.compile(r"encrypt|passphrase|password", re.IGNORECASE)
+_UNSUPPORTED_WORDS = re.compile(r"unsupported|not supported|unavailable", re.IGNORECASE)
 
 _ffi: Any = None
 
@@ -190,7 +191,7 @@ class ArchiveReader:
             message
         ):
             raise RepackError("encrypted_archive", f"the archive is encrypted ({message})")
-        if "unavailable" in message or "not supported" in message:
+        if _UNSUPPORTED_WORDS.search(message):  # e.g. a solid RAR 4, a zip method it lacks
             raise RepackError("unsupported_format", message)
         raise RepackError("invalid_archive", message)
 

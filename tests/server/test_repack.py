@@ -13,6 +13,7 @@ import tarfile
 import time
 import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -666,3 +667,19 @@ def test_streamed_entries_read_back_with_or_without_zip64_local_headers(
         check=True,
     )
     assert piped.stdout == data
+
+
+@pytest.mark.timeout(30)
+def test_gzip_bomb_is_inflated_no_further_than_the_ratio_floor(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = 512 << 20
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
+    parts = [deflate.compress(info.tobuf())]
+    zeros = bytes(1 << 20)
+    parts += [deflate.compress(zeros) for _ in range(512)]
+    bomb = b"".join(parts) + deflate.flush()
+    assert len(bomb) < 4 << 20
+    started = time.perf_counter()
+    error = refusal(lambda: run_stream(bomb, "bomb.tar.gz", piece=1 << 20))
+    assert error.code == "ratio_limit"
+    assert time.perf_counter() - started < 5

@@ -683,3 +683,10 @@ def test_gzip_bomb_is_inflated_no_further_than_the_ratio_floor(tmp_path: Path) -
     error = refusal(lambda: run_stream(bomb, "bomb.tar.gz", piece=1 << 20))
     assert error.code == "ratio_limit"
     assert time.perf_counter() - started < 5
+
+
+def test_limits_that_make_no_sense_are_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="compression_level"):
+        RepackLimits(compression_level=10)
+    with pytest.raises(ValueError, match="max_ratio"):
+        RepackLimits(max_ratio=0)

@@ -63,9 +63,9 @@ def _timestamp_extra(mtime: float) -> bytes:
     return struct.pack("<HHBI", 0x5455, 5, 1, seconds)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
-    """What the central directory needs of one written entry."""
+    """What the central directory needs of one written entry (slots: one per entry is kept)."""
 
     name: bytes
     flags: int

@@ -174,7 +174,7 @@ class ArchiveReader:
         try:
             result: int = function(*args)
         except self._ffi.ArchiveError as exc:
-            self._raise(str(exc.msg))
+            self._raise(str(exc.msg) if exc.msg else self._error_string())
         if result < _ARCHIVE_WARN or (result < 0 and function is self._ffi.read_data):
             self._raise(self._error_string())
         return result

@@ -38,11 +38,14 @@ MTIME = 1_588_334_401  # 2020-05-01 12:00:01 UTC: an odd second, to see DOS time
 LIMITS = RepackLimits()
 
 
+DEBIAN_PACKAGES = {"bsdtar": "libarchive-tools", "7z": "p7zip-full", "zstd": "zstd"}
+
+
 def require_tool(name: str) -> str:
     """The tool's path; without it the test is skipped, or fails where the tools are required."""
     path = shutil.which(name)
     if path is None:
-        reason = f"{name} is not installed (Debian: bsdtar is libarchive-tools, 7z is p7zip-full)"
+        reason = f"{name} is not installed (Debian package {DEBIAN_PACKAGES[name]})"
         if os.environ.get("LIVEFILE_REQUIRE_ARCHIVE_TOOLS") == "1":
             pytest.fail(reason)
         pytest.skip(reason)

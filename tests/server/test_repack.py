@@ -3,9 +3,11 @@ zstd). Every output ZIP is checked with zipfile, ``bsdtar -tf`` and ``7z t``."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -693,3 +695,37 @@ def test_limits_that_make_no_sense_are_refused_at_once() -> None:
         RepackLimits(compression_level=10)
     with pytest.raises(ValueError, match="max_ratio"):
         RepackLimits(max_ratio=0)
+
+
+def test_corrupted_archives_end_in_a_repack_error_never_a_crash(tmp_path: Path) -> None:
+    # A regression guard as much as a check: a libarchive query once crashed the process on a
+    # tar corrupted like these.
+    rng = random.Random(7)
+    tree = {"a.txt": b"hello world\n" * 5000, "d/b.bin": bytes(rng.randbytes(70_000)), "c": b"x"}
+    root = write_tree(tmp_path / "tree", tree)
+    run_tool(require_tool("7z"), "a", "-t7z", "-bd", tmp_path / "in.7z", ".", cwd=root)
+    inputs = [
+        make_tar(tmp_path / "in.tar", tree=tree).read_bytes(),
+        make_tar(tmp_path / "in.tar.gz", "w:gz", tree).read_bytes(),
+        make_tar(tmp_path / "in.tar.xz", "w:xz", tree).read_bytes(),
+        make_zip(tmp_path / "in.zip", tree).read_bytes(),
+        (tmp_path / "in.7z").read_bytes(),
+    ]
+    for data in inputs:
+        for _ in range(40):
+            damaged = bytearray(data)
+            for _ in range(rng.randrange(1, 4)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            if rng.random() < 0.3:
+                del damaged[rng.randrange(len(damaged)) :]
+            path = tmp_path / "damaged"
+            path.write_bytes(damaged)
+            with contextlib.suppress(RepackError):
+                run_file(path)
+
+
+def test_tar_whose_first_header_fails_its_checksum_is_invalid(tmp_path: Path) -> None:
+    # This one crashed the process once (a libarchive query after the failed open).
+    data = bytearray(make_tar(tmp_path / "in.tar").read_bytes())
+    data[200] ^= 0xA5  # inside the link name: "ustar" still says tar, the checksum says no
+    assert refusal(lambda: run_stream(bytes(data), "in.tar")).code == "invalid_archive"

@@ -350,11 +350,11 @@ def test_compressible_entries_are_deflated_and_others_stored(tmp_path: Path) -> 
 def test_zip64_central_directory_when_over_65535_entries(tmp_path: Path) -> None:
     out = io.BytesIO()
     writer = ZipWriter(out.write)
-    for index in range(70_000):
+    for index in range(65_600):
         writer.add_whole(f"f{index}", MTIME, b"", None)
     writer.close()
     with zipfile.ZipFile(io.BytesIO(out.getvalue())) as archive:
-        assert len(archive.infolist()) == 70_000
+        assert len(archive.infolist()) == 65_600
     path = tmp_path / "many.zip"
     path.write_bytes(out.getvalue())
     tested = subprocess.run(
@@ -366,7 +366,7 @@ def test_zip64_central_directory_when_over_65535_entries(tmp_path: Path) -> None
     assert tested.returncode == 0, tested.stdout
     listed = subprocess.run([require_tool("bsdtar"), "-tf", str(path)], capture_output=True)
     assert listed.returncode == 0
-    assert listed.stdout.count(b"\n") == 70_000
+    assert listed.stdout.count(b"\n") == 65_600
 
 
 # -- safety -------------------------------------------------------------------------------------
@@ -449,7 +449,7 @@ def test_unpacked_size_counts_bytes_produced_not_declared(tmp_path: Path) -> Non
 
 def test_too_many_entries_are_refused(tmp_path: Path) -> None:
     tree = {f"d/{index}": b"" for index in range(20_001)}
-    path = make_tar(tmp_path / "many.tar.gz", "w:gz", tree)
+    path = make_tar(tmp_path / "many.tar", "w", tree)
     assert refusal(lambda: run_file(path)).code == "entry_count_limit"
 
 
@@ -617,7 +617,7 @@ def test_source_giving_more_than_asked_is_read_correctly(tmp_path: Path) -> None
 def test_memory_stays_flat_in_the_size_of_an_entry(tmp_path: Path) -> None:
     text = b"".join(b"%09d a line of a long log file\n" % i for i in range(1_000_000))
     tree = {"big.log": text, "big.bin": os.urandom(24 << 20)}
-    path = make_tar(tmp_path / "big.tar.gz", "w:gz", tree)
+    path = make_tar(tmp_path / "big.tar", "w", tree)
     del tree
     size = 0
 
@@ -627,7 +627,7 @@ def test_memory_stays_flat_in_the_size_of_an_entry(tmp_path: Path) -> None:
 
     tracemalloc.start()
     try:
-        summary = repack_file(path, sink, LIMITS, source_name="big.tar.gz")
+        summary = repack_file(path, sink, LIMITS, source_name="big.tar")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

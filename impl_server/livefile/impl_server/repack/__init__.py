@@ -2,8 +2,10 @@
 
 Blocking and I/O-agnostic: it reads a ``Source`` (``read(size) -> bytes``, blocking while the
 source grows) and hands the ZIP's bytes, strictly in order, to a ``sink`` callable. Memory stays
-flat in the archive's size: 1 MiB blocks in and out, a 64 KiB sample per entry, and the central
-directory (one small record per entry, so bounded by ``max_entries``).
+flat in the archive's size: 1 MiB blocks in and out, a 64 KiB sample per entry, a few 1 MiB
+chunks being deflated in worker threads, and the central directory (one small record per entry,
+so bounded by ``max_entries``). Output is handed on in pieces of up to 1 MiB, and whatever is
+pending before the engine waits for more input.
 
 What is read, decided from magic bytes, never the name:
 

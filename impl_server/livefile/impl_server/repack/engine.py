@@ -32,8 +32,9 @@ _MIN_SAVING = 0.10
 """Deflate is used only where the sample shrinks by at least this much: below it, Deflate costs
 far more time than the bytes it saves are worth."""
 _ZIP64_SIZE = 0xF000_0000
-"""A streamed entry declared below this is written without Zip64; above it (or undeclared), with.
-The margin covers Deflate's framing on incompressible data."""
+"""A streamed entry declared at least this large gets Zip64 sizes from its local header on (the
+margin covers Deflate's framing on incompressible data); any other gets them only in its data
+descriptor and the central directory, and only if it does reach 4 GiB."""
 
 _MAX_THREADS = 4
 _INFLATE_ERROR = cast("type[Exception]", zlib_ng.error)  # its stub types it as an instance
@@ -125,15 +126,13 @@ class _Repack:
         sample = head[:SAMPLE_SIZE]
         shrinks = len(zlib_ng.compress(sample, 1)) <= (1 - _MIN_SAVING) * len(sample)
         level = self.limits.compression_level if shrinks else 0
-        zip64 = declared is None or declared >= _ZIP64_SIZE
-        stream = self.writer.open_entry(name, mtime, level=level, zip64=zip64)
+        large = declared is not None and declared >= _ZIP64_SIZE
+        stream = self.writer.open_entry(name, mtime, level=level, large=large)
         stream.write(head)
         del head, sample
         self.progress()
         for block in blocks:
             budget.produce(len(block))
-            if not zip64 and stream.record.size + len(block) >= _ZIP64_SIZE:
-                raise RepackError("invalid_archive", f"{name!r} is larger than it declares")
             stream.write(block)
             self.progress()
         stream.close()

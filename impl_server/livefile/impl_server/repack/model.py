@@ -36,6 +36,14 @@ class RepackLimits:
     compression_level: int = 6
     """Deflate level for entries whose first 64 KiB shrink; others are stored."""
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.compression_level <= 9:
+            raise ValueError(f"compression_level must be 0..9, not {self.compression_level}")
+        if min(self.max_entries, self.max_unpacked_bytes, self.max_path_bytes) < 0:
+            raise ValueError("limits cannot be negative")
+        if self.max_ratio <= 0:
+            raise ValueError("max_ratio must be positive")
+
 
 class RepackError(Exception):
     """The archive was refused or could not be read; ``code`` names why, for the status."""

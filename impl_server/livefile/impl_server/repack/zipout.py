@@ -63,9 +63,9 @@ def _timestamp_extra(mtime: float) -> bytes:
     return struct.pack("<HHBI", 0x5455, 5, 1, seconds)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
-    """What the central directory needs of one written entry."""
+    """What the central directory needs of one written entry (slots: one per entry is kept)."""
 
     name: bytes
     flags: int
@@ -78,6 +78,7 @@ class _Record:
     offset: int
     timestamp: bytes
     zip64: bool
+    """Zip64 sizes from the local header on (otherwise only where a size needs them)."""
 
 
 class ZipWriter:
@@ -187,30 +188,33 @@ class ZipWriter:
         record.crc = zlib_ng.crc32(data)
         record.size = len(data)
         record.compressed_size = len(body)
-        record.zip64 = record.offset >= ZIP64_LIMIT or len(body) >= ZIP64_LIMIT
+        record.zip64 = len(body) >= ZIP64_LIMIT or len(data) >= ZIP64_LIMIT
         self._local_header(record)
         self._emit(body)
         self._records.append(record)
 
-    def open_entry(self, name: str, mtime: float, *, level: int, zip64: bool) -> EntryStream:
-        """Starts a streamed Deflate entry; its sizes follow its data. ``zip64`` must be true
-        unless the entry is sure to stay below 4 GiB (compressed and not)."""
-        record = self._new_record(name, mtime, _DEFLATED, zip64=zip64)
+    def open_entry(self, name: str, mtime: float, *, level: int, large: bool) -> EntryStream:
+        """Starts a streamed Deflate entry; its sizes follow its data.
+
+        ``large`` (the entry is known to reach 4 GiB) puts a Zip64 field in the local header and
+        a 64-bit data descriptor after the data. Otherwise the local header has none and the
+        descriptor is 64-bit only if the entry did reach 4 GiB: readers of local headers that
+        predate the Zip64 field check (Java's ZipInputStream before 21) take a descriptor's
+        width from the bytes they inflated, and misread a 64-bit one after a small entry.
+        """
+        record = self._new_record(name, mtime, _DEFLATED, zip64=large)
         record.flags |= _FLAG_DATA_DESCRIPTOR
-        record.zip64 = zip64 or record.offset >= ZIP64_LIMIT
         self._local_header(record)
         self._open = EntryStream(self, record, level, self._pool)
         return self._open
 
     def _end_entry(self, stream: EntryStream, *, keep: bool) -> None:
         record = stream.record
-        if record.zip64:
+        if record.zip64 or record.size >= ZIP64_LIMIT or record.compressed_size >= ZIP64_LIMIT:
             descriptor = struct.pack(
                 "<IIQQ", 0x08074B50, record.crc, record.compressed_size, record.size
             )
         else:
-            if record.size > ZIP64_LIMIT or record.compressed_size > ZIP64_LIMIT:
-                raise RuntimeError("a non-Zip64 entry grew past 4 GiB")
             descriptor = struct.pack(
                 "<IIII", 0x08074B50, record.crc, record.compressed_size, record.size
             )

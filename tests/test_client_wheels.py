@@ -76,4 +76,4 @@ def test_the_clients_install_alone_from_the_wheels_and_talk_to_a_server(
     help_text = run(bin_dir / "livefile", "--help")
     listed_commands = help_text.split("COMMAND\n", 1)[1].splitlines()
     commands = sorted(line.split()[0] for line in listed_commands if line.startswith("    "))
-    assert commands == ["get", "lines", "status", "tail", "upload"]
+    assert commands == ["get", "lines", "repack", "status", "tail", "upload"]

@@ -48,6 +48,8 @@ class Message(WireModel):
 
 
 class StartUpload(Message):
+    OMITTED_WHEN_NONE = frozenset({"repack"})
+
     kind: Literal["StartUpload"] = Field(default="StartUpload", alias="@")
     metadata: ResourceMetadata
     # How FinishUpload's checksum is computed; step-streaming's clients name none and send MD5.
@@ -55,8 +57,9 @@ class StartUpload(Message):
     # Ask the server to keep the connection open after UploadAcknowledged, awaiting the next
     # StartUpload: many small uploads then cost no new TCP connection and handshake each.
     keep_open: StrictBool = False
-    # Also produce the archive repacked into a normalized ZIP, live, as a derived resource.
-    repack: StrictBool = False
+    # Also produce the archive repacked into a normalized ZIP, live, as a derived resource
+    # (None, left out of the message, is no).
+    repack: StrictBool | None = None
 
 
 class DerivedReference(WireModel):

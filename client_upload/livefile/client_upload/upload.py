@@ -441,7 +441,10 @@ def _start_message(
 ) -> str:
     keep_open = pool is not None and pool.enabled
     return StartUpload(
-        metadata=metadata, checksum_algorithm=algorithm, keep_open=keep_open, repack=repack
+        metadata=metadata,
+        checksum_algorithm=algorithm,
+        keep_open=keep_open,
+        repack=repack or None,
     ).to_json()
 
 

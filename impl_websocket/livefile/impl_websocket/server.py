@@ -374,6 +374,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         ws_max_size=max(settings.max_message_size, settings.max_text_message_size) + 1024,
         loop="uvloop",
         timeout_graceful_shutdown=10,
+        # A worker answers the supervisor's health check once its app is imported: a loaded
+        # 2-core machine took more than uvicorn's 5 s, and the supervisor then killed and
+        # restarted workers in a loop.
+        timeout_worker_healthcheck=30,
     )
     config.admission_limits = AdmissionLimits(
         head_timeout=settings.request_head_timeout,

@@ -321,7 +321,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     repack = subparsers.add_parser(
         "repack",
-        help="repack an archive resource into one normalized ZIP; print its reference",
+        help="repack an archive into a ZIP resource; print its reference",
         description="Ask the server to repack RESOURCE (a reference, or an id with --server),"
         " which may still be uploading, into one normalized ZIP: a new resource whose"
         " reference is printed at once; follow it with livefile get or tail.",

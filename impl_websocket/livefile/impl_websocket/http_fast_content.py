@@ -29,7 +29,7 @@ from livefile.api.model import TransferStatus
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.access import Grant, TokenAuthority
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.reader import INLINE_READ_MAX, READ_PIECE
+from livefile.impl_server.reader import INLINE_READ_MAX, READ_PIECE, Reader
 from livefile.impl_websocket.access import GRANT_KEY, token_of
 from livefile.impl_websocket.content_plan import (
     ContentPlan,
@@ -48,32 +48,39 @@ class FinishedFiles:
     least recently used out first; a finished file never changes)."""
 
     def __init__(self, capacity: int = RESOURCES_CACHED) -> None:
-        self._facts: LruCache[str, ResourceFacts] = LruCache(capacity)
+        self._facts: LruCache[str, tuple[ResourceFacts, Reader]] = LruCache(capacity)
         self._descriptors: LruCache[str, int] = LruCache(DESCRIPTORS_KEPT)
 
-    def descriptor(self, manager: ResourceManager, resource_id: str) -> int:
-        """An open read-only descriptor of the resource's file, kept for the next request;
-        only used without yielding to the loop, so closing one pushed out is always safe."""
+    def descriptor(self, resource_id: str) -> int:
+        """An open read-only descriptor of a cached resource's file (its reader's), kept for
+        the next request; only used without yielding to the loop, so closing one pushed out
+        is always safe."""
         fd = self._descriptors.get(resource_id)
         if fd is not None:
             return fd
-        fd = os.open(manager.storage.path(resource_id), os.O_RDONLY | os.O_CLOEXEC)
+        cached = self._facts.get(resource_id)
+        if cached is None:
+            raise OSError(f"resource {resource_id} is not cached")
+        fd = cached[1].open_fd()
         if (pushed_out := self._descriptors.put(resource_id, fd)) is not None:
             os.close(pushed_out)
         return fd
 
     def get(self, resource_id: str) -> ResourceFacts | None:
-        return self._facts.get(resource_id)
+        cached = self._facts.get(resource_id)
+        return cached[0] if cached is not None else None
 
-    async def load(self, manager: ResourceManager, resource_id: str) -> ResourceFacts | None:
-        if (cached := self.get(resource_id)) is not None:
+    async def load(
+        self, manager: ResourceManager, resource_id: str
+    ) -> tuple[ResourceFacts, Reader] | None:
+        if (cached := self._facts.get(resource_id)) is not None:
             return cached
-        entry = await manager.entry(resource_id)
-        if entry is None or entry.status.transfer_status is not TransferStatus.COMPLETED:
+        reader = await manager.reader(resource_id)
+        if reader is None or reader.entry.status.transfer_status is not TransferStatus.COMPLETED:
             return None
-        facts = ResourceFacts.of(entry, entry.status)
-        self._facts.put(resource_id, facts)
-        return facts
+        loaded = (ResourceFacts.of(reader.entry, reader.entry.status), reader)
+        self._facts.put(resource_id, loaded)
+        return loaded
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ def answer_now(state: Any, scope: Scope) -> ImmediateAnswer | None:
     if answer.head_only or answer.stop == answer.start:
         return ImmediateAnswer(answer, -1)
     try:
-        return ImmediateAnswer(answer, finished_files.descriptor(state.manager, resource_id))
+        return ImmediateAnswer(answer, finished_files.descriptor(resource_id))
     except OSError:
         return None  # the full route reports it
 
@@ -187,12 +194,12 @@ class CompletedContentFastPath:
             return
         manager: ResourceManager = state.manager
         finished_files: FinishedFiles = state.finished_files
-        facts = await finished_files.load(manager, resource_id)
-        answer = plan_answer(scope, facts) if facts is not None else None
-        reader = await manager.reader(resource_id) if answer is not None else None
-        if answer is None or reader is None:
+        loaded = await finished_files.load(manager, resource_id)
+        answer = plan_answer(scope, loaded[0]) if loaded is not None else None
+        if answer is None or loaded is None:
             await self.app(scope, receive, send)
             return
+        reader = loaded[1]
         start, stop = answer.start, answer.stop
         # A small reply is read before the headers go out, so that a failed read can still
         # become an error answer (the full route's) instead of a broken one.

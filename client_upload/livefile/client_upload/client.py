@@ -21,7 +21,13 @@ from livefile.client_upload.live_file import (
     follow_file,
 )
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME, ConnectionPool
-from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
+from livefile.client_upload.upload import (
+    KEEPALIVE_INTERVAL,
+    AsyncUpload,
+    Data,
+    Progress,
+    UploadResult,
+)
 from livefile.impl_common.references import (
     CONTEXT_PARAMETER,
     DEFAULT_SERVER,
@@ -272,10 +278,16 @@ class AsyncUploadClient:
         on_reference: ReferenceCallback | None = None,
         progress: Progress | None = None,
         on_rotation: RotationCallback | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
     ) -> UploadResult:
         """Upload a file another process is still writing: follow it, polling every
         ``poll_interval`` seconds at its end, until ``until`` says the writer is done; then
         send what is left and finish.
+
+        While the file does not grow the upload is kept alive (an empty message every
+        ``keepalive_interval`` seconds, so the server's idle timeout does not end it), and an
+        end decided by the server (its shutdown, a limit, the connection lost) is raised at
+        once, not when the file next grows.
 
         ``until``: a callable returning bool (checked on the event loop, so it must be quick),
         or an ``asyncio.Event`` / ``threading.Event`` that is set. The file is opened before
@@ -310,8 +322,7 @@ class AsyncUploadClient:
                 if on_reference is not None:
                     on_reference(upload.reference)
                 chunks = follow_file(source, until, poll_interval, FILE_READ_SIZE, rotated)
-                async for chunk in chunks:
-                    await upload.write(chunk)
+                await upload.send_from(chunks, keepalive_interval)
                 return await upload.finish()
         finally:
             await asyncio.to_thread(source.close)

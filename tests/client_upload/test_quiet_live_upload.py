@@ -1,6 +1,7 @@
-"""``livefile upload --live`` of a file that stays quiet, against a server with a short idle
-timeout (issue 14, item 9): the SDK keeps the upload alive, a client that is truly gone still
-fails, and an end decided by the server is reported at once while the source is quiet."""
+"""``livefile upload --live`` of a file (or ``livefile upload -`` of a pipe) that stays quiet,
+against a server with a short idle timeout (issue 14, item 9): the SDK keeps the upload alive,
+a client that is truly gone still fails, and an end decided by the server is reported at once
+while the source is quiet."""
 
 from __future__ import annotations
 
@@ -127,3 +128,62 @@ async def test_an_uploader_that_is_truly_gone_still_fails_after_the_idle_timeout
         process.kill()
     assert process.returncode == 1, stderr
     assert f"No data for {IDLE_TIMEOUT:g} s" in stderr
+
+
+def start_pipe_upload(ws_url: str) -> tuple[subprocess.Popen[str], str]:
+    """The CLI reading its standard input (a pipe the test writes), and the resource id."""
+    process = subprocess.Popen(
+        [*LIVEFILE, "upload", "-", "--filename", "ci.log", "--server", ws_url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    reference = process.stdout.readline().strip()
+    assert reference, process.communicate(timeout=WAIT)
+    return process, reference.rsplit("/", 1)[1]
+
+
+async def test_quiet_pipe_outlives_the_idle_timeout_and_completes(
+    start_server: ServerFactory,
+) -> None:
+    """A CI step that prints nothing for longer than the idle timeout keeps its log."""
+    server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
+    process, resource_id = start_pipe_upload(server.ws_url)
+    assert process.stdin is not None
+    try:
+        process.stdin.write("step 1\n")
+        process.stdin.flush()
+        await wait_for_status(server.ws_url, resource_id, lambda s: s["currentSize"] == 7)
+        ended = asyncio.create_task(wait_for_end(server.ws_url, resource_id))
+        done, _ = await asyncio.wait({ended}, timeout=3 * IDLE_TIMEOUT)
+        assert not done, f"the quiet upload ended: {ended.result()}"
+        ended.cancel()
+        stdout, stderr = process.communicate("step 2\n", timeout=WAIT)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout.splitlines()[-1])["status"]["transferStatus"] == "COMPLETED"
+    assert await download(server.ws_url, resource_id) == b"step 1\nstep 2\n"
+
+
+async def test_killed_server_is_reported_at_once_while_the_pipe_is_quiet(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
+    process, resource_id = start_pipe_upload(server.ws_url)
+    assert process.stdin is not None
+    try:
+        process.stdin.write("step 1\n")
+        process.stdin.flush()
+        await wait_for_status(server.ws_url, resource_id, lambda s: s["currentSize"] == 7)
+        server.kill()
+        started = time.monotonic()
+        # The pipe stays open (the step still runs): the CLI must not wait for it.
+        while process.poll() is None:
+            assert time.monotonic() - started < 1.5, "the CLI did not report the server's end"
+            await asyncio.sleep(0.05)
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    finally:
+        process.kill()
+    assert process.returncode == 1, stderr
+    assert "upload failed" in stderr

@@ -224,14 +224,22 @@ async def test_failed_upload_makes_a_following_curl_fail(
         _, stderr = await asyncio.wait_for(follower.communicate(), WAIT)
     assert follower.returncode != 0, "curl must not report a truncated file as complete"
     assert stderr
-    # The bytes received remain downloadable, marked as failed.
-    result = curl("-D", "-", url)
+    # A later download fails too: a 409 whose body is cut short, so even without --fail
+    # curl reports an error rather than keeping the problem's JSON as the file.
+    again = curl("-D", "-", url)
+    assert again.returncode == 18, again
+    head, _, body = again.stdout.partition(b"\r\n\r\n")
+    assert headers_of(head)["status"].startswith("HTTP/1.1 409")
+    assert json.loads(body)["currentSize"] == 12
+    # The bytes received remain downloadable on request, marked as failed.
+    result = curl("-D", "-", f"{url}?partial=true")
+    assert result.returncode == 0
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     assert headers_of(head)["x-livefile-transfer-status"] == "FAILED"
     assert body == b"partial more"
 
 
-async def test_range_beyond_a_growing_resource_says_it_is_still_growing(
+async def test_range_beyond_a_growing_resource_waits_for_the_bytes(
     server: LivefileProcess,
 ) -> None:
     async with open_ws(f"{server.ws_url}/ws/streaming/upload") as up:
@@ -244,12 +252,40 @@ async def test_range_beyond_a_growing_resource_says_it_is_still_growing(
             head, _, body = inside.partition(b"\r\n\r\n")
             assert headers_of(head)["content-range"] == "bytes 2-5/*"
             assert body == b"2345"
+            # The head goes out at once; the body waits for the bytes.
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            path = url.split(str(server.port), 1)[1]
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=8-13\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            headers = headers_of(head)
+            assert headers["status"] == "HTTP/1.1 206 Partial Content"
+            assert headers["content-range"] == "bytes 8-13/*"
+            assert headers["content-length"] == "6"
+            await up.send(b"abcdef")
+            assert await asyncio.wait_for(reader.readexactly(6), WAIT) == b"89abcd"
+            writer.close()
+            await finish_upload(up, b"0123456789abcdef")
+
+
+async def test_partial_range_beyond_a_growing_resource_says_it_is_still_growing(
+    server: LivefileProcess,
+) -> None:
+    async with open_ws(f"{server.ws_url}/ws/streaming/upload") as up:
+        resource_id = await start_upload(up)
+        url = f"{server.http_url}/resources/{resource_id}/content?partial=true"
+        async with open_ws(f"{server.ws_url}/ws/streaming/download/{resource_id}") as watcher:
+            await up.send(b"0123456789")
+            await until_size(watcher, 10)
             beyond = curl("-D", "-", "-r", "50-60", url).stdout
             head, _, body = beyond.partition(b"\r\n\r\n")
             assert headers_of(head)["status"].startswith("HTTP/1.1 416")
             assert headers_of(head)["x-livefile-current-size"] == "10"
             assert headers_of(head)["content-type"] == "application/json"
             assert json.loads(body)["currentSize"] == 10
+            published = curl("-D", "-", url).stdout
+            head, _, body = published.partition(b"\r\n\r\n")
+            assert headers_of(head)["content-length"] == "10"
+            assert body == b"0123456789"
             await finish_upload(up, b"0123456789")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -342,7 +343,16 @@ def _fuzz(operation: Operation, mode: GenerationMode, target: Target) -> set[int
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: FuzzCase) -> None:
-        response = case.call_and_validate(checks=CHECKS, timeout=timeout)
+        try:
+            response = case.call_and_validate(checks=CHECKS, timeout=timeout)
+        except requests.exceptions.ChunkedEncodingError:
+            # The content of a FAILED resource is a 409 whose body is cut short on purpose
+            # (docs/protocol.md), so that no client takes it for the file: nothing to validate.
+            failed_id = target.seeded.resource_ids[-1]
+            assert operation.path == CONTENT, operation.label
+            assert (case.path_parameters or {}).get("resource_id") == failed_id
+            seen.add(409)
+            return
         seen.add(response.status_code)
         if target.only_status is not None and operation.path not in OPEN_PATHS:
             assert response.status_code == target.only_status, (

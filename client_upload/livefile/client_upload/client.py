@@ -7,10 +7,11 @@ import contextlib
 import json
 import logging
 import mimetypes
+import threading
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -28,7 +29,13 @@ from livefile.client_upload.live_file import (
     follow_file,
 )
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME, ConnectionPool
-from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
+from livefile.client_upload.upload import (
+    KEEPALIVE_INTERVAL,
+    AsyncUpload,
+    Data,
+    Progress,
+    UploadResult,
+)
 from livefile.impl_common.close_reason import error_for_http_status
 from livefile.impl_common.references import (
     CONTEXT_PARAMETER,
@@ -276,7 +283,9 @@ class AsyncUploadClient:
 
         The iterator is advanced only as fast as the server takes the data, and not at all
         once the server ended the upload (e.g. a quota). A sync iterator's ``next`` runs in a
-        worker thread, since it may block (reading a pipe, say).
+        thread of its own, since it may block (reading a pipe, say). While the iterator yields
+        nothing the upload is kept alive, and an end decided by the server is raised at once
+        (``AsyncUpload.send_from``), not when the iterator next yields.
         """
         upload = await self.start(
             filename=filename,
@@ -290,16 +299,13 @@ class AsyncUploadClient:
             if on_reference is not None:
                 on_reference(upload.reference)
             _announce_derived(upload, on_derived)
-            if isinstance(chunks, AsyncIterable):
-                async for chunk in chunks:
-                    await upload.write(chunk)
-            elif isinstance(chunks, list | tuple):
+            if isinstance(chunks, list | tuple):
                 for chunk in chunks:
                     await upload.write(chunk)
+            elif isinstance(chunks, AsyncIterable):
+                await upload.send_from(chunks)
             else:
-                iterator = iter(chunks)
-                while (item := await asyncio.to_thread(_next_or_none, iterator)) is not None:
-                    await upload.write(item)
+                await upload.send_from(_advanced_in_threads(iter(chunks)))
             return await upload.finish()
 
     async def upload_live_file(
@@ -317,10 +323,16 @@ class AsyncUploadClient:
         on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
         on_rotation: RotationCallback | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
     ) -> UploadResult:
         """Upload a file another process is still writing: follow it, polling every
         ``poll_interval`` seconds at its end, until ``until`` says the writer is done; then
         send what is left and finish.
+
+        While the file does not grow the upload is kept alive (an empty message every
+        ``keepalive_interval`` seconds, so the server's idle timeout does not end it), and an
+        end decided by the server (its shutdown, a limit, the connection lost) is raised at
+        once, not when the file next grows.
 
         ``until``: a callable returning bool (checked on the event loop, so it must be quick),
         or an ``asyncio.Event`` / ``threading.Event`` that is set. The file is opened before
@@ -357,8 +369,7 @@ class AsyncUploadClient:
                     on_reference(upload.reference)
                 _announce_derived(upload, on_derived)
                 chunks = follow_file(source, until, poll_interval, FILE_READ_SIZE, rotated)
-                async for chunk in chunks:
-                    await upload.write(chunk)
+                await upload.send_from(chunks, keepalive_interval)
                 return await upload.finish()
         finally:
             await asyncio.to_thread(source.close)
@@ -389,5 +400,35 @@ def _already_ended() -> bool:
     return True
 
 
-def _next_or_none(iterator: Iterator[Data]) -> Data | None:
-    return next(iterator, None)
+async def _advanced_in_threads(iterator: Iterator[Data]) -> AsyncIterator[Data]:
+    """What a sync iterator yields, each ``next`` run in a daemon thread: it may block (a quiet
+    pipe) as long as it likes, and an upload that ends meanwhile does not wait for it — nor
+    does the interpreter's exit, as it would for a thread of the loop's default executor."""
+    loop = asyncio.get_running_loop()
+    while True:
+        future: asyncio.Future[Data | None] = loop.create_future()
+
+        def advance(future: asyncio.Future[Data | None] = future) -> None:
+            try:
+                item, error = next(iterator, None), None
+            except Exception as exc:
+                item, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, future, item, error)
+
+        threading.Thread(target=advance, name="livefile-upload-source", daemon=True).start()
+        item = await future
+        if item is None:
+            return
+        yield item
+
+
+def _settle(
+    future: asyncio.Future[Data | None], item: Data | None, error: Exception | None
+) -> None:
+    if future.done():  # cancelled: the upload ended while the iterator was blocked
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(item)

@@ -7,15 +7,19 @@ connection is closed, as without one.
 A receive task runs beside the sender: it hands over the reference, reports each checkpoint
 (bytes the server has stored and published) to the progress callback, and notices an early
 close — a quota exceeded mid-stream stops ``write`` at once instead of after the whole file.
+
+A source that may stay quiet (a live file, a pipe) is sent with ``send_from``: while it yields
+nothing the upload is kept alive with empty binary messages (the server's idle timeout counts
+them; they add no byte), and a server-side end is raised at once, not at the next write.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -51,6 +55,9 @@ Progress = Callable[[int, int], None]
 # SHA-256 (which release the GIL) run in a thread while the same bytes are being sent. A CRC
 # always runs inline: at 4-13 GB/s a thread hop costs more than the checksum.
 THREAD_HASH_MIN = 256 * 1024
+# How long a quiet source may leave the connection without a message: well below any sensible
+# idle timeout of the server (600 s by default), and a few bytes a second at most.
+KEEPALIVE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,48 @@ class AsyncUpload:
         """
         async with self._lock:
             await self._write(data)
+
+    async def keep_alive(self) -> None:
+        """Tell the server that the upload goes on though no data comes: an empty binary
+        message, which resets the server's idle timeout and adds nothing to the resource."""
+        async with self._lock:
+            self._check_writable()
+            await self._send(memoryview(b""))
+
+    async def send_from(
+        self, chunks: AsyncIterable[Data], keepalive_interval: float = KEEPALIVE_INTERVAL
+    ) -> None:
+        """``write`` what ``chunks`` yields until it is exhausted. While it yields nothing,
+        ``keep_alive`` every ``keepalive_interval`` seconds; and when the server ends the upload
+        (its close, or the connection lost) raise that error at once, whatever the source is
+        doing — its pending read is cancelled."""
+        iterator = aiter(chunks)
+        while True:
+            pending: asyncio.Future[Data] = asyncio.ensure_future(anext(iterator))
+            try:
+                while True:
+                    waits: set[asyncio.Future[Any]] = {pending, self._receiver}
+                    done, _ = await asyncio.wait(
+                        waits,
+                        timeout=keepalive_interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if pending in done:
+                        break
+                    if self._receiver in done:
+                        raise self._failure or closed_error(self._ws)
+                    await self.keep_alive()
+            except BaseException:
+                pending.cancel()
+                await asyncio.wait({pending})
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: the upload's end is what is raised
+                raise
+            try:
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return
+            await self.write(chunk)
 
     async def finish(self) -> UploadResult:
         """Send the checksum, wait for the server's acknowledgement, and return the result.

@@ -1,5 +1,14 @@
 """What a GET or HEAD of ``/resources/{id}/content`` answers: the one planner, without I/O.
 
+The rule every answer keeps: no HTTP client that trusts status codes and body framing (curl,
+wget, aria2c, with or without resuming) can end with a wrong or silently truncated file and
+believe it complete. So a growing resource is never cut at its published size: a body that
+reaches past it waits for the bytes (and is dropped, unfinished, if the resource fails or ends
+short of it); an open-ended range of a growing resource is a 206 that ends with the resource
+(RFC 8673's "very large" last position with an unknown length); and a FAILED resource is a 409
+whose body is cut short, unless the client asks for the bytes it left with ``?partial=true``
+(which also asks for a growing resource's published bytes, no waiting).
+
 Every way a content request is served — the full route (``http_content.py``), the ASGI fast path
 and the HTTP protocol's immediate answers (``http_fast_content.py``, ``server.py``) — asks
 ``plan_content`` and delivers the ``ContentPlan`` it returns; the fast paths deliver only plans
@@ -29,6 +38,9 @@ STATUS_HEADER = "X-Livefile-Transfer-Status"
 SIZE_HEADER = "X-Livefile-Current-Size"
 REVISION_HEADER = "X-Livefile-Revision"
 _CONDITIONAL_KEPT = ("ETag", "Last-Modified", "Cache-Control", STATUS_HEADER)
+# RFC 8673's "very large" position (2^53): past anything a resource reaches, so a range that
+# ends there (or has no end) of a growing resource means "until it ends".
+LIVE_END = 2**53
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class ContentRequest:
 
     head_only: bool = False
     follow: bool = False
+    partial: bool = False  # a FAILED resource's bytes, a growing one's published bytes at once
     range: str | None = None
     if_range: str | None = None
     if_none_match: str | None = None
@@ -84,7 +97,11 @@ class ResourceFacts:
 class ContentPlan:
     """The answer: ``status`` with ``headers`` (the facts' own, then ``extra``), and the bytes
     ``[start, stop)`` — or, with ``stop`` None, every byte from ``start`` on as the resource
-    grows. ``problem`` is the JSON body of a 416."""
+    grows. ``waits``: the bytes are delivered as they are published, and the answer is dropped
+    unfinished if the resource fails or ends before ``stop`` (or before ``start``, with no
+    ``stop``). ``problem`` is the JSON body of a 409 or 416; ``cut_short``: the connection is
+    dropped after it, without the body's end, so that a client that ignores status codes
+    (curl without ``--fail``) still fails."""
 
     status: int
     facts: ResourceFacts
@@ -94,10 +111,13 @@ class ContentPlan:
     head_only: bool = False
     problem: dict[str, Any] | None = None
     only: tuple[str, ...] | None = None  # a 304 keeps only these of the facts' headers
+    waits: bool = False
+    cut_short: bool = False
 
     @property
     def follows(self) -> bool:
-        return self.stop is None
+        """The body has no length known in advance (chunked)."""
+        return self.waits and self.stop is None
 
     @property
     def length(self) -> int:
@@ -125,7 +145,8 @@ class ContentPlan:
 
 def plan_content(facts: ResourceFacts, request: ContentRequest) -> ContentPlan:
     """The answer to ``request`` about a resource described by ``facts`` (RFC 9110 ranges and
-    conditionals; a growing resource served up to its published size or followed)."""
+    conditionals; see the module's docstring and docs/protocol.md for growing and FAILED
+    resources)."""
     status = facts.status
     size = status.current_size
     growing = not status.is_terminal
@@ -140,32 +161,27 @@ def plan_content(facts: ResourceFacts, request: ContentRequest) -> ContentPlan:
     ):
         return ContentPlan(304, facts, {}, head_only=True, only=_CONDITIONAL_KEPT)
 
+    if status.transfer_status is TransferStatus.FAILED and not request.partial:
+        return _failed(facts, request.head_only)
+
     range_header = request.range
     if request.if_range is not None and not _if_range_holds(request.if_range, facts.headers):
         range_header = None
-    start_beyond = None
+    if growing and (request.follow or not request.partial):
+        return _live(facts, range_header, request.head_only)
+
+    # What is there now: a finished resource, or (``partial``) a growing one's published bytes.
     try:
         wanted = parse_range(range_header, size)
     except Unsatisfiable:
-        if growing and not request.follow:
+        if growing:
             return _unsatisfiable(
                 facts,
                 "bytes */*",
                 f"The resource is still growing: {size} bytes are readable so far;"
-                " ask again later or add ?follow=true to wait for the bytes",
+                " ask again later, or without ?partial=true to wait for the bytes",
             )
-        if not growing:
-            return _unsatisfiable(
-                facts, f"bytes */{size}", f"The range is not within the {size} bytes"
-            )
-        wanted = None  # follow from a start the resource has not reached yet
-        start_beyond = range_start(range_header)
-
-    if growing and (request.follow or wanted is None):
-        start = start_beyond if start_beyond is not None else (wanted.start if wanted else 0)
-        extra = {"X-Accel-Buffering": "no"}
-        return ContentPlan(200, facts, extra, start, None, request.head_only)
-
+        return _unsatisfiable(facts, f"bytes */{size}", f"The range is not within the {size} bytes")
     if wanted is None:
         return ContentPlan(200, facts, {"Content-Length": str(size)}, 0, size, request.head_only)
     total = "*" if growing else str(size)
@@ -174,6 +190,53 @@ def plan_content(facts: ResourceFacts, request: ContentRequest) -> ContentPlan:
         "Content-Length": str(wanted.length),
     }
     return ContentPlan(206, facts, extra, wanted.start, wanted.stop, request.head_only)
+
+
+def _live(facts: ResourceFacts, range_header: str | None, head_only: bool) -> ContentPlan:
+    """A growing resource: what the client asked for, the bytes waited for as they come.
+
+    No range (or one that is ignored): 200 with every byte from 0 until the resource ends.
+    ``bytes=N-``: 206 ``bytes N-<LIVE_END - 1>/*`` until the resource ends — the last position
+    is RFC 8673's "very large" one, because a smaller guess would make wget think the file ends
+    there; curl reads only the first position, and wget asks again from where the stream ended,
+    which a finished resource answers with 416 (nothing left: wget keeps the file as complete).
+    ``bytes=a-b``: 206 ``bytes a-b/*``, at once when ``b`` is published, else waited for.
+    A suffix range (``bytes=-n``) cannot be placed before the end is known: it is ignored."""
+    size = facts.status.current_size
+    following = {"X-Accel-Buffering": "no"}
+    wanted = None
+    if range_start(range_header) is not None:  # not a suffix range
+        try:
+            wanted = parse_range(range_header, LIVE_END)
+        except Unsatisfiable:
+            return _unsatisfiable(
+                facts, "bytes */*", f"No resource reaches byte {range_start(range_header)}"
+            )
+    if wanted is None:
+        return ContentPlan(200, facts, following, 0, None, head_only, waits=True)
+    if wanted.stop >= LIVE_END:  # bytes=N- (or a last position as large as RFC 8673's)
+        extra = {**following, "Content-Range": f"bytes {wanted.start}-{LIVE_END - 1}/*"}
+        return ContentPlan(206, facts, extra, wanted.start, None, head_only, waits=True)
+    extra = {
+        "Content-Range": f"bytes {wanted.start}-{wanted.stop - 1}/*",
+        "Content-Length": str(wanted.length),
+    }
+    if wanted.stop <= size:
+        return ContentPlan(206, facts, extra, wanted.start, wanted.stop, head_only)
+    extra.update(following)
+    return ContentPlan(206, facts, extra, wanted.start, wanted.stop, head_only, waits=True)
+
+
+def _failed(facts: ResourceFacts, head_only: bool) -> ContentPlan:
+    status = facts.status
+    reason = f" ({status.error.message})" if status.error else ""
+    problem = {
+        "detail": f"The upload failed{reason}: its {status.current_size} bytes are not the whole"
+        " file; add ?partial=true to download them anyway",
+        "currentSize": status.current_size,
+        "transferStatus": status.transfer_status.value,
+    }
+    return ContentPlan(409, facts, {}, problem=problem, head_only=head_only, cut_short=True)
 
 
 def _if_range_holds(if_range: str, headers: dict[str, str]) -> bool:

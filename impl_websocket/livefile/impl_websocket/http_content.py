@@ -1,17 +1,20 @@
 """HTTP downloads of resources: whole files, byte ranges, and growing resources followed live.
 
 Finished resources are plain HTTP downloads (Range, HEAD, ETag, If-Range, If-None-Match,
-If-Modified-Since). A growing resource is served up to its published size, or followed until it
-ends: a FAILED end aborts the connection so that a client like curl reports an error instead of
-keeping a silently truncated file. What to answer is decided by ``content_plan.plan_content``;
-the bytes come through the resource's ``Reader``, in pieces of 4 MiB.
+If-Modified-Since). A growing resource is followed until it ends, and a FAILED end, or a FAILED
+resource, drops the connection before the answer's end, so that no client (curl, wget, aria2c)
+keeps a wrong or truncated file as if it were complete. What to answer is decided by
+``content_plan.plan_content``; the bytes come through the resource's ``Reader``, in pieces of
+4 MiB.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -38,8 +41,13 @@ router = APIRouter(dependencies=[Depends(download_access)], responses=ACCESS_RES
 
 
 class ResourceBody(Response):
-    """Delivers a ``ContentPlan``'s bytes: ``[start, stop)``, or from ``start`` on following
-    the resource until it ends."""
+    """Delivers a ``ContentPlan``'s bytes: ``[start, stop)`` at once, or as they are published
+    (``waits``), or from ``start`` on following the resource until it ends.
+
+    An answer that cannot be finished truthfully — the resource FAILED, or ended before the
+    bytes the answer promised — is dropped without its final message: the server then closes
+    the connection without the last chunk (or short of the ``Content-Length``), and the client
+    sees a broken transfer instead of a complete-looking file."""
 
     def __init__(self, reader: Reader, plan: ContentPlan) -> None:
         super().__init__(status_code=plan.status, headers=plan.headers())
@@ -55,21 +63,65 @@ class ResourceBody(Response):
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         if not plan.head_only:
-            if plan.stop is None:
-                try:
-                    async for data in self._reader.follow(plan.start):
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
-                except ResourceFailedError as exc:
-                    # Returning without the final body message makes the server drop the
-                    # connection without the last chunk: the client sees a broken transfer.
-                    logger.warning("aborting a followed download: %s", exc)
+            if plan.waits:
+                if not await self._send_as_published(send):
                     return
             else:
+                assert plan.stop is not None
                 for offset in range(plan.start, plan.stop, READ_PIECE):
                     stop = min(plan.stop, offset + READ_PIECE)
                     data = await self._reader.read_published(offset, stop)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_as_published(self, send: Send) -> bool:
+        """Send the plan's bytes as they are published; False when the answer must be dropped
+        unfinished."""
+        plan = self._plan
+        sent = plan.start
+        try:
+            following = cast(AsyncGenerator[bytes], self._reader.follow(plan.start))
+            async with aclosing(following) as pieces:
+                async for data in pieces:
+                    if plan.stop is not None:
+                        data = data[: plan.stop - sent]
+                    sent += len(data)
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    if plan.stop is not None and sent >= plan.stop:
+                        return True
+        except ResourceFailedError as exc:
+            logger.warning("dropping an unfinished download: %s", exc)
+            return False
+        final = await self._reader.status()
+        if final.current_size < (plan.stop if plan.stop is not None else plan.start):
+            logger.warning(
+                "dropping an unfinished download: %s ended at %d bytes, short of the range",
+                self._reader.resource_id,
+                final.current_size,
+            )
+            return False
+        return True
+
+
+class CutShortProblem(Response):
+    """A problem's JSON body sent without the body's end (see ``ContentPlan.cut_short``)."""
+
+    def __init__(self, plan: ContentPlan) -> None:
+        super().__init__(status_code=plan.status, headers=plan.headers())
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.raw_headers.append((b"content-type", b"application/json"))
+        self._body = json.dumps(plan.problem).encode()
+        self._head_only = plan.head_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if self._head_only:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await send({"type": "http.response.body", "body": self._body, "more_body": True})
+        # Returning now, without the final body message, drops the connection.
 
 
 async def _reader_and_status(
@@ -115,13 +167,19 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {**_STATUS_HEADERS, **_VALIDATORS},
     },
     206: {
-        "description": "The requested range",
+        "description": "The requested range (waited for, on a growing resource)",
         "content": _BYTES,
         "headers": {
             **_STATUS_HEADERS,
             **_VALIDATORS,
             "Content-Range": _header("bytes a-b/size, or a-b/* while growing", _STRING, True),
         },
+    },
+    409: {
+        "model": RangeNotSatisfiable,
+        "description": "The resource FAILED (its bytes: ?partial=true); the connection is dropped"
+        " after this body, without its end, so that no client takes it for the file",
+        "headers": _STATUS_HEADERS,
     },
     304: {
         "description": "The client's copy is current",
@@ -157,6 +215,11 @@ async def get_content(
     resource_id: str,
     request: Request,
     follow: bool = Query(False, description="keep streaming a growing resource until it ends"),
+    partial: bool = Query(
+        False,
+        description="a FAILED resource's bytes, or a growing one's published bytes without"
+        " waiting (the answer may not be the whole file)",
+    ),
     range_header: str | None = Header(
         None, alias="Range", description="one byte range, bytes=a-b, a- or -n (RFC 9110)"
     ),
@@ -171,12 +234,15 @@ async def get_content(
         ContentRequest(
             head_only=request.method == "HEAD",
             follow=follow,
+            partial=partial,
             range=range_header,
             if_range=if_range,
             if_none_match=if_none_match,
             if_modified_since=if_modified_since,
         ),
     )
+    if plan.cut_short:
+        return CutShortProblem(plan)
     if plan.problem is not None:
         return JSONResponse(plan.problem, status_code=plan.status, headers=plan.headers())
     if plan.status == status.HTTP_304_NOT_MODIFIED:

@@ -128,7 +128,7 @@ _PLANNED_HEADERS = frozenset({b"range", b"if-range", b"if-none-match", b"if-modi
 
 
 def _deliverable(plan: ContentPlan) -> Answer | None:
-    if plan.problem is not None or plan.stop is None:
+    if plan.problem is not None or plan.waits or plan.stop is None:
         return None
     if plan.only is not None:  # 304: the kept headers, no body
         headers = [(k.lower().encode(), v.encode()) for k, v in plan.headers().items()]

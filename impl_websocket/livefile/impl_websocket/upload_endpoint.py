@@ -138,7 +138,8 @@ class UploadSession:
                     )
                 self.protocol.receive_data()
                 assert self.upload is not None
-                await self.upload.write(data)
+                if data:  # an empty message is a keep-alive: only the idle timeout hears it
+                    await self.upload.write(data)
                 continue
             text = message.get("text") or ""
             if (size := len(text.encode())) > self.settings.max_text_message_size:
@@ -155,7 +156,9 @@ class UploadSession:
                     return
 
     async def _receive(self) -> Message:
-        """The next message; a client that stays silent too long is disconnected."""
+        """The next message; a client that stays silent too long is disconnected. Any message
+        counts, an empty binary one too (the SDK's keep-alive for a quiet source); WebSocket
+        pings do not, and a client that is gone sends nothing, so its upload still FAILS."""
         waiting_for_start = self.protocol.phase is UploadPhase.AWAITING_START
         timeout = (
             self.settings.start_timeout if waiting_for_start else self.settings.upload_idle_timeout

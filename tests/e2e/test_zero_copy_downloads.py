@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from livefile.client_upload import AsyncUploadClient
 from tests.e2e.test_http_downloads import read_answer
 from tests.support.server import LivefileProcess
-from tests.support.wire import receive_json, upgrade, upload
+from tests.support.wire import LIVEFILE, receive_json, upgrade, upload
 
 WAIT = 30.0
 
@@ -30,7 +30,9 @@ async def test_a_reader_with_a_tiny_window_gets_every_reply_intact(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
     uri = f"{server.ws_url}/ws/streaming/download/{resource_id}"
-    async with connect(uri, sock=sock, compression=None, max_size=None) as ws:
+    async with connect(
+        uri, sock=sock, compression=None, max_size=None, subprotocols=LIVEFILE
+    ) as ws:
         first = await asyncio.wait_for(receive_json(ws), WAIT)
         assert first["resourceStatus"]["currentSize"] == len(data)
         # Requests sent back to back: later replies queue behind a half-sent one.
@@ -61,6 +63,7 @@ async def test_followers_of_a_live_upload_get_statuses_between_whole_messages(
                 f"{server.ws_url}/ws/streaming/download/{resource_id}",
                 compression=None,
                 max_size=None,
+                subprotocols=LIVEFILE,
             ) as ws:
                 received = bytearray()
                 status = (await asyncio.wait_for(receive_json(ws), WAIT))["resourceStatus"]

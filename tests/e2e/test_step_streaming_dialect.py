@@ -14,11 +14,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from websockets.asyncio.client import connect
 
 from livefile.client_download import AsyncDownloadClient
+from livefile.client_upload import AsyncUploadClient
+from livefile.impl_websocket.app import create_app
+from livefile.impl_websocket.settings import Settings
 from tests.conftest import ServerFactory
-from tests.support.server import LivefileProcess
+from tests.support.server import LivefileProcess, free_port
 from tests.support.step_streaming_client import (
     DownloadClosedError,
     QuotaExceededError,
@@ -355,3 +359,40 @@ async def test_an_upload_context_required_and_missing(start_server: ServerFactor
     reference, ack = await upload_bytes(server.ws_url, b"data", context_id=context["contextId"])
     assert ack.size == 4
     assert status_over_http(server, reference)["transferStatus"] == "COMPLETED"
+
+
+async def test_under_another_asgi_server_a_one_message_upload_is_refused_clearly(
+    tmp_path: Path,
+) -> None:
+    """Without livefile serve's frame handling the ASGI server would gather the one message
+    whole: the upload is refused at once with a reason; downloads still work there."""
+    port = free_port()
+    settings = Settings(data_dir=tmp_path / "data", port=port)
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(WAIT):
+            while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, no event)
+                await asyncio.sleep(0.05)
+        ws_url = f"ws://127.0.0.1:{port}"
+        with pytest.raises(UploadFailedError) as caught:
+            await upload_bytes(ws_url, b"data")
+        assert caught.value.code == 1003
+        assert caught.value.reason == (
+            "Single-message uploads need livefile serve; send several messages with livefile.v1"
+        )
+        async with AsyncUploadClient(ws_url) as client:  # livefile's dialect: several messages
+            result = await client.upload_bytes(bytes(range(256)) * 10_000, filename="a.bin")
+        async with StrictDownload(result.reference) as download:
+            assert await download.read(0, 2_560_000) == bytes(range(256)) * 10_000
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, WAIT)

@@ -10,9 +10,12 @@ import os
 import socket
 import struct
 
+import pytest
 from websockets.asyncio.client import connect
 
 from livefile.client_upload import AsyncUploadClient
+from livefile.impl_common.frame_splitter import header_size, payload_length
+from livefile.impl_websocket.zero_copy import binary_frame_header
 from tests.e2e.test_http_downloads import read_answer
 from tests.support.server import LivefileProcess
 from tests.support.wire import LIVEFILE, receive_json, upgrade, upload
@@ -116,3 +119,20 @@ async def test_a_connection_upgraded_after_a_zero_copy_answer_still_closes(
     rest = await asyncio.wait_for(reader.read(), WAIT)
     assert b"\x88\x02\x03\xe8" in rest
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "byte"),
+    [(True, True, 0x82), (True, False, 0x02), (False, False, 0x00), (False, True, 0x80)],
+    ids=["whole", "first", "middle", "last"],
+)
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536, 1 << 33])
+def test_a_frame_header_for_a_message_or_a_fragment_of_one(
+    first: bool, last: bool, byte: int, length: int
+) -> None:
+    """FIN and opcode (BINARY to open a message, CONTINUATION after), and the length as the
+    frame splitter's reader reads it back."""
+    header = binary_frame_header(length, first, last)
+    assert header[0] == byte
+    assert header_size(header) == len(header)
+    assert payload_length(header) == length

@@ -237,6 +237,12 @@ class StrictUpload:
         ack = await asyncio.wait_for(asyncio.shield(self._ack), UPLOAD_TIMEOUT)
         if ack.checksum != checksum:
             raise UploadFailedError(f"checksum mismatch: {ack.checksum} != {checksum}")
+        await asyncio.sleep(0.02)  # time for a premature close of the server to arrive
+        if self._ws.protocol.close_rcvd_then_sent:
+            # The server closed before this client could: in Java the close comes before the
+            # state FINALIZED ("… but upload was not completed"), however the race falls.
+            code, reason = close_of(self._ws)
+            raise StrictViolation(f"the server closed first: CloseReason[{code},{reason}]")
         self._state = "FINALIZED"
         if close:
             await self._ws.close(1000, "Upload completed")

@@ -23,7 +23,16 @@ import psutil
 from websockets.asyncio.client import connect
 
 from bench.samples import percentile, thin
-from bench.support import SCRATCH, MiB, Result, free_port, livefile_server, start_process, stop
+from bench.support import (
+    LIVEFILE,
+    SCRATCH,
+    MiB,
+    Result,
+    free_port,
+    livefile_server,
+    start_process,
+    stop,
+)
 
 PIECE = 64 * 1024
 INTERVAL = 0.25
@@ -34,7 +43,9 @@ def follow_many(uri: str, count: int, results: Any) -> None:
 
     async def watch() -> list[tuple[float, int, str]]:
         seen: list[tuple[float, int, str]] = []
-        async with connect(uri, compression=None, max_size=None, open_timeout=60) as ws:
+        async with connect(
+            uri, compression=None, max_size=None, open_timeout=60, subprotocols=LIVEFILE
+        ) as ws:
             async for message in ws:
                 status = json.loads(message)["resourceStatus"]
                 seen.append((time.monotonic(), status["currentSize"], status["transferStatus"]))
@@ -61,7 +72,9 @@ async def upload_steady(
     """Upload at ``rate`` bytes/s for ``seconds`` while ``followers`` watch; returns the
     checkpoints (size -> time the uploader heard of it) and each follower's statuses."""
     checkpoints: dict[int, float] = {}
-    async with connect(f"{ws_url}/ws/streaming/upload", compression=None) as ws:
+    async with connect(
+        f"{ws_url}/ws/streaming/upload", compression=None, subprotocols=LIVEFILE
+    ) as ws:
         await ws.send(
             json.dumps({"@": "StartUpload", "metadata": {"filename": "f.bin", "mimeType": "a/b"}})
         )

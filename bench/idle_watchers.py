@@ -26,7 +26,17 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from bench.samples import raise_fd_limit
-from bench.support import SCRATCH, MiB, PeakRss, Result, end_child, free_port, livefile_server, stop
+from bench.support import (
+    LIVEFILE,
+    SCRATCH,
+    MiB,
+    PeakRss,
+    Result,
+    end_child,
+    free_port,
+    livefile_server,
+    stop,
+)
 from livefile.client_upload import AsyncUploadClient
 
 PIECE = 1024
@@ -48,7 +58,12 @@ def _watch_many(uri: str, count: int, pipe: Connection) -> None:
         try:
             async with opened:
                 ws = await connect(
-                    uri, compression=None, open_timeout=120, ping_interval=None, max_queue=4
+                    uri,
+                    compression=None,
+                    open_timeout=120,
+                    ping_interval=None,
+                    max_queue=4,
+                    subprotocols=LIVEFILE,
                 )
             connected.append(1)
             async with ws:

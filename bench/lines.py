@@ -13,7 +13,7 @@ import time
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.support import SCRATCH, MiB, Result, free_port, livefile_server, stop
+from bench.support import LIVEFILE, SCRATCH, MiB, Result, free_port, livefile_server, stop
 from livefile.client_upload import AsyncUploadClient
 
 
@@ -57,7 +57,9 @@ async def measure(runs: int, quick: bool) -> list[Result]:
         upload_seconds = time.perf_counter() - started
         assert result.status.number_of_lines == lines
         index_size = next(data_dir.rglob(f"{result.resource_id}.idx")).stat().st_size
-        async with connect(result.reference, compression=None, max_size=None) as ws:
+        async with connect(
+            result.reference, compression=None, max_size=None, subprotocols=LIVEFILE
+        ) as ws:
             await ws.recv()  # the current status
             for _ in range(runs):  # each run: the median of ``repeats`` fetches of each
                 early.append(

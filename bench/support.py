@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from websockets.typing import Subprotocol
+
+from livefile.api.messages import SUBPROTOCOL
 
 MiB = 1024 * 1024
 SCRATCH = Path(os.environ.get("LIVEFILE_BENCH_DIR", "/dev/shm/livefile-bench"))
+
+# What raw connections send to speak livefile's dialect (docs/protocol.md, "Two dialects").
+LIVEFILE = [Subprotocol(SUBPROTOCOL)]
 
 
 def free_port() -> int:

@@ -275,3 +275,192 @@ def test_after_each_side_of_a_handshake_websockets_parser_is_at_a_frame_boundary
     client.receive_data(b"".join(server.data_to_send()))
     assert client.state is State.OPEN
     assert at_frame_boundary(client.parser)
+
+
+# --- fragmented binary messages (a step-streaming upload: one message, any size) ----------------
+
+PONG, CLOSE = 0xA, 0x8
+
+
+def run_fragment_splitter(
+    stream: bytes, cuts: list[int], may_begin: bool = True
+) -> tuple[list[tuple[str, bytes, bool]], list[str]]:
+    """The events of a server's splitter that takes fragments: ("data", payload, last) and
+    ("pass", bytes, False), consecutive events of a kind merged; and the failures."""
+    events: list[tuple[str, bytes, bool]] = []
+    failures: list[str] = []
+
+    def add(kind: str, data: bytes, last: bool) -> None:
+        if events and events[-1][0] == kind and not events[-1][2]:
+            events[-1] = (kind, events[-1][1] + bytes(data), last)
+        else:
+            events.append((kind, bytes(data), last))
+
+    def pass_on(data: bytes) -> bool:
+        add("pass", data, False)
+        return True
+
+    splitter = FrameSplitter(
+        lambda length: length <= LIMIT,
+        pass_on,
+        lambda message: add("message", message, False),
+        apply_mask,
+        (lambda: may_begin, lambda data, last: add("data", data, last), failures.append),
+    )
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    for start, stop in itertools.pairwise(bounds):
+        if stop > start:
+            splitter.feed(stream[start:stop])
+    return events, failures
+
+
+fragment_sizes = st.lists(st.integers(0, 3_000), min_size=2, max_size=6)
+between = st.lists(st.sampled_from([PING, PONG]), max_size=2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=fragment_sizes,
+    controls=st.lists(between, min_size=6, max_size=6),
+    seed=st.integers(0, 2**32),
+    cut_fractions=st.lists(st.floats(0, 1), max_size=12),
+    small_cuts=st.lists(st.integers(0, 20), max_size=4),
+)
+def test_a_fragmented_binary_message_is_delivered_fragment_by_fragment(
+    sizes: list[int],
+    controls: list[list[int]],
+    seed: int,
+    cut_fractions: list[float],
+    small_cuts: list[int],
+) -> None:
+    """Whatever the chunking: the fragments' payloads come out unmasked and in order, the last
+    delivery says the message ended, and control frames between fragments reach websockets
+    after the data that preceded them and before the data that follows."""
+    wire: list[bytes] = []
+    expected: list[tuple[str, bytes, bool]] = []
+
+    def expect(kind: str, data: bytes, last: bool = False) -> None:
+        if expected and expected[-1][0] == kind and not expected[-1][2]:
+            expected[-1] = (kind, expected[-1][1] + data, last)
+        else:
+            expected.append((kind, data, last))
+
+    text, _ = FrameSpec(TEXT, 20).encode(seed)
+    wire.append(text)
+    expect("pass", text)
+    for i, size in enumerate(sizes):
+        last = i == len(sizes) - 1
+        opcode = BINARY if i == 0 else CONTINUATION
+        frame, payload = FrameSpec(opcode, size, fin=last).encode(seed + i + 1)
+        wire.append(frame)
+        expect("data", payload, last)
+        if not last:
+            for j, control in enumerate(controls[i]):
+                frame, _ = FrameSpec(control, 4).encode(seed + 100 + j)
+                wire.append(frame)
+                expect("pass", frame)
+    after, _ = FrameSpec(TEXT, 10).encode(seed + 200)  # a message after it, for websockets
+    wire.append(after)
+    expect("pass", after)
+    stream = b"".join(wire)
+    cuts = [int(f * len(stream)) for f in cut_fractions] + small_cuts
+    events, failures = run_fragment_splitter(stream, cuts)
+    assert failures == []
+    assert normalized(events) == normalized(expected)
+
+
+def normalized(events: list[tuple[str, bytes, bool]]) -> list[tuple[str, bytes, bool]]:
+    """Empty deliveries that do not end the message say nothing: drop them, merge the rest."""
+    result: list[tuple[str, bytes, bool]] = []
+    for kind, data, last in events:
+        if kind == "data" and not data and not last:
+            continue
+        if result and result[-1][0] == kind and not result[-1][2]:
+            result[-1] = (kind, result[-1][1] + data, last)
+        else:
+            result.append((kind, data, last))
+    return result
+
+
+def test_fragments_split_after_every_byte_are_delivered_in_order() -> None:
+    specs = [FrameSpec(BINARY, 300, fin=False), FrameSpec(PING, 3), FrameSpec(CONTINUATION, 7)]
+    frames = [(spec, *spec.encode(i)) for i, spec in enumerate(specs)]
+    stream = b"".join(wire for _, wire, _ in frames)
+    events, failures = run_fragment_splitter(stream, list(range(1, len(stream))))
+    assert failures == []
+    assert events == [
+        ("data", frames[0][2], False),
+        ("pass", frames[1][1], False),
+        ("data", frames[2][2], True),
+    ]
+
+
+def test_an_empty_fragmented_message_ends_at_once() -> None:
+    first, _ = FrameSpec(BINARY, 0, fin=False).encode(1)
+    end, _ = FrameSpec(CONTINUATION, 0).encode(2)
+    events, failures = run_fragment_splitter(first + end, [])
+    assert (events, failures) == ([("data", b"", True)], [])
+
+
+@pytest.mark.parametrize("intruder", [TEXT, BINARY], ids=["text", "binary"])
+def test_a_new_message_inside_a_fragmented_one_fails_the_connection(intruder: int) -> None:
+    first, payload = FrameSpec(BINARY, 10, fin=False).encode(1)
+    other, _ = FrameSpec(intruder, 5).encode(2)
+    events, failures = run_fragment_splitter(first + other + first, [])
+    assert events == [("data", payload, False)]
+    assert failures == ["Expected a continuation frame of the fragmented binary message under way"]
+
+
+def test_fragments_go_to_websockets_when_a_message_may_not_begin() -> None:
+    first, _ = FrameSpec(BINARY, 10, fin=False).encode(1)
+    end, _ = FrameSpec(CONTINUATION, 5).encode(2)
+    events, _ = run_fragment_splitter(first + end, [3], may_begin=False)
+    assert events == [("pass", first + end, False)]
+
+
+def test_a_client_splitter_never_takes_fragments() -> None:
+    """Fragments are taken on a server only (they must be masked there)."""
+    delivered: list[bytes] = []
+    passed: list[bytes] = []
+
+    def pass_on(data: bytes) -> bool:
+        passed.append(bytes(data))
+        return True
+
+    splitter = FrameSplitter(
+        lambda length: True,
+        pass_on,
+        delivered.append,
+        None,
+        (lambda: True, lambda data, last: delivered.append(data), lambda reason: None),
+    )
+    first, _ = FrameSpec(BINARY, 10, fin=False, masked=False).encode(1)
+    splitter.feed(first)
+    assert (delivered, passed) == ([], [first])
+
+
+def test_websockets_hears_a_close_between_fragments_after_the_data_before_it() -> None:
+    protocol = Protocol(SERVER, state=State.OPEN)  # past the handshake
+    events: list[bytes] = []
+    failures: list[str] = []
+    order: list[str] = []
+
+    def pass_on(data: bytes) -> bool:
+        protocol.receive_data(data)
+        order.extend(f"{e.opcode.name}" for e in protocol.events_received() if isinstance(e, Frame))
+        return protocol.parser_exc is None
+
+    splitter = FrameSplitter(
+        lambda length: True,
+        pass_on,
+        events.append,
+        apply_mask,
+        (lambda: True, lambda data, last: order.append(f"data {len(data)}"), failures.append),
+    )
+    first, _ = FrameSpec(BINARY, 1000, fin=False).encode(1)
+    mask = b"\x01\x02\x03\x04"
+    close = bytes([0x80 | CLOSE, 0x80 | 2]) + mask + apply_mask(b"\x03\xe8", mask)  # 1000
+    splitter.feed(first[:500])
+    splitter.feed(first[500:] + close)
+    assert order == ["data 492", "data 508", "CLOSE"]
+    assert failures == []

@@ -11,7 +11,15 @@ import os
 import struct
 
 from tests.support.server import LivefileProcess
-from tests.support.wire import META, download, finish_upload, open_ws, start_upload, upgrade
+from tests.support.wire import (
+    META,
+    download,
+    finish_upload,
+    get_json,
+    open_ws,
+    start_upload,
+    upgrade,
+)
 
 WAIT = 30.0
 
@@ -28,7 +36,7 @@ async def test_an_upload_mixing_large_messages_pings_and_fragments_is_stored_exa
         pong = await ws.ping(b"between")  # a control frame: answered by websockets
         await asyncio.wait_for(pong, WAIT)
         await ws.send(small)  # too small to take: websockets parses it
-        await ws.send(fragments)  # one message in three frames: websockets joins them
+        await ws.send(fragments)  # one message in three frames, taken fragment by fragment
         await ws.send(after)  # taken again, once the fragmented message has ended
         data = large + small + b"".join(fragments) + after
         ack = await asyncio.wait_for(finish_upload(ws, data), WAIT)
@@ -55,6 +63,40 @@ async def test_an_unmasked_large_binary_frame_is_refused_with_1002(
     assert struct.unpack("!H", payload[:2])[0] == 1002
     assert b"mask" in payload[2:]
     writer.close()
+
+
+async def test_a_message_inside_a_fragmented_one_is_refused_with_1002(
+    server: LivefileProcess,
+) -> None:
+    """RFC 6455 allows only control frames between the fragments of a message: a text frame
+    there closes the connection, and the upload is FAILED with the fragment stored."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await upgrade(reader, writer, "/ws/streaming/upload", subprotocol=None)  # step-streaming's
+    start = json.dumps({"@": "StartUpload", "metadata": META}).encode()
+    writer.write(masked_frame(0x81, start))
+    opcode, payload = await asyncio.wait_for(read_frame(reader), WAIT)
+    ready = json.loads(payload)
+    assert (opcode, list(ready)) == (0x1, ["@", "reference"])
+    writer.write(masked_frame(0x02, b"0123456789"))  # BINARY, FIN=0: a message begins
+    writer.write(masked_frame(0x89, b"ping"))  # a ping between fragments is fine
+    opcode, payload = await asyncio.wait_for(read_frame(reader), WAIT)
+    assert (opcode, payload) == (0xA, b"ping")
+    writer.write(masked_frame(0x81, b"{}"))  # a text message inside it is not
+    opcode, payload = await asyncio.wait_for(read_frame(reader), WAIT)
+    assert opcode == 0x8
+    assert struct.unpack("!H", payload[:2])[0] == 1002
+    assert payload[2:] == (
+        b"Expected a continuation frame of the fragmented binary message under way"
+    )
+    writer.close()
+    resource_id = ready["reference"]["uri"].rsplit("/", 1)[1]
+    async with asyncio.timeout(WAIT):
+        while True:
+            _, body = get_json(f"{server.http_url}/resources/{resource_id}")
+            if body["status"]["transferStatus"] in ("COMPLETED", "FAILED"):
+                break
+            await asyncio.sleep(0.05)
+    assert (body["status"]["transferStatus"], body["status"]["currentSize"]) == ("FAILED", 10)
 
 
 def masked_frame(first_byte: int, payload: bytes) -> bytes:

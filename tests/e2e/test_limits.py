@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
-from tests.support.wire import get_json, open_ws, start_upload, wait_closed
+from tests.support.wire import LIVEFILE, get_json, open_ws, start_upload, wait_closed
 
 WAIT = 30.0
 
@@ -52,7 +52,13 @@ async def test_slow_consumer_is_dropped_without_slowing_the_uploader_or_others(
             await reader.wait_for_status(lambda status: status.current_size == 20_000_000)
         # A client that asks for 20 MB and then reads nothing: its receive queue and socket
         # buffers fill up, and the server's sends to it block.
-        slow = await connect(upload.reference, compression=None, max_size=None, max_queue=1)
+        slow = await connect(
+            upload.reference,
+            compression=None,
+            max_size=None,
+            max_queue=1,
+            subprotocols=LIVEFILE,
+        )
         await slow.send(
             json.dumps({"@": "RequestChunk", "startOffset": 0, "endOffset": 20_000_000})
         )

@@ -10,12 +10,15 @@ import os
 import socket
 import struct
 
+import pytest
 from websockets.asyncio.client import connect
 
 from livefile.client_upload import AsyncUploadClient
+from livefile.impl_common.frame_splitter import header_size, payload_length
+from livefile.impl_websocket.zero_copy import binary_frame_header
 from tests.e2e.test_http_downloads import read_answer
 from tests.support.server import LivefileProcess
-from tests.support.wire import receive_json, upgrade, upload
+from tests.support.wire import LIVEFILE, receive_json, upgrade, upload
 
 WAIT = 30.0
 
@@ -30,7 +33,9 @@ async def test_a_reader_with_a_tiny_window_gets_every_reply_intact(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
     uri = f"{server.ws_url}/ws/streaming/download/{resource_id}"
-    async with connect(uri, sock=sock, compression=None, max_size=None) as ws:
+    async with connect(
+        uri, sock=sock, compression=None, max_size=None, subprotocols=LIVEFILE
+    ) as ws:
         first = await asyncio.wait_for(receive_json(ws), WAIT)
         assert first["resourceStatus"]["currentSize"] == len(data)
         # Requests sent back to back: later replies queue behind a half-sent one.
@@ -61,6 +66,7 @@ async def test_followers_of_a_live_upload_get_statuses_between_whole_messages(
                 f"{server.ws_url}/ws/streaming/download/{resource_id}",
                 compression=None,
                 max_size=None,
+                subprotocols=LIVEFILE,
             ) as ws:
                 received = bytearray()
                 status = (await asyncio.wait_for(receive_json(ws), WAIT))["resourceStatus"]
@@ -113,3 +119,20 @@ async def test_a_connection_upgraded_after_a_zero_copy_answer_still_closes(
     rest = await asyncio.wait_for(reader.read(), WAIT)
     assert b"\x88\x02\x03\xe8" in rest
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "byte"),
+    [(True, True, 0x82), (True, False, 0x02), (False, False, 0x00), (False, True, 0x80)],
+    ids=["whole", "first", "middle", "last"],
+)
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536, 1 << 33])
+def test_a_frame_header_for_a_message_or_a_fragment_of_one(
+    first: bool, last: bool, byte: int, length: int
+) -> None:
+    """FIN and opcode (BINARY to open a message, CONTINUATION after), and the length as the
+    frame splitter's reader reads it back."""
+    header = binary_frame_header(length, first, last)
+    assert header[0] == byte
+    assert header_size(header) == len(header)
+    assert payload_length(header) == length

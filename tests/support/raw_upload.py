@@ -20,6 +20,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.wire import LIVEFILE
+
 PIECE = 256 * 1024  # below the server's 1 MiB limit on binary messages
 WAIT = 30.0
 
@@ -57,6 +59,7 @@ class RawUpload:
         self._ws = await connect(
             f"{self.ws_url}/ws/streaming/upload",
             compression=None,
+            subprotocols=LIVEFILE,
             open_timeout=WAIT,
             close_timeout=5,
             additional_headers={"Authorization": f"Bearer {self.token}"} if self.token else None,

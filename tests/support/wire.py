@@ -16,7 +16,12 @@ from typing import Any
 import crc32c
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
+from livefile.api.messages import SUBPROTOCOL
+
+# What livefile's SDKs send to speak livefile's dialect (docs/protocol.md, "Two dialects").
+LIVEFILE = [Subprotocol(SUBPROTOCOL)]
 # A bound for a status to arrive on a loaded CI machine; never a synchronisation sleep.
 STATUS_WAIT = 30.0
 META = {"filename": "data.bin", "mimeType": "application/octet-stream"}
@@ -33,8 +38,17 @@ def crc32c_hex(data: bytes) -> str:
     return f"{crc32c.crc32c(data):08x}"
 
 
-def open_ws(uri: str) -> connect:
-    return connect(uri, compression=None, max_size=None, open_timeout=10, close_timeout=5)
+def open_ws(uri: str, subprotocols: list[Subprotocol] | None = LIVEFILE) -> connect:
+    """A raw connection; in livefile's dialect unless ``subprotocols`` says otherwise (None:
+    step-streaming's dialect, as a client that names no subprotocol gets)."""
+    return connect(
+        uri,
+        compression=None,
+        max_size=None,
+        open_timeout=10,
+        close_timeout=5,
+        subprotocols=subprotocols,
+    )
 
 
 def get_json(url: str, method: str = "GET") -> tuple[int, Any]:
@@ -89,13 +103,20 @@ async def finish_upload(ws: ClientConnection, data: bytes) -> dict[str, Any]:
             return message
 
 
-async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
-    """Send a WebSocket handshake for ``path`` by hand on a raw connection, and read the 101
-    answer's head: the bytes after it are frames."""
+async def upgrade(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    path: str,
+    subprotocol: str | None = SUBPROTOCOL,
+) -> None:
+    """Send a WebSocket handshake for ``path`` by hand on a raw connection (in livefile's
+    dialect unless ``subprotocol`` is None), and read the 101 answer's head: the bytes after it
+    are frames."""
     key = base64.b64encode(os.urandom(16)).decode()
+    offer = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     writer.write(
         f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n".encode()
     )
     status = await asyncio.wait_for(reader.readline(), STATUS_WAIT)
     assert status.startswith(b"HTTP/1.1 101"), status

@@ -7,6 +7,7 @@ one of the messages below. ``parse_message`` turns a text message into a typed m
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from typing import Annotated, ClassVar, Literal
@@ -24,6 +25,22 @@ from livefile.api.model import (
     WireModel,
 )
 
+# The WebSocket subprotocol (``Sec-WebSocket-Protocol``) with which a client asks for livefile's
+# extensions of step-streaming's protocol. A connection that names none speaks step-streaming's
+# protocol exactly (``STEP_STREAMING``): what step-streaming's own Java clients accept.
+SUBPROTOCOL = "livefile.v1"
+
+
+class Dialect(enum.Enum):
+    """Which protocol a connection speaks, as its client chose in the handshake."""
+
+    LIVEFILE = "livefile"  # the client sent SUBPROTOCOL: every extension
+    STEP_STREAMING = "step-streaming"  # the client named no subprotocol: step-streaming's format
+
+    @classmethod
+    def of(cls, subprotocols: list[str] | tuple[str, ...]) -> Dialect:
+        return cls.LIVEFILE if SUBPROTOCOL in subprotocols else cls.STEP_STREAMING
+
 
 class Message(WireModel):
     """Base of every control message; ``to_json`` gives the text message to send."""
@@ -31,6 +48,9 @@ class Message(WireModel):
     # Fields left out of the message while they are None: livefile's later additions, which
     # a message without them must look exactly as before.
     OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+    # step-streaming's form of the message: the wire names it has, in its order, each mapped
+    # to its spelling there. None: the message is the same in both dialects.
+    STEP_STREAMING_FIELDS: ClassVar[tuple[tuple[str, str], ...] | None] = None
 
     def to_wire(self) -> dict[str, object]:
         data = super().to_wire()
@@ -40,8 +60,18 @@ class Message(WireModel):
                 data.pop(alias, None)
         return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_wire(), separators=(",", ":"), ensure_ascii=False)
+    def to_json(self, dialect: Dialect = Dialect.LIVEFILE) -> str:
+        wire = self.to_wire() if dialect is Dialect.LIVEFILE else self.step_streaming_wire()
+        return json.dumps(wire, separators=(",", ":"), ensure_ascii=False)
+
+    def step_streaming_wire(self) -> dict[str, object]:
+        """The message as step-streaming's peers know it: its fields only (Jackson refuses any
+        other), in its spelling, nulls written out."""
+        data = self.model_dump(by_alias=True, mode="json")
+        if self.STEP_STREAMING_FIELDS is None:
+            return data
+        fields = {theirs: data.get(ours) for ours, theirs in self.STEP_STREAMING_FIELDS}
+        return {"@": data["@"], **fields}
 
 
 # --- upload connection -------------------------------------------------------------------------
@@ -72,6 +102,7 @@ class DerivedReference(WireModel):
 
 class ReadyForUpload(Message):
     OMITTED_WHEN_NONE = frozenset({"derived"})
+    STEP_STREAMING_FIELDS = (("reference", "reference"),)
 
     kind: Literal["ReadyForUpload"] = Field(default="ReadyForUpload", alias="@")
     reference: ResourceReference
@@ -85,6 +116,13 @@ class FinishUpload(Message):
 
 
 class UploadAcknowledged(Message):
+    # Spelt "numberOflines" by step-streaming's Java server, and so sent to its clients.
+    STEP_STREAMING_FIELDS = (
+        ("size", "size"),
+        ("checksum", "checksum"),
+        ("numberOfLines", "numberOflines"),
+    )
+
     kind: Literal["UploadAcknowledged"] = Field(default="UploadAcknowledged", alias="@")
     size: int
     checksum: str
@@ -102,6 +140,10 @@ class UploadAcknowledged(Message):
 class StatusChanged(Message):
     kind: Literal["StatusChanged"] = Field(default="StatusChanged", alias="@")
     resource_status: ResourceStatus
+
+    def step_streaming_wire(self) -> dict[str, object]:
+        status = self.resource_status.step_streaming().model_dump(by_alias=True, mode="json")
+        return {"@": self.kind, "resourceStatus": status}
 
 
 class RequestChunk(Message):
@@ -122,6 +164,8 @@ class RequestLines(Message):
 
 
 class Lines(Message):
+    STEP_STREAMING_FIELDS = (("lines", "lines"),)
+
     kind: Literal["Lines"] = Field(default="Lines", alias="@")
     lines: list[str]
     request_id: str | int | None = None

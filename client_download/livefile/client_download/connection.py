@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.typing import Subprotocol
 
 from livefile.api import close_codes
 from livefile.api.errors import ConnectionLostError, LivefileError, LivefileTimeoutError
+from livefile.api.messages import SUBPROTOCOL
 from livefile.api.model import ResourceStatus
 from livefile.client_download.frames import SplittingClientConnection
 from livefile.impl_common.close_reason import error_for_close, safe_close_reason
@@ -304,6 +306,8 @@ async def _connect(uri: str, timeout: float | None, token: str | None) -> Client
                 additional_headers={"Authorization": f"Bearer {token}"} if token else None,
                 compression=None,
                 max_size=MAX_INCOMING_MESSAGE,
+                # livefile's extensions of step-streaming's protocol (docs/protocol.md).
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
                 create_connection=SplittingClientConnection,
                 open_timeout=None,  # the timeout above covers the whole opening
                 close_timeout=min(timeout or MAX_CLOSE_TIMEOUT, MAX_CLOSE_TIMEOUT),

@@ -7,8 +7,10 @@ import asyncio
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.typing import Subprotocol
 
 from livefile.api.errors import ConnectionLostError, LivefileError, LivefileTimeoutError
+from livefile.api.messages import SUBPROTOCOL
 from livefile.impl_common.close_reason import error_for_close, safe_close_reason
 
 # The server only sends small JSON messages on an upload connection.
@@ -31,6 +33,8 @@ async def open_connection(uri: str, timeout: float, token: str | None = None) ->
                 additional_headers=bearer_headers(token),
                 compression=None,
                 max_size=MAX_INCOMING_MESSAGE,
+                # livefile's extensions of step-streaming's protocol (docs/protocol.md).
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
                 open_timeout=None,  # the timeout above covers the whole opening
                 close_timeout=min(timeout, MAX_CLOSE_TIMEOUT),
             )

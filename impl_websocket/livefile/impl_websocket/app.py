@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from livefile.api.errors import AccessDeniedError
 from livefile.api.interfaces import Catalog, StatusBus
+from livefile.api.messages import SUBPROTOCOL, Dialect
 from livefile.impl_common.references import CONTEXT_PARAMETER
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
@@ -144,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except AccessDeniedError as exc:
             await close_denied(websocket, exc)
             return
-        await websocket.accept()
+        dialect = await accept(websocket)
         async with connections.track(websocket, "upload", settings.max_uploads) as admitted:
             if admitted:
                 await UploadSession(
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     context_id,
                     app.state.derivations,
                     authority,
+                    dialect,
                 ).run()
 
     @app.websocket("/ws/streaming/download/{resource_id}", name="download")
@@ -163,12 +165,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except AccessDeniedError as exc:
             await close_denied(websocket, exc)
             return
-        await websocket.accept()
+        dialect = await accept(websocket)
         async with connections.track(websocket, "download", settings.max_downloads) as admitted:
             if admitted:
-                await DownloadSession(websocket, app.state.manager, settings, resource_id).run()
+                await DownloadSession(
+                    websocket, app.state.manager, settings, resource_id, dialect
+                ).run()
 
     return app
+
+
+async def accept(websocket: WebSocket) -> Dialect:
+    """Accept the connection in the dialect its client asked for: livefile's extensions when it
+    offered ``livefile.v1`` (the subprotocol is then confirmed in the handshake's answer),
+    step-streaming's protocol exactly when it offered nothing livefile knows."""
+    dialect = Dialect.of(websocket.scope.get("subprotocols", []))
+    await websocket.accept(subprotocol=SUBPROTOCOL if dialect is Dialect.LIVEFILE else None)
+    return dialect
 
 
 def create_app_from_environment() -> FastAPI:

@@ -1,5 +1,11 @@
 """The download WebSocket endpoint: the current status at once, every later status, and replies
-to chunk requests in request order. A bad request gets an ``Error`` and the connection goes on."""
+to chunk requests in request order. A bad request gets an ``Error`` and the connection goes on.
+
+In step-streaming's dialect (a client that named no subprotocol) the messages are exactly
+step-streaming's: statuses with its three fields only (and only when one of them changed), a
+chunk reply as **one** binary message however large (sent as fragments, still zero-copy),
+``Lines`` without a request id, and no ``Error``: a request that cannot be served closes the
+connection with a code and the reason, as step-streaming's server ends such a session."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from livefile.api import close_codes
 from livefile.api.errors import ProtocolError, RangeNotReadableError
 from livefile.api.interfaces import StatusSubscription
 from livefile.api.messages import (
+    Dialect,
     Error,
     Lines,
     RequestChunk,
@@ -23,13 +30,17 @@ from livefile.api.messages import (
     parse_message,
 )
 from livefile.api.model import ResourceStatus
+from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import NoLineAccessError, Reader, check_range
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import ABORT_EXTENSION, SENDFILE_EXTENSION
 
-SendFile = Callable[[int, int, int], Awaitable[None]]
+SendFile = Callable[..., Awaitable[None]]  # (fd, offset, count, first=True, last=True)
+# Under an ASGI server without livefile's send_file, a step-streaming chunk reply (one message)
+# is read whole before it is sent: a larger range closes the connection instead.
+WHOLE_MESSAGE_LIMIT = 64 * 1024 * 1024
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +49,17 @@ class DownloadSession:
     """One download connection from accept to close."""
 
     def __init__(
-        self, websocket: WebSocket, manager: ResourceManager, settings: Settings, resource_id: str
+        self,
+        websocket: WebSocket,
+        manager: ResourceManager,
+        settings: Settings,
+        resource_id: str,
+        dialect: Dialect = Dialect.LIVEFILE,
     ) -> None:
         self.websocket = websocket
+        self.dialect = dialect
+        self._plain = dialect is Dialect.STEP_STREAMING
+        self._last_sent: ResourceStatus | None = None  # step-streaming's form, last one sent
         self.manager = manager
         self.settings = settings
         self.resource_id = resource_id
@@ -66,7 +85,9 @@ class DownloadSession:
             await self._close(close_codes.INTERNAL_ERROR, "Service unavailable: try again later")
             return
         if subscription is None or self._reader is None:
-            await self._send_text(Error(code="NOT_FOUND", message="Unknown resource id").to_json())
+            if not self._plain:  # step-streaming's clients know no Error: the close says it
+                error = Error(code="NOT_FOUND", message="Unknown resource id")
+                await self._send_text(error.to_json())
             await self._close(close_codes.POLICY_VIOLATION, "Unknown resource id")
             return
         statuses = asyncio.create_task(self._forward_statuses(subscription))
@@ -86,7 +107,15 @@ class DownloadSession:
     async def _forward_statuses(self, subscription: StatusSubscription) -> None:
         try:
             async for status in subscription:
-                await self._send_text(StatusChanged(resource_status=status).to_json())
+                if self._plain:
+                    # Its three fields only; a change of none of them (a stage, a percent) is
+                    # no news to a client that orders nothing by revision.
+                    plain = status.step_streaming()
+                    if plain == self._last_sent:
+                        continue
+                    self._last_sent = plain
+                message = StatusChanged(resource_status=status)
+                await self._send_text(message.to_json(self.dialect))
         except (WebSocketDisconnect, RuntimeError, ConnectionError):
             pass
 
@@ -135,6 +164,9 @@ class DownloadSession:
         if start == end:
             await self._send_bytes(b"")
             return
+        if self._plain:
+            await self._send_one_message(start, end)
+            return
         piece = self.settings.chunk_reply_size
         for offset in range(start, end, piece):
             stop = min(end, offset + piece)
@@ -155,6 +187,40 @@ class DownloadSession:
                 # Part of the reply is sent: the client cannot resynchronise, so end the connection.
                 await self._close(close_codes.INTERNAL_ERROR, "Reading the resource failed")
                 raise ConnectionError from exc
+
+    async def _send_one_message(self, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` as one binary message, as step-streaming's clients expect a
+        chunk reply: straight from the file in fragments of ``chunk_reply_size`` (nothing else
+        is sent until it is whole), or read whole under a server without ``send_file``."""
+        assert self._reader is not None
+        try:
+            if self._send_file is None:
+                if end - start > WHOLE_MESSAGE_LIMIT:
+                    await self._close(
+                        close_codes.MESSAGE_TOO_BIG,
+                        f"A chunk of {end - start} bytes in one message needs livefile serve"
+                        f" (limit {WHOLE_MESSAGE_LIMIT})",
+                    )
+                    raise ConnectionError("chunk too large for one message")
+                await self._send_bytes(await self._reader.read_published(start, end))
+                return
+            if self._fd is None:
+                self._fd = self._reader.open_fd()
+            piece = self.settings.chunk_reply_size
+            async with self._send_lock:
+                for offset in range(start, end, piece):
+                    stop = min(end, offset + piece)
+                    async with self._slow_consumer_guard():
+                        await self._send_file(
+                            self._fd, offset, stop - offset, first=offset == start, last=stop == end
+                        )
+                    await asyncio.sleep(0)  # the other connections' turn
+        except ConnectionError:
+            raise
+        except OSError as exc:
+            logger.error("reading resource %s failed: %s", self.resource_id, exc)
+            await self._close(close_codes.INTERNAL_ERROR, "Reading the resource failed")
+            raise ConnectionError from exc
 
     async def _send_range(self, send_file: SendFile, start: int, stop: int) -> None:
         """Bytes ``[start, stop)`` as one message straight from the file (the protocol's
@@ -196,9 +262,18 @@ class DownloadSession:
             )
             return
         lines = [line.decode("utf-8", errors="replace") for line in page.lines]
-        await self._send_text(Lines(lines=lines, request_id=request.request_id).to_json())
+        reply = Lines(lines=lines, request_id=request.request_id)
+        await self._send_text(reply.to_json(self.dialect))
 
     async def _error(self, code: str, message: str, request_id: str | int | None = None) -> None:
+        if self._plain:
+            # step-streaming's clients know no Error, and its server ends the session on a bad
+            # request: close, with what went wrong as the reason.
+            failure = code == "READ_FAILED"
+            await self._close(
+                close_codes.INTERNAL_ERROR if failure else close_codes.POLICY_VIOLATION, message
+            )
+            raise ConnectionError(f"request refused: {message}")
         await self._send_text(Error(code=code, message=message, request_id=request_id).to_json())
 
     async def _send_text(self, text: str) -> None:
@@ -235,4 +310,4 @@ class DownloadSession:
         if self.websocket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 async with self._send_lock:
-                    await self.websocket.close(code, reason)
+                    await self.websocket.close(code, safe_close_reason(reason))

@@ -3,7 +3,14 @@ and the resource manager, and turns every way an upload can end into a truthful 
 
 A connection carries one upload, or — when ``StartUpload`` asks ``keepOpen`` — one after another,
 each a complete upload of its own (resource, quotas, statuses, FAILED if the connection ends
-before its acknowledgement)."""
+before its acknowledgement).
+
+Two dialects (``Dialect``): a client that negotiated ``livefile.v1`` gets every extension; one
+that named no subprotocol gets step-streaming's protocol exactly — ``ReadyForUpload`` with its
+reference only, no statuses on the connection, an MD5 ``UploadAcknowledged`` spelt as the Java
+server spells it, and the close left to the client (``1000 Upload completed``), as
+step-streaming's own clients expect. Its data is one binary message, usually fragmented: under
+``livefile serve`` each fragment arrives as it comes (``FRAGMENTS_EXTENSION``)."""
 
 from __future__ import annotations
 
@@ -23,14 +30,16 @@ from livefile.api.errors import (
     QuotaExceededError,
 )
 from livefile.api.messages import (
+    SUBPROTOCOL,
     DerivedReference,
+    Dialect,
     FinishUpload,
     ReadyForUpload,
     StartUpload,
     StatusChanged,
     UploadAcknowledged,
 )
-from livefile.api.model import ResourceError, ResourceKind, ResourceReference
+from livefile.api.model import ChecksumAlgorithm, ResourceError, ResourceKind, ResourceReference
 from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_common.upload_protocol import (
     ProtocolViolation,
@@ -44,6 +53,18 @@ from livefile.impl_server.upload import UploadProducer
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.download_links import DownloadLinks
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.zero_copy import FRAGMENT_KEY, FRAGMENTS_EXTENSION
+
+# After UploadAcknowledged a step-streaming client closes the connection itself (1000 "Upload
+# completed"); the server waits this long for it before closing on its own. The upload is
+# COMPLETED and recorded before the acknowledgement, so however the connection then ends
+# changes nothing.
+CLIENT_CLOSE_GRACE = 10.0
+# Why a step-streaming upload is refused by an ASGI server without livefile's frame handling:
+# its one fragmented message would be buffered whole, up to the server's message size limit.
+REASON_NEEDS_FRAMES = (
+    f"Single-message uploads need livefile serve; send several messages with {SUBPROTOCOL}"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +80,13 @@ class UploadSession:
         context_id: str | None,
         derivations: Derivations,
         authority: TokenAuthority | None = None,
+        dialect: Dialect = Dialect.LIVEFILE,
     ) -> None:
         self.websocket = websocket
+        self.dialect = dialect
+        # Fragments of one binary message arrive one by one (``livefile serve``); elsewhere
+        # the ASGI server would gather a step-streaming upload whole.
+        self._fragments = FRAGMENTS_EXTENSION in websocket.scope.get("extensions", {})
         self.manager = manager
         self.derivations = derivations
         self.settings = settings
@@ -77,6 +103,8 @@ class UploadSession:
         error = ResourceError(code="disconnected", message="the uploader's connection ended")
         try:
             await self._check_context()
+            if self.dialect is Dialect.STEP_STREAMING and not self._fragments:
+                raise ProtocolViolation(close_codes.UNSUPPORTED_DATA, REASON_NEEDS_FRAMES)
             await self._serve()
         except ProtocolViolation as exc:
             idle = exc.reason.startswith(close_codes.IDLE_PREFIX)  # between uploads: no refusal
@@ -130,7 +158,8 @@ class UploadSession:
                 return
             data = message.get("bytes")
             if data is not None:
-                if len(data) > self.settings.max_message_size:
+                # A fragment is bounded by what one read brings, whatever its message's size.
+                if FRAGMENT_KEY not in message and len(data) > self.settings.max_message_size:
                     raise ProtocolViolation(
                         close_codes.MESSAGE_TOO_BIG,
                         f"Binary message of {len(data)} bytes exceeds"
@@ -153,6 +182,8 @@ class UploadSession:
             elif isinstance(request, FinishUpload):
                 await self._finish(request)
                 if self.protocol.phase is UploadPhase.DONE:
+                    if self.dialect is Dialect.STEP_STREAMING:
+                        await self._await_client_close()
                     return
 
     async def _receive(self) -> Message:
@@ -189,7 +220,24 @@ class UploadSession:
             close_codes.POLICY_VIOLATION, f"{what} for {timeout:g} s: connection closed"
         )
 
+    async def _await_client_close(self) -> None:
+        """step-streaming's client closes after the acknowledgement: give it the time to, and
+        discard whatever else it sends meanwhile; then close anyway."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLIENT_CLOSE_GRACE):
+                while (await self.websocket.receive())["type"] != "websocket.disconnect":
+                    pass
+            return
+        await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
+
     async def _start(self, request: StartUpload) -> None:
+        if self.dialect is Dialect.STEP_STREAMING:
+            # step-streaming's protocol: MD5, one upload per connection, nothing derived.
+            request = request.model_copy(
+                update={"checksum_algorithm": ChecksumAlgorithm.MD5, "keep_open": False}
+                | {"repack": False}
+            )
+            self.protocol.keep_open = False
         self.upload = await self.manager.create_upload(
             request.metadata, self.context_id, request.checksum_algorithm
         )
@@ -201,8 +249,9 @@ class UploadSession:
             derived = [self._derived(repacked.resource_id, ResourceKind.REPACK)]
         reference = ResourceReference(uri=self._links.uri(resource_id))
         ready = ReadyForUpload(reference=reference, resource_id=resource_id, derived=derived)
-        await self._send(ready.to_json())
-        self._forwarder = asyncio.create_task(self._forward_statuses(resource_id))
+        await self._send(ready.to_json(self.dialect))
+        if self.dialect is Dialect.LIVEFILE:  # step-streaming's uploader hears nothing more
+            self._forwarder = asyncio.create_task(self._forward_statuses(resource_id))
 
     async def _finish(self, request: FinishUpload) -> None:
         assert self.upload is not None
@@ -215,11 +264,11 @@ class UploadSession:
             checksum_algorithm=self.upload.checksum_algorithm,
             number_of_lines=status.number_of_lines,
         )
-        await self._send(ack.to_json())
-        if self.protocol.phase is UploadPhase.DONE:
+        await self._send(ack.to_json(self.dialect))
+        if self.protocol.phase is UploadPhase.DONE and self.dialect is Dialect.LIVEFILE:
             await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
-        else:  # kept open: the connection now awaits the next StartUpload
-            self.upload = None
+        elif self.protocol.phase is UploadPhase.AWAITING_START:
+            self.upload = None  # kept open: the connection now awaits the next StartUpload
 
     async def _forward_statuses(self, resource_id: str) -> None:
         """Tell the uploader of each checkpoint: its progress acknowledged by the server.

@@ -20,14 +20,23 @@ import struct
 SENDFILE_MIN = 16 * 1024
 # The ASGI scope extension through which the WebSocket protocol offers ``send_file`` to the
 # application: ``await scope["extensions"][SENDFILE_EXTENSION](fd, offset, count)`` sends
-# those bytes of ``fd`` as one binary message. It raises ``ConnectionError`` when the
-# connection is gone, and another ``OSError`` when the file could not be read before anything
-# was sent; after part of a message is sent, a failure closes the connection.
+# those bytes of ``fd`` as one binary message; with ``first=False`` and/or ``last=False`` as a
+# fragment of one (a first fragment opens a binary message, a later one continues it, the last
+# ends it), so that one message of any size leaves as several frames. It raises
+# ``ConnectionError`` when the connection is gone, and another ``OSError`` when the file could
+# not be read before anything was sent; after part of a message is sent, a failure closes the
+# connection.
 SENDFILE_EXTENSION = "livefile.websocket.sendfile"
 # The ASGI scope extension through which the WebSocket protocol lets the application end the TCP
 # connection at once, without a close handshake: ``scope["extensions"][ABORT_EXTENSION]()``.
 # For a peer that reads nothing, whose close frame would wait behind a full send queue.
 ABORT_EXTENSION = "livefile.websocket.abort"
+# Present in the scope when the WebSocket protocol hands the application each fragment of a
+# fragmented binary message as it arrives, instead of gathering the message whole: such a
+# piece is a ``websocket.receive`` event with ``bytes`` and ``FRAGMENT_KEY`` (``"more"``, or
+# ``"last"`` for the piece that ends the message).
+FRAGMENTS_EXTENSION = "livefile.websocket.fragments"
+FRAGMENT_KEY = "livefile.fragment"
 
 
 class DirectSocket:
@@ -117,10 +126,12 @@ def send_file(
             transport.close()  # the head promised bytes the file does not have
 
 
-def binary_frame_header(length: int) -> bytes:
-    """The header of an unmasked, final, uncompressed binary WebSocket frame (RFC 6455 5.2)."""
+def binary_frame_header(length: int, first: bool = True, last: bool = True) -> bytes:
+    """The header of an unmasked, uncompressed binary WebSocket frame (RFC 6455 5.2): a whole
+    message by default; the first, a middle or the last fragment of one otherwise."""
+    head = (0x80 if last else 0) | (0x02 if first else 0x00)
     if length < 126:
-        return struct.pack("!BB", 0x82, length)
+        return struct.pack("!BB", head, length)
     if length < 1 << 16:
-        return struct.pack("!BBH", 0x82, 126, length)
-    return struct.pack("!BBQ", 0x82, 127, length)
+        return struct.pack("!BBH", head, 126, length)
+    return struct.pack("!BBQ", head, 127, length)

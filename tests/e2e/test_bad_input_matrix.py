@@ -608,7 +608,7 @@ def bad_range(start: int, end: int, size: int = len(TEXT)) -> str:
 def bad_lines(start: int, end: int, total: int = 4) -> str:
     return (
         f"Requested lines [{start}, {end}) are not within [0, {total}]: need 0 <="
-        f" startingLineIndex, 0 <= linesCount, startingLineIndex + linesCount <= {total}"
+        f" startingLineIndex <= {total} (lines are numbered from 0) and 0 <= linesCount"
     )
 
 
@@ -738,12 +738,12 @@ DOWNLOAD_ROWS: list[Any] = [
         lines(-1, 1, requestId=2), Reply("BAD_RANGE", bad_lines(-1, 0), 2), id="negative-line"
     ),
     pytest.param(lines(0, -1), Reply("BAD_RANGE", bad_lines(0, -1)), id="negative-line-count"),
-    pytest.param(lines(2, 3), Reply("BAD_RANGE", bad_lines(2, 5)), id="lines-past-the-end"),
+    pytest.param(lines(5, 3), Reply("BAD_RANGE", bad_lines(5, 8)), id="lines-past-the-end"),
     pytest.param(
         lines(HUGE, 1), Reply("BAD_RANGE", bad_lines(HUGE, HUGE + 1)), id="line-2-to-the-63"
     ),
     pytest.param(
-        lines(3, HUGE), Reply("BAD_RANGE", bad_lines(3, HUGE + 3)), id="line-count-2-to-the-63"
+        lines(5, HUGE), Reply("BAD_RANGE", bad_lines(5, HUGE + 5)), id="line-count-2-to-the-63"
     ),
     pytest.param(
         lines(0.5, 1),
@@ -945,21 +945,24 @@ def test_garbage_range_header_gets_the_documented_answer(
     ("query", "status", "detail"),
     [
         pytest.param(
-            "start=0&count=5",
+            "start=5&count=5",
             400,
-            "Requested lines [0, 5) are not within [0, 4]",
+            "Requested lines [5, 10) are not within [0, 4]: start must be at most 4"
+            " (lines are numbered from 0)",
             id="past-the-end",
         ),
         pytest.param(
             f"start={HUGE}&count=1",
             400,
-            f"Requested lines [{HUGE}, {HUGE + 1}) are not within [0, 4]",
+            f"Requested lines [{HUGE}, {HUGE + 1}) are not within [0, 4]: start must be at"
+            " most 4 (lines are numbered from 0)",
             id="start-2-to-the-63",
         ),
         pytest.param(
-            f"start=3&count={HUGE}",
+            f"start=5&count={HUGE}",
             400,
-            f"Requested lines [3, {HUGE + 3}) are not within [0, 4]",
+            f"Requested lines [5, {HUGE + 5}) are not within [0, 4]: start must be at most 4"
+            " (lines are numbered from 0)",
             id="count-2-to-the-63",
         ),
         pytest.param("start=-1&count=1", 422, None, id="negative-start"),

@@ -172,7 +172,11 @@ class DownloadSession:
         start, count = request.starting_line_index, request.lines_count
         assert self._reader is not None
         try:
-            page = await self._reader.read_lines(start, count, self.settings.max_lines_reply_bytes)
+            # A page reaching past the last published line ends there (the last page of a
+            # resource is rarely full); only a start beyond it is out of range.
+            page = await self._reader.read_lines(
+                start, count, self.settings.max_lines_reply_bytes, clamp=True
+            )
         except NoLineAccessError:
             await self._error(
                 "UNSUPPORTED",
@@ -184,8 +188,8 @@ class DownloadSession:
             total = exc.status.number_of_lines if isinstance(exc.status, ResourceStatus) else 0
             await self._error(
                 "BAD_RANGE",
-                f"{exc}: need 0 <= startingLineIndex, 0 <= linesCount,"
-                f" startingLineIndex + linesCount <= {total}",
+                f"{exc}: need 0 <= startingLineIndex <= {total} (lines are numbered from 0)"
+                " and 0 <= linesCount",
                 request.request_id,
             )
             return
@@ -196,7 +200,16 @@ class DownloadSession:
             )
             return
         lines = [line.decode("utf-8", errors="replace") for line in page.lines]
-        await self._send_text(Lines(lines=lines, request_id=request.request_id).to_json())
+        reply = Lines(
+            lines=lines,
+            request_id=request.request_id,
+            starting_line_index=page.start,
+            next_line_index=page.next_start,
+            number_of_lines=page.status.number_of_lines,
+            more=page.more,
+            growing=page.growing,
+        )
+        await self._send_text(reply.to_json())
 
     async def _error(self, code: str, message: str, request_id: str | int | None = None) -> None:
         await self._send_text(Error(code=code, message=message, request_id=request_id).to_json())

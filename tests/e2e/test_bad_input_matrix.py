@@ -515,6 +515,21 @@ METADATA_ROWS: list[Any] = [
         id="filename-with-nul",
     ),
     pytest.param(
+        {"filename": "a\x85.txt", "mimeType": "text/plain"},
+        "Invalid StartUpload: metadata.filename: Value error,"
+        " filename must not contain control characters",
+        id="filename-with-c1-control",
+    ),
+    *[
+        pytest.param(
+            {"filename": f"invoice{control}txt.exe", "mimeType": "text/plain"},
+            "Invalid StartUpload: metadata.filename: Value error, filename must not contain"
+            f" bidirectional control characters (U+{ord(control):04X})",
+            id=f"filename-with-bidi-U+{ord(control):04X}",
+        )
+        for control in "\u202e\u202a\u2066\u2069\u200f\u200e\u061c"
+    ],
+    pytest.param(
         {"filename": "x" * 10_240, "mimeType": "text/plain"},
         "Invalid StartUpload: metadata.filename: Value error,"
         " filename must be at most 255 bytes in UTF-8",

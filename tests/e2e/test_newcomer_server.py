@@ -6,15 +6,18 @@ UTF-8, an upload's start and end logged, and counters in ``/metrics``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.raw_upload import upload
+from tests.conftest import ServerFactory
+from tests.support.metrics import wait_for_metrics
+from tests.support.raw_upload import RawUpload, upload
 from tests.support.server import LivefileProcess
-from tests.support.wire import open_ws, wait_closed
+from tests.support.wire import get_json, open_ws, wait_closed
 
 WAIT = 30.0
 
@@ -25,6 +28,16 @@ def curl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[byt
 
 def resource_id(reference: str) -> str:
     return reference.rsplit("/", 1)[-1].split("?")[0]
+
+
+async def wait_for_status(server: LivefileProcess, rid: str, transfer_status: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        _, info = await asyncio.to_thread(get_json, f"{server.http_url}/resources/{rid}")
+        if info["status"]["transferStatus"] == transfer_status:
+            return
+        assert asyncio.get_running_loop().time() < deadline, info
+        await asyncio.sleep(0.05)  # polling: the HTTP route offers no event to await
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -53,3 +66,62 @@ async def test_filenames_with_bidirectional_controls_are_refused_at_upload(
     assert code == 1002
     assert reason is not None
     assert "bidirectional control characters" in reason
+
+
+# --- following over HTTP -----------------------------------------------------------------------
+
+
+async def test_following_an_already_failed_resource_fails_like_a_failure_while_following(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    async with RawUpload(server.ws_url) as raw:
+        await raw.write(b"z" * 5000)
+        await raw.drop()
+    url = f"{server.http_url}/resources/{raw.resource_id}/content"
+    await wait_for_status(server, raw.resource_id, "FAILED")
+    followed = curl("-o", str(tmp_path / "followed"), f"{url}?follow=true")
+    assert followed.returncode == 18, followed.stderr  # transfer closed with data outstanding
+    assert (tmp_path / "followed").read_bytes() == b"z" * 5000  # every byte, then the cut
+    plain = curl("-o", str(tmp_path / "plain"), url)  # not following: the bytes as they are
+    assert plain.returncode == 0, plain.stderr
+    assert (tmp_path / "plain").read_bytes() == b"z" * 5000
+
+
+async def test_a_failure_while_following_cuts_the_download_without_an_error_in_the_log(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    async with RawUpload(server.ws_url) as raw:
+        await raw.write(b"x" * 1000)
+        url = f"{server.http_url}/resources/{raw.resource_id}/content?follow=true"
+        follower = subprocess.Popen(
+            ["curl", "-sSN", "-o", "/dev/null", url], stderr=subprocess.PIPE
+        )
+        assert server.wait_for_log("content?follow=true")
+        await raw.drop()
+        assert follower.wait(WAIT) == 18
+    assert server.wait_for_log("aborting a followed download")
+    assert "ERROR" not in server.log()
+
+
+async def test_a_client_that_stops_following_ends_its_download_quietly(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    async with RawUpload(server.ws_url) as raw:
+        await raw.write(b"x" * 1000)
+        url = f"{server.http_url}/resources/{raw.resource_id}/content?follow=true"
+        follower = subprocess.Popen(["curl", "-sSN", "-o", "/dev/null", url])
+        assert server.wait_for_log("content?follow=true")
+        # The followed response, its pump and its disconnect watcher: three tasks.
+        during = await wait_for_metrics(server.http_url, lambda m: True)
+        follower.terminate()
+        follower.wait(WAIT)
+        # The server lets go of the follower now, not when the upload ends.
+        await wait_for_metrics(
+            server.http_url,
+            lambda m: m["livefile_asyncio_tasks"] <= during["livefile_asyncio_tasks"] - 3,
+        )
+        await raw.write(b"y" * 1000)
+        await raw.finish()
+    assert "ERROR" not in server.log()

@@ -9,6 +9,8 @@ the bytes come through the resource's ``Reader``, in pieces of 4 MiB.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +33,7 @@ from livefile.impl_websocket.content_plan import (
     ResourceFacts,
     plan_content,
 )
+from livefile.impl_websocket.zero_copy import HTTP_ABORT_EXTENSION
 
 logger = logging.getLogger(__name__)
 # Every route here reads the resource in its path.
@@ -39,12 +42,15 @@ router = APIRouter(dependencies=[Depends(download_access)], responses=ACCESS_RES
 
 class ResourceBody(Response):
     """Delivers a ``ContentPlan``'s bytes: ``[start, stop)``, or from ``start`` on following
-    the resource until it ends."""
+    the resource until it ends. ``failed_end``: the resource is FAILED and the client asked to
+    follow it, so the bytes end the way a failure while following ends them — cut off."""
 
-    def __init__(self, reader: Reader, plan: ContentPlan) -> None:
+    def __init__(self, reader: Reader, plan: ContentPlan, *, failed_end: bool = False) -> None:
         super().__init__(status_code=plan.status, headers=plan.headers())
-        if plan.follows:
-            # Response adds "content-length: 0" for its empty body; a followed body has none.
+        self._failed_end = failed_end and not plan.head_only
+        if plan.follows or self._failed_end:
+            # Response adds "content-length: 0" for its empty body; a followed body has none,
+            # and a body that is to be cut off must not look complete once its bytes are in.
             self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._reader = reader
         self._plan = plan
@@ -57,19 +63,64 @@ class ResourceBody(Response):
         if not plan.head_only:
             if plan.stop is None:
                 try:
-                    async for data in self._reader.follow(plan.start):
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                    if not await self._follow(receive, send):
+                        return  # the client went away: nothing to finish, nothing to report
                 except ResourceFailedError as exc:
-                    # Returning without the final body message makes the server drop the
-                    # connection without the last chunk: the client sees a broken transfer.
                     logger.warning("aborting a followed download: %s", exc)
+                    await _abort(scope)
                     return
             else:
                 for offset in range(plan.start, plan.stop, READ_PIECE):
                     stop = min(plan.stop, offset + READ_PIECE)
                     data = await self._reader.read_published(offset, stop)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
+                if self._failed_end:
+                    logger.info(
+                        "cutting off a followed download of %s: it ended FAILED",
+                        self._reader.resource_id,
+                    )
+                    await _abort(scope)
+                    return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _follow(self, receive: Receive, send: Send) -> bool:
+        """Send the bytes as they are published until the resource ends (True) or the client
+        disconnects (False): a follower that leaves must not hold its subscription until the
+        upload ends, which may be hours later."""
+
+        async def pump() -> None:
+            async for data in self._reader.follow(self._plan.start):
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async def disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        pumping = asyncio.create_task(pump())
+        watching = asyncio.create_task(disconnect())
+        try:
+            await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pumping, watching):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if pumping.cancelled():
+            return False
+        pumping.result()  # raises ResourceFailedError (or a read error)
+        return True
+
+
+async def _abort(scope: Scope) -> None:
+    """End the connection without the last chunk, so that the client sees a broken transfer
+    (curl exits 18). Under ``livefile serve`` the TCP connection is aborted first: the server
+    then takes the unfinished response for a disconnect, not for an application error. Under
+    other servers, returning without the final body message does the same, with their log."""
+    abort = scope.get("extensions", {}).get(HTTP_ABORT_EXTENSION)
+    if abort is not None:
+        abort()
+        await asyncio.sleep(0)  # the loop runs connection_lost, scheduled by abort
 
 
 async def _reader_and_status(
@@ -181,7 +232,8 @@ async def get_content(
         return JSONResponse(plan.problem, status_code=plan.status, headers=plan.headers())
     if plan.status == status.HTTP_304_NOT_MODIFIED:
         return Response(status_code=plan.status, headers=plan.headers())
-    return ResourceBody(reader, plan)
+    failed = current.transfer_status is TransferStatus.FAILED
+    return ResourceBody(reader, plan, failed_end=follow and failed)
 
 
 class LinesReply(WireModel):

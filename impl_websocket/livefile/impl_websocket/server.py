@@ -44,6 +44,7 @@ from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import (
     ABORT_EXTENSION,
+    HTTP_ABORT_EXTENSION,
     SENDFILE_EXTENSION,
     DirectSocket,
     binary_frame_header,
@@ -243,6 +244,7 @@ class HttpProtocol(HttpToolsProtocol):
         scope: Any = cycle.scope
         immediate = None if self.flow.write_paused else answer_now(self._state(), scope)
         if immediate is None:
+            scope.setdefault("extensions", {})[HTTP_ABORT_EXTENSION] = self.transport.abort
             super()._start_asgi_task(cycle, app)
             return
         answer = immediate.answer

@@ -28,6 +28,10 @@ SENDFILE_EXTENSION = "livefile.websocket.sendfile"
 # connection at once, without a close handshake: ``scope["extensions"][ABORT_EXTENSION]()``.
 # For a peer that reads nothing, whose close frame would wait behind a full send queue.
 ABORT_EXTENSION = "livefile.websocket.abort"
+# The same for an HTTP response (``livefile serve``): a followed download whose resource ended
+# FAILED is cut off without its last chunk, so that the client reports a broken transfer, and
+# uvicorn sees a lost connection rather than an application that forgot to end its response.
+HTTP_ABORT_EXTENSION = "livefile.http.abort"
 
 
 class DirectSocket:

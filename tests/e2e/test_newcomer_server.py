@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from livefile.api.errors import PolicyViolationError
+from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
 from tests.support.metrics import wait_for_metrics
 from tests.support.raw_upload import RawUpload, upload
@@ -125,3 +127,32 @@ async def test_a_client_that_stops_following_ends_its_download_quietly(
         await raw.write(b"y" * 1000)
         await raw.finish()
     assert "ERROR" not in server.log()
+
+
+# --- upload contexts ---------------------------------------------------------------------------
+
+
+async def test_an_upload_into_a_closed_context_is_told_it_is_closed(
+    server: LivefileProcess,
+) -> None:
+    _, opened = get_json(f"{server.http_url}/contexts", method="POST")
+    context_id = opened["contextId"]
+    assert get_json(f"{server.http_url}/contexts/{context_id}", method="DELETE")[0] == 204
+    upload_url = f"{server.ws_url}/ws/streaming/upload?streamingUploadContextId={context_id}"
+    async with open_ws(upload_url) as up:
+        assert await wait_closed(up) == (1008, f"Upload context {context_id} is closed")
+    async with open_ws(f"{upload_url[: -len(context_id)]}{'0' * 32}") as up:
+        assert await wait_closed(up) == (1008, f"Unknown upload context {'0' * 32}")
+    status, body = get_json(f"{server.http_url}/contexts/{context_id}")
+    assert (status, body) == (404, {"detail": "Upload context is closed"})
+    status, body = get_json(f"{server.http_url}/contexts/{context_id}", method="DELETE")
+    assert (status, body) == (404, {"detail": "Upload context is closed"})
+
+
+async def test_the_sdk_names_a_closed_context_as_closed(server: LivefileProcess) -> None:
+    _, opened = get_json(f"{server.http_url}/contexts", method="POST")
+    context_id = opened["contextId"]
+    get_json(f"{server.http_url}/contexts/{context_id}", method="DELETE")
+    async with AsyncUploadClient(server.ws_url, context_id=context_id, timeout=WAIT) as client:
+        with pytest.raises(PolicyViolationError, match=f"Upload context {context_id} is closed"):
+            await client.upload_bytes(b"late", filename="late.txt")

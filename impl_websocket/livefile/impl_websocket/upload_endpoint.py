@@ -38,6 +38,7 @@ from livefile.impl_common.upload_protocol import (
     UploadServerProtocol,
 )
 from livefile.impl_server.access import TokenAuthority
+from livefile.impl_server.contexts import context_refusal
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import UploadProducer
@@ -121,7 +122,8 @@ class UploadSession:
             if self.settings.require_upload_context:
                 raise PolicyViolationError(close_codes.REASON_MISSING_CONTEXT)
         elif await self.manager.contexts.resource_count(self.context_id) is None:
-            raise PolicyViolationError(f"Unknown upload context {self.context_id[:64]}")
+            closed = await self.manager.contexts.was_closed(self.context_id)
+            raise PolicyViolationError(context_refusal(self.context_id, closed))
 
     async def _serve(self) -> None:
         while True:

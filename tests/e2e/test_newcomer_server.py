@@ -7,8 +7,10 @@ UTF-8, an upload's start and end logged, and counters in ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,81 @@ async def test_the_sdk_names_a_closed_context_as_closed(server: LivefileProcess)
     async with AsyncUploadClient(server.ws_url, context_id=context_id, timeout=WAIT) as client:
         with pytest.raises(PolicyViolationError, match=f"Upload context {context_id} is closed"):
             await client.upload_bytes(b"late", filename="late.txt")
+
+
+# --- text with line access must be UTF-8 ---------------------------------------------------------
+
+
+def livefile(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "livefile.impl_common.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+
+
+def test_latin1_text_with_line_access_but_no_charset_is_refused_and_failed(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    text = "rapport été 2026\n".encode("latin-1")
+    path = tmp_path / "rapport.txt"
+    path.write_bytes(text)
+    result = livefile("upload", str(path), "--lines", "--server", server.ws_url, "--quiet")
+    assert result.returncode == 1
+    bad = text.index(b"\xe9")
+    assert result.stderr.endswith(
+        f"closed with 1007: Not UTF-8: invalid byte at offset {bad}; line access needs UTF-8"
+        " text: give its charset (--charset)\n"
+    ), result.stderr
+    reference = result.stdout.split()[0]  # printed as soon as the upload started
+    _, info = get_json(f"{server.http_url}/resources/{resource_id(reference)}")
+    assert info["status"]["transferStatus"] == "FAILED"
+    assert info["status"]["error"]["code"] == "invalid_utf8"
+    assert info["status"]["currentSize"] == bad  # the valid bytes before it are kept
+
+
+def test_latin1_text_with_its_charset_is_stored_as_utf8(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    path = tmp_path / "rapport.txt"
+    path.write_bytes("rapport été 2026\n".encode("latin-1"))
+    result = livefile(
+        "upload", str(path), "--lines", "--charset", "latin-1", "--server", server.ws_url
+    )
+    assert result.returncode == 0, result.stderr
+    shown = livefile("lines", result.stdout.split()[0])
+    assert (shown.returncode, shown.stdout) == (0, "rapport été 2026\n")
+
+
+@pytest.mark.parametrize(
+    ("pieces", "bad", "kept"),
+    [
+        ([b"ok\n", b"\xff\n"], 3, 3),  # a byte that never begins a character
+        ([b"caf\xc3", b"\xa9 \xc3(\n"], 6, 6),  # é split across messages, then a broken é
+        # The upload ends within a character: its bytes were taken before that was known.
+        ([b"ends in the middle \xe2\x82"], 19, 21),
+    ],
+)
+async def test_line_access_refuses_the_first_byte_that_is_not_utf8(
+    server: LivefileProcess, pieces: list[bytes], bad: int, kept: int
+) -> None:
+    text = RawUpload(server.ws_url, mime_type="text/plain", supports_line_access=True)
+    async with text as raw, open_ws(raw.reference) as watcher:
+        for piece in pieces:
+            await raw.write(piece)
+        with contextlib.suppress(Exception):  # the server may close before FinishUpload
+            await raw.finish()
+        while True:
+            status = json.loads(await asyncio.wait_for(watcher.recv(), WAIT))
+            if status["resourceStatus"]["transferStatus"] == "FAILED":
+                break
+    assert status["resourceStatus"]["error"]["code"] == "invalid_utf8"
+    assert f"invalid byte at offset {bad};" in status["resourceStatus"]["error"]["message"]
+    assert status["resourceStatus"]["currentSize"] == kept
+
+
+async def test_binary_uploads_may_hold_any_bytes(server: LivefileProcess) -> None:
+    reference = await upload(server.ws_url, b"\xff\xfe latin-1 \xe9\n")
+    _, info = get_json(f"{server.http_url}/resources/{resource_id(reference)}")
+    assert info["status"]["transferStatus"] == "COMPLETED"

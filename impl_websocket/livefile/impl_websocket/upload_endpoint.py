@@ -41,7 +41,7 @@ from livefile.impl_server.access import TokenAuthority
 from livefile.impl_server.contexts import context_refusal
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.upload import UploadProducer
+from livefile.impl_server.upload import NotUtf8Error, UploadProducer
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.download_links import DownloadLinks
 from livefile.impl_websocket.settings import Settings
@@ -94,6 +94,9 @@ class UploadSession:
         except PolicyViolationError as exc:
             close = (close_codes.POLICY_VIOLATION, str(exc))
             error = ResourceError(code="refused", message=str(exc))
+        except NotUtf8Error as exc:
+            close = (close_codes.INVALID_DATA, str(exc))
+            error = ResourceError(code="invalid_utf8", message=str(exc))
         except LivefileError as exc:  # checksum mismatch, storage failure
             close = (close_codes.INTERNAL_ERROR, str(exc))
             error = ResourceError(code="server_error", message=str(exc))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,42 @@ async def test_binary_uploads_may_hold_any_bytes(server: LivefileProcess) -> Non
     reference = await upload(server.ws_url, b"\xff\xfe latin-1 \xe9\n")
     _, info = get_json(f"{server.http_url}/resources/{resource_id(reference)}")
     assert info["status"]["transferStatus"] == "COMPLETED"
+
+
+# --- an upload's start and end in the log --------------------------------------------------------
+
+
+async def test_each_upload_logs_one_line_at_its_start_and_one_at_its_end(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    async with RawUpload(
+        server.ws_url, filename="build.log", mime_type="text/plain", supports_line_access=True
+    ) as done:
+        await done.write(b"one\ntwo\n")
+        await done.finish()
+    async with RawUpload(server.ws_url, filename="crash.bin") as dropped:
+        await dropped.write(b"x" * 12)
+        await dropped.drop()
+    assert server.wait_for_log(f"upload {dropped.resource_id} FAILED")
+    log = server.log().splitlines()
+    mine = [line for line in log if f"upload {done.resource_id}" in line]
+    assert mine[0] == (
+        f"INFO:     upload {done.resource_id} started: 'build.log' (text/plain, line access)"
+    )
+    assert re.fullmatch(
+        rf"INFO:     upload {done.resource_id} COMPLETED: 'build.log', 8 bytes, 2 lines"
+        r" in \d+\.\d\d s",
+        mine[1],
+    ), mine
+    assert len(mine) == 2
+    failed = [line for line in log if f"upload {dropped.resource_id}" in line]
+    assert failed[0] == (
+        f"INFO:     upload {dropped.resource_id} started: 'crash.bin' (application/octet-stream)"
+    )
+    assert re.fullmatch(
+        rf"WARNING:  upload {dropped.resource_id} FAILED: 'crash.bin', 12 bytes in \d+\.\d\d s"
+        r" \(disconnected: the uploader's connection ended\)",
+        failed[1],
+    ), failed
+    assert len(failed) == 2

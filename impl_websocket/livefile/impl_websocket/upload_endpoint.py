@@ -30,7 +30,7 @@ from livefile.api.messages import (
     StatusChanged,
     UploadAcknowledged,
 )
-from livefile.api.model import ResourceError, ResourceKind, ResourceReference
+from livefile.api.model import ResourceError, ResourceKind, ResourceReference, TransferStatus
 from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_common.upload_protocol import (
     ProtocolViolation,
@@ -71,6 +71,8 @@ class UploadSession:
         self.upload: UploadProducer | None = None
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
+        self._started_at = 0.0  # loop time of the current upload's StartUpload
+        self._end_logged = False  # the current upload's end is in the log
         self._links = DownloadLinks(websocket, authority, settings.reference_token_ttl)
 
     async def run(self) -> None:
@@ -111,12 +113,9 @@ class UploadSession:
             # FAILED is published before the close frame leaves, so a client that reacts to the
             # close already finds the resource in its final, truthful state.
             if self.upload is not None and not self.upload.ended:
-                status = await self.upload.fail(error)
-                logger.warning(
-                    "upload %s ended before it was acknowledged: FAILED with %d bytes",
-                    self.upload.resource_id,
-                    status.current_size,
-                )
+                await self.upload.fail(error)
+            if self.upload is not None and not self._end_logged:
+                self._log_end()
             if close is not None:
                 await self._close(*close)
 
@@ -197,6 +196,16 @@ class UploadSession:
         )
         self.protocol.resource_ready()
         resource_id = self.upload.resource_id
+        self._started_at = asyncio.get_running_loop().time()
+        self._end_logged = False
+        logger.info(
+            "upload %s started: %r (%s%s)%s",
+            resource_id,
+            request.metadata.filename,
+            request.metadata.mime_type,
+            ", line access" if request.metadata.supports_line_access else "",
+            f" in context {self.context_id}" if self.context_id else "",
+        )
         derived = None
         if request.repack:
             repacked = await self.derivations.start_repack(resource_id)
@@ -218,10 +227,32 @@ class UploadSession:
             number_of_lines=status.number_of_lines,
         )
         await self._send(ack.to_json())
+        self._log_end()
         if self.protocol.phase is UploadPhase.DONE:
             await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
         else:  # kept open: the connection now awaits the next StartUpload
             self.upload = None
+
+    def _log_end(self) -> None:
+        """One line for the end of the current upload: id, name, size, status and duration
+        (a warning with the reason when it FAILED)."""
+        assert self.upload is not None
+        self._end_logged = True
+        status = self.upload.status
+        seconds = asyncio.get_running_loop().time() - self._started_at
+        lines = "" if status.number_of_lines is None else f", {status.number_of_lines} lines"
+        why = f" ({status.error.code}: {status.error.message})" if status.error else ""
+        logger.log(
+            logging.WARNING if status.transfer_status is TransferStatus.FAILED else logging.INFO,
+            "upload %s %s: %r, %d bytes%s in %.2f s%s",
+            self.upload.resource_id,
+            status.transfer_status.value,
+            self.upload.metadata.filename,
+            status.current_size,
+            lines,
+            seconds,
+            why,
+        )
 
     async def _forward_statuses(self, resource_id: str) -> None:
         """Tell the uploader of each checkpoint: its progress acknowledged by the server.

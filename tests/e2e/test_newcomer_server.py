@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from livefile.api.errors import PolicyViolationError
+from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
-from tests.support.metrics import wait_for_metrics
+from tests.support.metrics import Scrape, scrape_async, wait_for_metrics
 from tests.support.raw_upload import RawUpload, upload
 from tests.support.server import LivefileProcess
 from tests.support.wire import get_json, open_ws, wait_closed
@@ -276,3 +277,73 @@ async def test_each_upload_logs_one_line_at_its_start_and_one_at_its_end(
         failed[1],
     ), failed
     assert len(failed) == 2
+
+
+# --- counters in /metrics ----------------------------------------------------------------------
+
+
+def increase(before: Scrape, after: Scrape, series: str) -> float:
+    return after.samples.get(series, 0.0) - before.samples.get(series, 0.0)
+
+
+CONTENT = 'route="/resources/{resource_id}/content"'
+
+
+async def test_metrics_count_bytes_uploads_responses_and_closes_of_real_traffic(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    before = await scrape_async(server.http_url)
+    reference = await upload(server.ws_url, b"c" * 1000)  # completed: server closes 1000
+    async with RawUpload(server.ws_url) as dropped:
+        await dropped.write(b"x" * 12)
+        await dropped.drop()  # failed: the client went away without a close frame
+    async with AsyncDownloadClient(reference, timeout=WAIT) as download:
+        assert await download.read(0, 600) == b"c" * 600  # the client closes with 1000
+    url = f"{server.http_url}/resources/{resource_id(reference)}"
+    for _ in range(2):  # the second from the protocol's immediate answers, the first not
+        assert curl("-o", "/dev/null", f"{url}/content").returncode == 0
+    assert curl("-o", "/dev/null", "-r", "0-99", f"{url}/content").returncode == 0
+    assert get_json(f"{server.http_url}/resources/{'0' * 32}/lines")[0] == 404
+    assert get_json(f"{server.http_url}/no/such/route")[0] == 404
+    await wait_for_status(server, dropped.resource_id, "FAILED")
+    after = await wait_for_metrics(
+        server.http_url,
+        lambda m: m.samples.get('livefile_uploads_total{outcome="failed"}', 0) >= 1,
+    )
+    assert increase(before, after, "livefile_received_bytes_total") == 1012
+    assert increase(before, after, 'livefile_uploads_total{outcome="completed"}') == 1
+    assert increase(before, after, 'livefile_uploads_total{outcome="failed"}') == 1
+    assert increase(before, after, 'livefile_sent_bytes_total{via="websocket"}') == 600
+    # Two whole files and a range: resource bytes only, not JSON answers or /metrics itself.
+    assert increase(before, after, 'livefile_sent_bytes_total{via="http"}') == 2100
+    responses = "livefile_http_responses_total"
+    assert increase(before, after, f'{responses}{{method="GET",{CONTENT},status="200"}}') == 2
+    assert increase(before, after, f'{responses}{{method="GET",{CONTENT},status="206"}}') == 1
+    lines_404 = f'{responses}{{method="GET",route="/resources/{{resource_id}}/lines",status="404"}}'
+    assert increase(before, after, lines_404) == 1
+    unmatched = f'{responses}{{method="GET",route="unmatched",status="404"}}'
+    assert increase(before, after, unmatched) == 1
+    closes = "livefile_websocket_closes_total"
+    assert increase(before, after, f'{closes}{{kind="upload",code="1000",by="server"}}') == 1
+    # A dropped connection: uvicorn reports no status (1005), others an abnormal end (1006).
+    dropped_closes = [
+        increase(before, after, f'{closes}{{kind="upload",code="{code}",by="client"}}')
+        for code in (1005, 1006)
+    ]
+    assert sum(dropped_closes) == 1
+    assert increase(before, after, f'{closes}{{kind="download",code="1000",by="client"}}') == 1
+    for reason in ("head_timeout", "pending_cap", "per_client_cap"):
+        assert after[f'livefile_connections_closed_total{{reason="{reason}"}}'] == 0
+
+
+async def test_metrics_count_connections_closed_for_a_late_request_head(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--request-head-timeout", "0.5")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\n")  # and never the rest of the head
+    assert await asyncio.wait_for(reader.read(), WAIT)  # 408, then closed
+    writer.close()
+    after = await scrape_async(server.http_url)
+    assert after['livefile_connections_closed_total{reason="head_timeout"}'] == 1

@@ -26,6 +26,7 @@ from livefile.api.model import ResourceStatus
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import NoLineAccessError, Reader, check_range
 from livefile.impl_websocket.connections import cancel_quietly
+from livefile.impl_websocket.counters import COUNTERS
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import ABORT_EXTENSION, SENDFILE_EXTENSION
 
@@ -164,6 +165,7 @@ class DownloadSession:
             self._fd = self._reader.open_fd()
         async with self._send_lock, self._slow_consumer_guard():
             await send_file(self._fd, start, stop - start)
+        COUNTERS.sent_bytes["websocket"] += stop - start
         # While the socket takes everything at once nothing above suspends: give the other
         # connections their turn between two messages of a long reply.
         await asyncio.sleep(0)
@@ -221,6 +223,7 @@ class DownloadSession:
     async def _send_bytes(self, data: bytes) -> None:
         async with self._send_lock, self._slow_consumer_guard():
             await self.websocket.send_bytes(data)
+        COUNTERS.sent_bytes["websocket"] += len(data)
 
     @contextlib.asynccontextmanager
     async def _slow_consumer_guard(self) -> AsyncIterator[None]:

@@ -43,6 +43,7 @@ from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import NotUtf8Error, UploadProducer
 from livefile.impl_websocket.connections import cancel_quietly
+from livefile.impl_websocket.counters import COUNTERS
 from livefile.impl_websocket.download_links import DownloadLinks
 from livefile.impl_websocket.settings import Settings
 
@@ -142,6 +143,7 @@ class UploadSession:
                     )
                 self.protocol.receive_data()
                 assert self.upload is not None
+                COUNTERS.received_bytes += len(data)
                 await self.upload.write(data)
                 continue
             text = message.get("text") or ""
@@ -240,10 +242,12 @@ class UploadSession:
         self._end_logged = True
         status = self.upload.status
         seconds = asyncio.get_running_loop().time() - self._started_at
+        failed = status.transfer_status is TransferStatus.FAILED
+        COUNTERS.uploads["failed" if failed else "completed"] += 1
         lines = "" if status.number_of_lines is None else f", {status.number_of_lines} lines"
         why = f" ({status.error.code}: {status.error.message})" if status.error else ""
         logger.log(
-            logging.WARNING if status.transfer_status is TransferStatus.FAILED else logging.INFO,
+            logging.WARNING if failed else logging.INFO,
             "upload %s %s: %r, %d bytes%s in %.2f s%s",
             self.upload.resource_id,
             status.transfer_status.value,

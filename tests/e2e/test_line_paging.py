@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from typing import Any
 
-from livefile.client_download import AsyncDownloadClient
+from livefile.client_download import AsyncDownloadClient, DownloadClient
 from tests.support.raw_upload import RawUpload, upload
 from tests.support.server import LivefileProcess
 from tests.support.wire import get_json, open_ws, receive_json
@@ -130,6 +130,15 @@ async def test_sdk_lines_returns_what_there_is(server: LivefileProcess) -> None:
         page = await download.lines_page(20, 100)
     assert (page.start, page.lines, page.next_start) == (20, THIRTY[20:], 30)
     assert (page.more, page.growing, page.complete) == (False, False, True)
+
+
+def test_sync_sdk_lines_page_says_the_same(server: LivefileProcess) -> None:
+    reference = asyncio.run(upload(server.ws_url, "".join(THIRTY).encode(), **TEXT))
+    with DownloadClient(reference, timeout=WAIT) as download:
+        assert download.lines(25, 100) == THIRTY[25:]
+        page = download.lines_page(10, 5)
+    assert (page.start, page.lines, page.next_start) == (10, THIRTY[10:15], 15)
+    assert (page.more, page.growing) == (True, False)
 
 
 # --- a page cut by the reply's byte bound ------------------------------------------------------

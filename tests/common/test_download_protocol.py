@@ -12,6 +12,7 @@ from livefile.api.model import TransferStatus
 from livefile.impl_common.download_protocol import (
     ConnectionEnding,
     DownloadClientProtocol,
+    LinesPage,
     ReplyReceived,
     RequestFailed,
     StatusReceived,
@@ -95,7 +96,43 @@ def test_lines_answer_a_lines_request() -> None:
     request, text = protocol.request_lines(2, 2)
     assert json.loads(text)["startingLineIndex"] == 2
     reply = json.dumps({"@": "Lines", "lines": ["c\n", "d"], "requestId": 1})
-    assert protocol.receive_text(reply) == ReplyReceived(request, ["c\n", "d"])
+    event = protocol.receive_text(reply)
+    assert isinstance(event, ReplyReceived)
+    assert event.request is request
+    assert isinstance(event.value, LinesPage)
+    assert (event.value.start, event.value.lines, event.value.next_start) == (2, ["c\n", "d"], 4)
+
+
+def test_lines_page_says_where_the_next_page_starts_and_whether_more_may_come() -> None:
+    protocol = DownloadClientProtocol(RESOURCE)
+    status = {"transferStatus": "IN_PROGRESS", "currentSize": 9, "numberOfLines": 3}
+    protocol.receive_text(json.dumps({"@": "StatusChanged", "resourceStatus": status}))
+    protocol.request_lines(0, 100)
+    reply = {
+        "@": "Lines",
+        "lines": ["a\n"],
+        "requestId": 1,
+        "startingLineIndex": 0,
+        "nextLineIndex": 1,
+        "numberOfLines": 3,
+        "more": True,
+        "growing": True,
+    }
+    event = protocol.receive_text(json.dumps(reply))
+    assert isinstance(event, ReplyReceived)
+    assert event.value == LinesPage(0, ["a\n"], 1, more=True, growing=True, number_of_lines=3)
+
+
+def test_lines_page_of_a_server_that_says_nothing_more_is_judged_by_the_status() -> None:
+    protocol = DownloadClientProtocol(RESOURCE)
+    status = {"transferStatus": "COMPLETED", "currentSize": 6, "numberOfLines": 3}
+    protocol.receive_text(json.dumps({"@": "StatusChanged", "resourceStatus": status}))
+    protocol.request_lines(1, 2)
+    event = protocol.receive_text(json.dumps({"@": "Lines", "lines": ["b\n", "c\n"]}))
+    assert isinstance(event, ReplyReceived)
+    expected = LinesPage(1, ["b\n", "c\n"], 3, more=False, growing=False, number_of_lines=3)
+    assert event.value == expected
+    assert event.value.complete
 
 
 def test_statuses_never_go_backwards() -> None:

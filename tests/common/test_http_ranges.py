@@ -57,8 +57,30 @@ def test_unsatisfiable_ranges(header: str, size: int) -> None:
 def test_content_disposition_quotes_safely_and_keeps_the_exact_name() -> None:
     value = content_disposition('Grüße "x".txt')
     assert value == (
-        "attachment; filename=\"Gr__e _x_.txt\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20%22x%22.txt"
+        "attachment; filename=\"Grusse _x_.txt\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20%22x%22.txt"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "fallback"),
+    [
+        ("rapport été 2026.txt", "rapport ete 2026.txt"),  # what curl -J saves
+        ("Ærø straße.log", "AEro strasse.log"),
+        ("Łódź œuvre.csv", "Lodz oeuvre.csv"),
+        ("日本.txt", "__.txt"),  # no ASCII form: one _ per character
+        ("a/b\\c%d", "a_b_c_d"),
+        ("é", "e"),
+    ],
+)
+def test_content_disposition_fallback_is_the_name_without_its_accents(
+    name: str, fallback: str
+) -> None:
+    assert content_disposition(name).startswith(f'attachment; filename="{fallback}"; ')
+
+
+def test_content_disposition_leaves_out_bidirectional_controls_of_names_stored_earlier() -> None:
+    value = content_disposition("invoice\u202etxt.exe")
+    assert value == "attachment; filename=\"invoicetxt.exe\"; filename*=UTF-8''invoicetxt.exe"
 
 
 def test_etag_comparison_weak_and_strong() -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from livefile.api.errors import ProtocolError
 from livefile.api.messages import (
+    Lines,
     RequestChunk,
     StartUpload,
     StatusChanged,
@@ -96,3 +97,28 @@ def test_step_streaming_misspelling_of_number_of_lines_is_accepted() -> None:
 def test_bad_messages_raise_protocol_error_with_reason(text: str, reason: str) -> None:
     with pytest.raises(ProtocolError, match=reason):
         parse_message(text)
+
+
+def test_lines_paging_fields_are_left_out_until_set() -> None:
+    plain = Lines(lines=["a\n"])
+    assert json.loads(plain.to_json()) == {"@": "Lines", "lines": ["a\n"], "requestId": None}
+    paged = Lines(
+        lines=["a\n"],
+        starting_line_index=4,
+        next_line_index=5,
+        number_of_lines=9,
+        more=True,
+        growing=False,
+    )
+    assert json.loads(paged.to_json()) == {
+        "@": "Lines",
+        "lines": ["a\n"],
+        "requestId": None,
+        "startingLineIndex": 4,
+        "nextLineIndex": 5,
+        "numberOfLines": 9,
+        "more": True,
+        "growing": False,
+    }
+    assert parse_message(paged.to_json()) == paged
+    assert parse_message('{"@":"Lines","lines":[]}') == Lines(lines=[])

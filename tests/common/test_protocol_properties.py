@@ -18,6 +18,7 @@ from livefile.impl_common.download_protocol import (
     ConnectionEnding,
     DownloadClientProtocol,
     Event,
+    LinesPage,
     LinesRequest,
     ReplyReceived,
     RequestFailed,
@@ -85,7 +86,8 @@ def test_a_server_keeping_the_protocol_has_every_reply_matched_in_order(
             machine.receive_data(frame) if isinstance(frame, bytes) else machine.receive_text(frame)
         )
         if isinstance(event, ReplyReceived):
-            replies.append((event.request, event.value))
+            value = event.value
+            replies.append((event.request, value.lines if isinstance(value, LinesPage) else value))
         elif isinstance(event, RequestFailed):
             replies.append((event.request, "error"))
         elif isinstance(event, StatusReceived):

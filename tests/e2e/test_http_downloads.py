@@ -301,6 +301,8 @@ async def test_lines_and_events_over_http(server: LivefileProcess) -> None:
     assert body["lines"] == ["b\n", "c"]
     assert body["status"]["numberOfLines"] == 3
     status, body = get_json(f"{server.http_url}/resources/{resource_id}/lines?start=2&count=5")
+    assert (status, body["lines"], body["nextStart"], body["more"]) == (200, ["c"], 3, False)
+    status, body = get_json(f"{server.http_url}/resources/{resource_id}/lines?start=4&count=5")
     assert status == 400
     assert "[0, 3]" in body["detail"]
     events = curl("-N", f"{server.http_url}/resources/{resource_id}/events").stdout.decode()

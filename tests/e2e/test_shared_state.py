@@ -228,7 +228,7 @@ async def test_upload_contexts_work_across_processes(
     )
     assert kinds[-2:] == ["creationRefused", "contextClosed"]
     async with AsyncUploadClient(nodes[0].ws_url, context_id=context_id, timeout=WAIT) as client:
-        with pytest.raises(PolicyViolationError, match="Unknown upload context"):
+        with pytest.raises(PolicyViolationError, match=f"Upload context {context_id} is closed"):
             await client.upload_bytes(b"closed", filename="e.txt")
 
 

@@ -6,6 +6,7 @@ NORMAL = 1000
 GOING_AWAY = 1001
 PROTOCOL_ERROR = 1002
 UNSUPPORTED_DATA = 1003
+INVALID_DATA = 1007  # RFC 6455: data not consistent with its type (not UTF-8 here)
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
@@ -19,6 +20,7 @@ REASON_MISSING_CONTEXT = "Missing parameter streamingUploadContextId"
 IDLE_PREFIX = "Idle for "
 QUOTA_PREFIX = "QuotaExceededException: "
 CHECKSUM_PREFIX = "Checksum mismatch"
+NOT_UTF8_PREFIX = "Not UTF-8: "  # a line-access upload whose bytes are not UTF-8 (1007)
 UNAUTHORIZED_PREFIX = "Unauthorized: "  # no valid token (HTTP 401)
 FORBIDDEN_PREFIX = "Forbidden: "  # a valid token that does not grant the request (HTTP 403)
 

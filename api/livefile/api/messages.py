@@ -164,11 +164,27 @@ class RequestLines(Message):
 
 
 class Lines(Message):
+    """The reply to ``RequestLines``: ``lines`` from ``starting_line_index`` (0-based).
+
+    The other fields are livefile's (left out while None, so that the plain message stays
+    step-streaming's): ``next_line_index`` is where the next page starts; ``number_of_lines``
+    the lines published when the page was read; ``more`` whether lines from
+    ``next_line_index`` on can be asked for now; ``growing`` whether the resource had not
+    ended then, so that lines may still come after the last published one."""
+
+    OMITTED_WHEN_NONE = frozenset(
+        {"starting_line_index", "next_line_index", "number_of_lines", "more", "growing"}
+    )
     STEP_STREAMING_FIELDS = (("lines", "lines"),)
 
     kind: Literal["Lines"] = Field(default="Lines", alias="@")
     lines: list[str]
     request_id: str | int | None = None
+    starting_line_index: int | None = None
+    next_line_index: int | None = None
+    number_of_lines: int | None = None
+    more: bool | None = None
+    growing: bool | None = None
 
 
 class Error(Message):

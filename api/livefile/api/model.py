@@ -29,6 +29,12 @@ MAX_FILENAME_BYTES = 255
 # invalid Content-Type header and breaks every HTTP download of the resource.
 _MIME_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
 _RESOURCE_ID = re.compile(r"[0-9a-f]{32}")
+# Characters that reorder how the rest of a name is displayed: "invoice\u202etxt.exe" shows as
+# "invoiceexe.txt" in a download dialog (CVE-2021-42574's trick applied to names). The marks,
+# embeddings, overrides and isolates of Unicode's bidirectional algorithm (UAX #9).
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 class WireModel(BaseModel):
@@ -164,8 +170,12 @@ def _check_filename(name: str) -> str:
         raise ValueError("filename must not contain path separators")
     if name in (".", ".."):
         raise ValueError("filename must not be '.' or '..'")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name):
         raise ValueError("filename must not contain control characters")
+    if bidi := next((ch for ch in name if ch in _BIDI_CONTROLS), None):
+        raise ValueError(
+            f"filename must not contain bidirectional control characters (U+{ord(bidi):04X})"
+        )
     return name
 
 

@@ -5,5 +5,6 @@
 
 from livefile.client_download.client import AsyncDownloadClient
 from livefile.client_download.sync import DownloadClient
+from livefile.impl_common.download_protocol import LinesPage
 
-__all__ = ["AsyncDownloadClient", "DownloadClient"]
+__all__ = ["AsyncDownloadClient", "DownloadClient", "LinesPage"]

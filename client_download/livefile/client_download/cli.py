@@ -88,12 +88,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " (resources uploaded with line access)",
     )
 
-    lines = add("lines", "print lines of a resource uploaded with line access", _lines)
-    lines.add_argument(
-        "--start", type=non_negative, default=0, help="first line, from 0 (default 0)"
+    lines = add(
+        "lines",
+        "print lines of a resource uploaded with line access (numbered from 0); when more"
+        " lines follow, or may still come, stderr says where the next page starts",
+        _lines,
     )
     lines.add_argument(
-        "--count", type=non_negative, default=100, help="number of lines (default 100)"
+        "--start",
+        type=non_negative,
+        default=0,
+        help="first line, numbered from 0 (default 0); at most the number of lines so far",
+    )
+    lines.add_argument(
+        "--count",
+        type=non_negative,
+        default=100,
+        help="at most N lines (default 100): fewer when the resource has fewer",
     )
 
     add("status", "print the current status as JSON", _status)
@@ -129,8 +140,19 @@ async def _tail(download: AsyncDownloadClient, args: argparse.Namespace) -> None
 
 
 async def _lines(download: AsyncDownloadClient, args: argparse.Namespace) -> None:
-    text = "".join(await download.lines(args.start, args.count))
-    await _write(sys.stdout.buffer, text.encode("utf-8"))
+    position, wanted = args.start, args.count
+    while True:
+        page = await download.lines_page(position, wanted)
+        await _write(sys.stdout.buffer, "".join(page.lines).encode("utf-8"))
+        position, wanted = page.next_start, wanted - len(page.lines)
+        if not page.more or not page.lines or wanted <= 0:
+            break
+    if not page.complete:
+        # On stderr, so that the lines themselves stay what stdout holds.
+        total = page.number_of_lines if page.number_of_lines is not None else "?"
+        state = "more follow" if page.more else "more may come: the resource is still growing"
+        print(f"livefile: next page: --start {position} ({total} lines so far; {state})",
+              file=sys.stderr)  # fmt: skip
 
 
 async def _status(download: AsyncDownloadClient, args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ from livefile.client_download.connection import (
     StatusListener,
     StatusPredicate,
 )
+from livefile.impl_common.download_protocol import LinesPage
 from livefile.impl_common.references import parse_reference
 
 MiB = 1024 * 1024
@@ -147,20 +148,35 @@ class AsyncDownloadClient:
         return await connection.reply(await connection.request_chunk(start, end))
 
     async def lines(self, start: int, count: int) -> list[str]:
-        """Lines ``start .. start + count - 1`` of a resource uploaded with line access, each
-        with its line break (the last line of an ended resource may have none). Pages through
-        the server's bounded replies. RequestError ``UNSUPPORTED`` without line access,
-        ``BAD_RANGE`` beyond the lines known so far."""
-        connection = self._open
+        """Up to ``count`` lines from line ``start`` (numbered from 0) of a resource uploaded
+        with line access, each with its line break (the last line of an ended resource may
+        have none). Fewer when the resource has fewer lines so far: the last page ends at the
+        last published line. Pages through the server's bounded replies; ``lines_page`` says
+        where the next page starts and whether more may come. RequestError ``UNSUPPORTED``
+        without line access, ``BAD_RANGE`` for a ``start`` beyond the lines known so far."""
         collected: list[str] = []
         while len(collected) < count:
-            page_size = min(count - len(collected), LINES_PAGE)
-            future = await connection.request_lines(start + len(collected), page_size)
-            page = await connection.reply(future)
-            if not page:
-                break  # never loop on a server that answers with nothing
-            collected.extend(page)
+            page = await self.lines_page(start + len(collected), count - len(collected))
+            collected.extend(page.lines)
+            if not page.more or not page.lines:
+                break  # the end of the published lines (never loop on an empty answer)
         return collected
+
+    async def lines_page(self, start: int, count: int = LINES_PAGE) -> LinesPage:
+        """One page: at most ``count`` lines from line ``start`` (numbered from 0), fewer at
+        the last published line or past the server's bound (~1 MiB of text). The page says
+        where the next one starts (``next_start``), whether lines from there can be read now
+        (``more``) and whether the resource may still grow (``growing``)::
+
+            page = await download.lines_page(0, 100)
+            while page.more:
+                page = await download.lines_page(page.next_start, 100)
+
+        RequestError ``UNSUPPORTED`` without line access, ``BAD_RANGE`` for a ``start``
+        beyond the lines known so far (or a negative one)."""
+        connection = self._open
+        future = await connection.request_lines(start, min(count, LINES_PAGE))
+        return await connection.reply(future)
 
     # --- following ----------------------------------------------------------------------
 
@@ -205,8 +221,10 @@ class AsyncDownloadClient:
             if status.number_of_lines is None:
                 raise RequestError("UNSUPPORTED", "The resource was uploaded without line access")
             while position < status.number_of_lines:
-                count = min(status.number_of_lines - position, LINES_PAGE)
-                for line in await self.lines(position, count):
+                page = await self.lines_page(position, status.number_of_lines - position)
+                if not page.lines:
+                    break  # never loop on a server that answers with nothing
+                for line in page.lines:
                     yield line
                     position += 1
             if status.is_terminal and position >= status.number_of_lines:

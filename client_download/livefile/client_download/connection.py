@@ -27,6 +27,7 @@ from livefile.impl_common.download_protocol import (
     ConnectionEnding,
     DownloadClientProtocol,
     Event,
+    LinesPage,
     ReplyReceived,
     Request,
     RequestFailed,
@@ -147,8 +148,8 @@ class DownloadConnection:
         request, text = self._protocol.request_chunk(start, end, joined=False)
         return await self._send(request, text)
 
-    async def request_lines(self, start: int, count: int) -> asyncio.Future[list[str]]:
-        """Send ``RequestLines{start, count}``; the future gets the lines (see ``reply``)."""
+    async def request_lines(self, start: int, count: int) -> asyncio.Future[LinesPage]:
+        """Send ``RequestLines{start, count}``; the future gets the page (see ``reply``)."""
         self._check_open()
         self._note_first_request()
         request, text = self._protocol.request_lines(start, count)

@@ -16,11 +16,13 @@ from livefile.api.errors import LivefileError
 from livefile.api.model import ResourceStatus
 from livefile.client_download.client import (
     CLIENT_TIMEOUT,
+    LINES_PAGE,
     NOT_CONNECTED,
     AsyncDownloadClient,
     Timeout,
 )
 from livefile.client_download.connection import StatusListener, StatusPredicate
+from livefile.impl_common.download_protocol import LinesPage
 from livefile.impl_common.sync_bridge import LoopThread
 
 T = TypeVar("T")
@@ -94,6 +96,9 @@ class DownloadClient:
 
     def lines(self, start: int, count: int) -> list[str]:
         return self._loop.run(self._client.lines(start, count))
+
+    def lines_page(self, start: int, count: int = LINES_PAGE) -> LinesPage:
+        return self._loop.run(self._client.lines_page(start, count))
 
     def iter_bytes(self, start: int = 0) -> Iterator[bytes]:
         return self._iterate(self._client.iter_bytes, start)

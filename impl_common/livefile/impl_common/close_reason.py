@@ -42,6 +42,7 @@ def error_for_close(code: int | None, reason: str) -> LivefileError:
     if code in (
         close_codes.PROTOCOL_ERROR,
         close_codes.UNSUPPORTED_DATA,
+        close_codes.INVALID_DATA,
         close_codes.MESSAGE_TOO_BIG,
     ):
         return ProtocolError(detail)

@@ -74,12 +74,36 @@ class StatusReceived:
 
 
 @dataclass(frozen=True)
+class LinesPage:
+    """One ``Lines`` reply: ``lines`` from line ``start`` (lines are numbered from 0).
+
+    ``next_start`` is where the next page starts; ``more`` says whether lines from there can be
+    read now, ``growing`` whether the resource had not ended when the page was read (lines may
+    still come after the last one); ``number_of_lines`` is how many were published then. A
+    server that does not say (step-streaming's) gets them from the request and the newest
+    status this client has."""
+
+    start: int
+    lines: list[str]
+    next_start: int
+    more: bool
+    growing: bool
+    number_of_lines: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether no line will ever follow this page: the resource ended and it was read to
+        its last line."""
+        return not (self.more or self.growing)
+
+
+@dataclass(frozen=True)
 class ReplyReceived:
     """The whole reply to ``request``: bytes for a chunk (its messages' list unless the request
-    asked them joined), lines for a lines request."""
+    asked them joined), a ``LinesPage`` for a lines request."""
 
     request: Request
-    value: bytes | list[bytes] | list[str]
+    value: bytes | list[bytes] | LinesPage
 
 
 @dataclass(frozen=True)
@@ -172,7 +196,7 @@ class DownloadClientProtocol:
             if not isinstance(head, LinesRequest):
                 raise ProtocolError("Lines arrived while a chunk request was waiting for data")
             self._pending.popleft()
-            return ReplyReceived(head, message.lines)
+            return ReplyReceived(head, self._page(head, message))
         raise ProtocolError(f"Unexpected {message.kind} on a download connection")
 
     def drain(self) -> list[Request]:
@@ -181,6 +205,24 @@ class DownloadClientProtocol:
         pending = list(self._pending)
         self._pending.clear()
         return pending
+
+    def _page(self, request: LinesRequest, message: Lines) -> LinesPage:
+        start = message.starting_line_index
+        if start is None:
+            start = request.start
+        next_start = message.next_line_index
+        if next_start is None:
+            next_start = start + len(message.lines)
+        total = message.number_of_lines
+        if total is None and self.status is not None:
+            total = self.status.number_of_lines
+        more = message.more
+        if more is None:
+            more = total is not None and next_start < total
+        growing = message.growing
+        if growing is None:
+            growing = self.status is None or not self.status.is_terminal
+        return LinesPage(start, message.lines, next_start, more, growing, total)
 
     def _receive_status(self, status: ResourceStatus) -> StatusReceived | None:
         # The server promises order; should an older status still arrive (say, from a replica

@@ -23,8 +23,14 @@ from redis.exceptions import RedisError
 
 from livefile.api.errors import QuotaExceededError
 from livefile.api.model import ResourceMetadata, ResourceStatus, new_context_id
+from livefile.impl_common.lru import LruCache
 
 logger = logging.getLogger(__name__)
+
+# Closed contexts are remembered so that an upload into one is told it is closed, not unknown:
+# the most recent ones in memory, each for a week in Redis.
+CLOSED_REMEMBERED = 10_000
+CLOSED_TTL_SECONDS = 7 * 24 * 3600
 
 ContextEventKind = Literal["resourceCreated", "statusChanged", "creationRefused", "contextClosed"]
 
@@ -43,12 +49,20 @@ class UnknownContextError(LookupError):
     pass
 
 
+def context_refusal(context_id: str, closed: bool) -> str:
+    """Why an upload into a context that is not open is refused (a close reason)."""
+    if closed:
+        return f"Upload context {context_id[:64]} is closed"
+    return f"Unknown upload context {context_id[:64]}"
+
+
 class UploadContexts:
     """The registry of open upload contexts, in this process."""
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
         self._listeners: dict[str, list[UploadContextListener]] = {}
+        self._closed: LruCache[str, bool] = LruCache(CLOSED_REMEMBERED)
 
     async def open(self) -> str:
         context_id = new_context_id()
@@ -58,11 +72,16 @@ class UploadContexts:
     async def close(self, context_id: str) -> None:
         if self._counts.pop(context_id, None) is None:
             raise UnknownContextError(context_id)
+        self._closed.put(context_id, True)
         self._emit(context_id, ContextEvent("contextClosed", {}))
 
     async def resource_count(self, context_id: str) -> int | None:
         """Resources created in the context so far; None when it is not open."""
         return self._counts.get(context_id)
+
+    async def was_closed(self, context_id: str) -> bool:
+        """Whether the context was open once and has been closed (as far as remembered)."""
+        return self._closed.get(context_id) is not None
 
     async def reserve(self, context_id: str, limit: int | None) -> None:
         """Count one more resource in the context, within ``limit``."""
@@ -127,8 +146,9 @@ class UploadContexts:
 
 
 class RedisUploadContexts(UploadContexts):
-    """Contexts in Redis: ``P:context:{id}`` holds the resource count while the context is open;
-    events travel on ``P:context-events:{id}`` to the listeners of every process."""
+    """Contexts in Redis: ``P:context:{id}`` holds the resource count while the context is open,
+    ``P:context-closed:{id}`` says for a week that it was closed; events travel on
+    ``P:context-events:{id}`` to the listeners of every process."""
 
     _RESERVE = """
     local count = redis.call('HGET', KEYS[1], 'resourceCount')
@@ -158,6 +178,9 @@ class RedisUploadContexts(UploadContexts):
     def _channel(self, context_id: str) -> str:
         return f"{self._prefix}:context-events:{context_id}"
 
+    def _closed_key(self, context_id: str) -> str:
+        return f"{self._prefix}:context-closed:{context_id}"
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._publish_events()),
@@ -172,7 +195,11 @@ class RedisUploadContexts(UploadContexts):
     async def close(self, context_id: str) -> None:
         if not await self._client.delete(self._key(context_id)):
             raise UnknownContextError(context_id)
+        await self._client.set(self._closed_key(context_id), 1, ex=CLOSED_TTL_SECONDS)
         self._emit(context_id, ContextEvent("contextClosed", {}))
+
+    async def was_closed(self, context_id: str) -> bool:
+        return bool(await self._client.exists(self._closed_key(context_id)))
 
     async def resource_count(self, context_id: str) -> int | None:
         count = await self._client.hget(self._key(context_id), "resourceCount")

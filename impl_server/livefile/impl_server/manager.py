@@ -32,7 +32,7 @@ from livefile.api.model import (
 )
 from livefile.impl_common.checksums import parse_stored
 from livefile.impl_common.lru import LruCache
-from livefile.impl_server.contexts import UnknownContextError, UploadContexts
+from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
@@ -118,7 +118,8 @@ class ResourceManager:
             try:
                 await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
             except UnknownContextError:
-                raise PolicyViolationError(f"Unknown upload context {context_id[:64]}") from None
+                closed = await self.contexts.was_closed(context_id)
+                raise PolicyViolationError(context_refusal(context_id, closed)) from None
             except QuotaExceededError as exc:
                 self.contexts.creation_refused(context_id, metadata, str(exc))
                 raise

@@ -45,6 +45,16 @@ class LinesPage:
         total = self.status.number_of_lines or 0
         return self.next_start >= total
 
+    @property
+    def more(self) -> bool:
+        """Whether lines from ``next_start`` on can be read now."""
+        return not self.at_end
+
+    @property
+    def growing(self) -> bool:
+        """Whether the resource had not ended when the page was read: lines may still come."""
+        return not self.status.is_terminal
+
 
 def check_range(status: ResourceStatus, start: int, end: int) -> None:
     """Raise ``RangeNotReadableError`` unless ``0 <= start <= end <= currentSize``."""
@@ -122,6 +132,9 @@ class Reader:
         if clamp and 0 <= start <= status.number_of_lines and count >= 0:
             count = min(count, status.number_of_lines - start)
         check_lines(status, start, count)
+        # Every line holds at least one byte, so no more than ``max_bytes`` lines fit in a
+        # reply: a request for billions of lines reads no more of the index than that.
+        count = min(count, max(max_bytes, 1))
         raw = await asyncio.to_thread(
             read_lines,
             self.path,

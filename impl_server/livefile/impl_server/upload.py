@@ -1,14 +1,23 @@
 """A client's upload: the thin producer that puts a WebSocket upload's policy on a ``LiveWriter``.
 
 The policy is the upload's own — the writer knows none of it: the size quota (checked against
-the bytes accepted so far, as soon as a message would pass it), the client's checksum compared
-with the server's before COMPLETED, and every other end (a dropped connection, a refused
-message, a timeout) ending FAILED with the bytes received.
+the bytes accepted so far, as soon as a message would pass it), UTF-8 for text with line access
+(lines are served as UTF-8 strings: other bytes would turn into U+FFFD without a word), the
+client's checksum compared with the server's before COMPLETED, and every other end (a dropped
+connection, a refused message, a timeout) ending FAILED with the bytes received.
 """
 
 from __future__ import annotations
 
-from livefile.api.errors import ChecksumMismatchError, QuotaExceededError, ServerError
+import codecs
+
+from livefile.api import close_codes
+from livefile.api.errors import (
+    ChecksumMismatchError,
+    LivefileError,
+    QuotaExceededError,
+    ServerError,
+)
 from livefile.api.model import (
     ChecksumAlgorithm,
     ResourceError,
@@ -16,6 +25,17 @@ from livefile.api.model import (
     ResourceStatus,
 )
 from livefile.impl_server.writer import LiveWriter
+
+
+class NotUtf8Error(LivefileError):
+    """A line-access upload sent bytes that are not UTF-8; ``offset`` is the first bad byte."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(
+            f"{close_codes.NOT_UTF8_PREFIX}invalid byte at offset {offset}; line access needs"
+            " UTF-8 text: give its charset (--charset)"
+        )
+        self.offset = offset
 
 
 class UploadProducer:
@@ -28,6 +48,11 @@ class UploadProducer:
         self.metadata = metadata
         self._max_size = max_size
         self._accepted = 0  # bytes taken from the client (queued or written)
+        self._utf8 = (
+            codecs.getincrementaldecoder("utf-8")("strict")
+            if metadata.supports_line_access
+            else None
+        )
 
     @property
     def resource_id(self) -> str:
@@ -62,14 +87,35 @@ class UploadProducer:
                 f"Size {self._accepted + len(data)} exceeds the maximum resource size"
                 f" {self._max_size}"
             )
+        if self._utf8 is not None:
+            bad = self._check_utf8(data)
+            if bad is not None:
+                # The valid bytes before the bad one are kept (FAILED with them, like any end).
+                if (valid := bad - self._accepted) > 0:
+                    self._accepted += valid
+                    await self.writer.append(data[:valid])
+                raise NotUtf8Error(bad)
         self._accepted += len(data)
         await self.writer.append(data)
+
+    def _check_utf8(self, data: bytes, final: bool = False) -> int | None:
+        """The offset of the first byte in the upload that is not UTF-8, if ``data`` holds it
+        (or, with ``final``, if the upload ends within a character)."""
+        assert self._utf8 is not None
+        pending = len(self._utf8.getstate()[0])  # the start of a character cut by a message
+        try:
+            self._utf8.decode(data, final)
+        except UnicodeDecodeError as exc:
+            return self._accepted - pending + exc.start
+        return None
 
     async def finish(self, client_checksum: str) -> ResourceStatus:
         """Store what is queued, compare the checksums, and end COMPLETED (FAILED on a
         mismatch, raising ``ChecksumMismatchError``)."""
         if self.ended:
             raise ServerError(f"The upload has already ended {self.status.transfer_status.value}")
+        if self._utf8 is not None and (bad := self._check_utf8(b"", final=True)) is not None:
+            raise NotUtf8Error(bad)
         try:
             checksum = await self.writer.flush()
         except ServerError as exc:

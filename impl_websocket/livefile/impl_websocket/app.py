@@ -40,6 +40,7 @@ from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
 from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
+from livefile.impl_websocket.http_metrics import TrafficCounter
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.upload_endpoint import UploadSession
@@ -122,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(
                 "access control on without a signing key: references carry no download token"
             )
+    # Outermost: every response is counted, refusals by access control included.
+    app.add_middleware(TrafficCounter)
     app.include_router(router)
 
     @app.exception_handler(AccessDeniedError)

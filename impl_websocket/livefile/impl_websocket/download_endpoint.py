@@ -34,6 +34,7 @@ from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import NoLineAccessError, Reader, check_range
 from livefile.impl_websocket.connections import cancel_quietly
+from livefile.impl_websocket.counters import COUNTERS
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import ABORT_EXTENSION, SENDFILE_EXTENSION
 
@@ -230,6 +231,7 @@ class DownloadSession:
             self._fd = self._reader.open_fd()
         async with self._send_lock, self._slow_consumer_guard():
             await send_file(self._fd, start, stop - start)
+        COUNTERS.sent_bytes["websocket"] += stop - start
         # While the socket takes everything at once nothing above suspends: give the other
         # connections their turn between two messages of a long reply.
         await asyncio.sleep(0)
@@ -238,7 +240,11 @@ class DownloadSession:
         start, count = request.starting_line_index, request.lines_count
         assert self._reader is not None
         try:
-            page = await self._reader.read_lines(start, count, self.settings.max_lines_reply_bytes)
+            # A page reaching past the last published line ends there (the last page of a
+            # resource is rarely full); only a start beyond it is out of range.
+            page = await self._reader.read_lines(
+                start, count, self.settings.max_lines_reply_bytes, clamp=True
+            )
         except NoLineAccessError:
             await self._error(
                 "UNSUPPORTED",
@@ -250,8 +256,8 @@ class DownloadSession:
             total = exc.status.number_of_lines if isinstance(exc.status, ResourceStatus) else 0
             await self._error(
                 "BAD_RANGE",
-                f"{exc}: need 0 <= startingLineIndex, 0 <= linesCount,"
-                f" startingLineIndex + linesCount <= {total}",
+                f"{exc}: need 0 <= startingLineIndex <= {total} (lines are numbered from 0)"
+                " and 0 <= linesCount",
                 request.request_id,
             )
             return
@@ -262,7 +268,15 @@ class DownloadSession:
             )
             return
         lines = [line.decode("utf-8", errors="replace") for line in page.lines]
-        reply = Lines(lines=lines, request_id=request.request_id)
+        reply = Lines(
+            lines=lines,
+            request_id=request.request_id,
+            starting_line_index=page.start,
+            next_line_index=page.next_start,
+            number_of_lines=page.status.number_of_lines,
+            more=page.more,
+            growing=page.growing,
+        )
         await self._send_text(reply.to_json(self.dialect))
 
     async def _error(self, code: str, message: str, request_id: str | int | None = None) -> None:
@@ -283,6 +297,7 @@ class DownloadSession:
     async def _send_bytes(self, data: bytes) -> None:
         async with self._send_lock, self._slow_consumer_guard():
             await self.websocket.send_bytes(data)
+        COUNTERS.sent_bytes["websocket"] += len(data)
 
     @contextlib.asynccontextmanager
     async def _slow_consumer_guard(self) -> AsyncIterator[None]:

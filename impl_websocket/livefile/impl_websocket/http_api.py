@@ -115,6 +115,9 @@ async def start_repack(resource_id: str, request: Request) -> DerivationStarted:
     )
 
 
+NOT_OPEN = "No open context with that id (the detail says whether it was closed)"
+
+
 @router.post(
     "/contexts",
     response_model=UploadContextInfo,
@@ -137,7 +140,7 @@ async def open_context(request: Request) -> UploadContextInfo:
     dependencies=[Depends(context_access)],
     responses={
         **ACCESS_RESPONSES,
-        404: {"model": ErrorBody, "description": "No open context with that id"},
+        404: {"model": ErrorBody, "description": NOT_OPEN},
     },
     tags=["contexts"],
 )
@@ -145,8 +148,15 @@ async def describe_context(context_id: str, request: Request) -> UploadContextIn
     """An open upload context and how many resources were created in it."""
     count = await _manager(request).contexts.resource_count(context_id)
     if count is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context")
+        raise await _not_open(request, context_id)
     return UploadContextInfo(context_id=context_id, resource_count=count)
+
+
+async def _not_open(request: Request, context_id: str) -> HTTPException:
+    """404 for a context that is not open, saying whether it was closed."""
+    closed = await _manager(request).contexts.was_closed(context_id)
+    detail = "Upload context is closed" if closed else "Unknown upload context"
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail)
 
 
 @router.delete(
@@ -155,7 +165,7 @@ async def describe_context(context_id: str, request: Request) -> UploadContextIn
     dependencies=[Depends(admin_access)],
     responses={
         **ACCESS_RESPONSES,
-        404: {"model": ErrorBody, "description": "No open context with that id"},
+        404: {"model": ErrorBody, "description": NOT_OPEN},
     },
     tags=["contexts"],
 )
@@ -164,7 +174,7 @@ async def close_context(context_id: str, request: Request) -> None:
     try:
         await _manager(request).contexts.close(context_id)
     except UnknownContextError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context") from None
+        raise await _not_open(request, context_id) from None
 
 
 @router.get(
@@ -174,7 +184,7 @@ async def close_context(context_id: str, request: Request) -> None:
     responses={
         **ACCESS_RESPONSES,
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
-        404: {"model": ErrorBody, "description": "No open context with that id"},
+        404: {"model": ErrorBody, "description": NOT_OPEN},
     },
     tags=["contexts"],
 )
@@ -186,7 +196,7 @@ async def context_events(context_id: str, request: Request) -> StreamingResponse
     try:
         await contexts.add_listener(context_id, listener)
     except UnknownContextError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown upload context") from None
+        raise await _not_open(request, context_id) from None
 
     async def stream() -> AsyncIterator[bytes]:
         try:

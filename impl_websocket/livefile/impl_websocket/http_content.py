@@ -10,15 +10,17 @@ keeps a wrong or truncated file as if it were complete. What to answer is decide
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
 from livefile.api.errors import RangeNotReadableError, ResourceFailedError
@@ -34,6 +36,7 @@ from livefile.impl_websocket.content_plan import (
     ResourceFacts,
     plan_content,
 )
+from livefile.impl_websocket.zero_copy import HTTP_ABORT_EXTENSION
 
 logger = logging.getLogger(__name__)
 # Every route here reads the resource in its path.
@@ -45,9 +48,10 @@ class ResourceBody(Response):
     (``waits``), or from ``start`` on following the resource until it ends.
 
     An answer that cannot be finished truthfully — the resource FAILED, or ended before the
-    bytes the answer promised — is dropped without its final message: the server then closes
-    the connection without the last chunk (or short of the ``Content-Length``), and the client
-    sees a broken transfer instead of a complete-looking file."""
+    bytes the answer promised — is dropped without its final message: the connection is cut
+    without the last chunk (or short of the ``Content-Length``), and the client sees a broken
+    transfer instead of a complete-looking file. A client that leaves while waiting for bytes
+    ends the answer at once: it must not hold its subscription until the upload ends."""
 
     def __init__(self, reader: Reader, plan: ContentPlan) -> None:
         super().__init__(status_code=plan.status, headers=plan.headers())
@@ -64,7 +68,11 @@ class ResourceBody(Response):
         )
         if not plan.head_only:
             if plan.waits:
-                if not await self._send_as_published(send):
+                finished = await _until_disconnect(receive, self._send_as_published(send))
+                if finished is None:
+                    return  # the client went away: nothing to finish, nothing to report
+                if not finished:
+                    await _abort(scope)
                     return
             else:
                 assert plan.stop is not None
@@ -121,7 +129,42 @@ class CutShortProblem(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         await send({"type": "http.response.body", "body": self._body, "more_body": True})
-        # Returning now, without the final body message, drops the connection.
+        await _abort(scope)  # the connection ends without the body's end
+
+
+async def _until_disconnect(receive: Receive, sending: Awaitable[bool]) -> bool | None:
+    """``sending``'s result, or None when the client disconnected first (``sending`` is then
+    cancelled)."""
+
+    async def disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pumping = asyncio.ensure_future(sending)
+    watching = asyncio.ensure_future(disconnect())
+    try:
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, watching):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if pumping.cancelled():
+        return None
+    return pumping.result()
+
+
+async def _abort(scope: Scope) -> None:
+    """End the connection without the response's end, so that the client sees a broken
+    transfer (curl exits 18). Under ``livefile serve`` the TCP connection is aborted first: the
+    server then takes the unfinished response for a disconnect, not for an application error.
+    Under other servers, returning without the final body message does the same, with their
+    log."""
+    abort = scope.get("extensions", {}).get(HTTP_ABORT_EXTENSION)
+    if abort is not None:
+        abort()
+        await asyncio.sleep(0)  # the loop runs connection_lost, scheduled by abort
 
 
 async def _reader_and_status(
@@ -251,9 +294,20 @@ async def get_content(
 
 
 class LinesReply(WireModel):
-    start: int
-    lines: list[str]
-    status: ResourceStatus
+    """One page of lines and where the next one starts."""
+
+    start: int = Field(description="the first line's number (lines are numbered from 0)")
+    lines: list[str] = Field(description="the lines, each with its line break")
+    next_start: int = Field(description="where the next page starts: start + len(lines)")
+    more: bool = Field(description="lines from nextStart on can be read now")
+    growing: bool = Field(
+        description="the resource had not ended: lines may still come after the last one"
+    )
+    status: ResourceStatus = Field(description="the status the lines were read at")
+
+
+NEXT_LINE_HEADER = "X-Livefile-Next-Line"
+_NEXT_LINE = _header("Where the next page starts (nextStart)", {"type": "integer"}, True)
 
 
 @router.get(
@@ -261,7 +315,16 @@ class LinesReply(WireModel):
     response_model=LinesReply,
     response_model_by_alias=True,
     responses={
-        400: {"model": ErrorBody, "description": "Lines outside the available ones"},
+        200: {
+            "description": "A page of lines",
+            "headers": {
+                NEXT_LINE_HEADER: _NEXT_LINE,
+                "Link": _header(
+                    '<…/lines?start=N&count=M>; rel="next" while a next page can exist', _STRING
+                ),
+            },
+        },
+        400: {"model": ErrorBody, "description": "A start beyond the published lines"},
         404: {"model": ErrorBody, "description": "No resource with that id"},
         409: {"model": ErrorBody, "description": "The resource has no line access"},
     },
@@ -270,21 +333,47 @@ class LinesReply(WireModel):
 async def get_lines(
     resource_id: str,
     request: Request,
-    start: int = Query(0, ge=0),
-    count: int = Query(100, ge=0),
+    response: Response,
+    start: int = Query(
+        0,
+        ge=0,
+        description="the first line, numbered from 0; at most the number of published lines",
+    ),
+    count: int = Query(
+        100, ge=0, description="how many lines at most; fewer at the end or past ~1 MiB"
+    ),
 ) -> LinesReply:
-    """Lines ``start .. start+count-1`` (with their line breaks) and the status they were read
-    at; at most ~1 MiB of text per reply, so fewer lines may come back than were asked for."""
+    """Lines ``start .. start+count-1`` (numbered from 0, each with its line break) and the
+    status they were read at. A page ends at the last published line and holds at most ~1 MiB
+    of text, so fewer lines may come back than were asked for: ``nextStart`` (and the
+    ``X-Livefile-Next-Line`` header) says where the next page starts, ``more`` whether lines
+    from there can be read now, ``growing`` whether the resource may still get more."""
     reader, current = await _reader_and_status(request.app.state.manager, resource_id)
     max_bytes = request.app.state.settings.max_lines_reply_bytes
     try:
-        page = await reader.read_lines(start, count, max_bytes, status=current)
+        page = await reader.read_lines(start, count, max_bytes, clamp=True, status=current)
     except NoLineAccessError:
         raise HTTPException(status.HTTP_409_CONFLICT, "The resource has no line access") from None
     except RangeNotReadableError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        total = current.number_of_lines
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{exc}: start must be at most {total} (lines are numbered from 0)",
+        ) from None
+    response.headers[NEXT_LINE_HEADER] = str(page.next_start)
+    if page.more or page.growing:
+        # Relative (RFC 8288 resolves it against the request's URL): right behind a proxy too.
+        following = request.url.include_query_params(start=page.next_start, count=count)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
     lines = [line.decode("utf-8", errors="replace") for line in page.lines]
-    return LinesReply(start=start, lines=lines, status=current)
+    return LinesReply(
+        start=page.start,
+        lines=lines,
+        next_start=page.next_start,
+        more=page.more,
+        growing=page.growing,
+        status=current,
+    )
 
 
 @router.get(

@@ -2,7 +2,9 @@
 
 The figures are those of the worker process that answers: with ``--workers N`` each worker has
 its own, and a scrape reaches whichever worker accepts it. Process figures come from ``/proc``
-(Linux); where it is missing they are left out rather than reported as zero.
+(Linux); where it is missing they are left out rather than reported as zero. Counters (bytes,
+uploads, HTTP responses, WebSocket closes) come from ``counters.COUNTERS``, which the endpoints
+and ``TrafficCounter`` (the outermost ASGI middleware) add to.
 """
 
 from __future__ import annotations
@@ -11,13 +13,25 @@ import asyncio
 import os
 import resource
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_websocket import admission
 from livefile.impl_websocket.access import ACCESS_RESPONSES, admin_access
 from livefile.impl_websocket.connections import Connections
+from livefile.impl_websocket.counters import (
+    CONTENT_ROUTE,
+    COUNTERS,
+    UNMATCHED_ROUTE,
+    Counters,
+    websocket_kind,
+)
+from livefile.impl_websocket.http_fast_content import CONTENT_PATH
 
 router = APIRouter()
 
@@ -57,6 +71,63 @@ def _number(value: float) -> str:
 
 def _gauge(name: str, help: str, value: float) -> Metric:
     return Metric(name, "gauge", help, (Sample(value),))
+
+
+def _counter(name: str, help: str, samples: list[Sample]) -> Metric:
+    return Metric(name, "counter", help, tuple(samples))
+
+
+def counter_metrics(counters: Counters = COUNTERS) -> list[Metric]:
+    """What this process has done since it started."""
+    metrics = [
+        _counter(
+            "livefile_received_bytes_total",
+            "Upload data received (binary WebSocket messages accepted).",
+            [Sample(counters.received_bytes)],
+        ),
+        _counter(
+            "livefile_sent_bytes_total",
+            "Resource bytes sent: WebSocket chunk replies and HTTP content (200, 206) bodies.",
+            [Sample(counters.sent_bytes[via], (("via", via),)) for via in ("websocket", "http")],
+        ),
+        _counter(
+            "livefile_uploads_total",
+            "WebSocket uploads ended, by outcome.",
+            [
+                Sample(counters.uploads[outcome], (("outcome", outcome),))
+                for outcome in ("completed", "failed")
+            ],
+        ),
+        _counter(
+            "livefile_http_responses_total",
+            "HTTP responses by method, route template and status code.",
+            [
+                Sample(count, (("method", method), ("route", route), ("status", str(code))))
+                for (method, route, code), count in sorted(counters.http_responses.items())
+            ],
+        ),
+        _counter(
+            "livefile_websocket_closes_total",
+            "WebSocket connections ended, by kind, close code and who closed first"
+            " (1006: the connection ended without a close frame).",
+            [
+                Sample(count, (("kind", kind), ("code", str(code)), ("by", by)))
+                for (kind, code, by), count in sorted(counters.websocket_closes.items())
+            ],
+        ),
+    ]
+    books = admission.current()
+    if books is not None:  # only under ``livefile serve``, once it has accepted a connection
+        metrics.append(
+            _counter(
+                "livefile_connections_closed_total",
+                "Connections closed before a request: no complete head in time (head_timeout),"
+                " the oldest beyond the waiting cap (pending_cap), refused over the per-client"
+                " cap (per_client_cap).",
+                [Sample(count, (("reason", reason),)) for reason, count in books.totals.items()],
+            )
+        )
+    return metrics
 
 
 def process_metrics() -> list[Metric]:
@@ -141,8 +212,91 @@ def service_metrics(connections: Connections, manager: ResourceManager | None) -
 )
 async def metrics(request: Request) -> PrometheusResponse:
     """This process's runtime figures (memory, file descriptors, CPU, asyncio tasks, connections,
-    running uploads) for Prometheus. Figures are per worker process."""
+    running uploads) and counters (bytes received and sent, uploads completed and failed, HTTP
+    responses, WebSocket closes, connections closed before a request) for Prometheus. Figures
+    are per worker process."""
     state = request.app.state
     service = service_metrics(state.connections, getattr(state, "manager", None))
     process = await asyncio.to_thread(process_metrics)
-    return PrometheusResponse("".join(metric.exposition() for metric in [*process, *service]))
+    metrics = [*process, *service, *counter_metrics()]
+    return PrometheusResponse("".join(metric.exposition() for metric in metrics))
+
+
+class TrafficCounter:
+    """The outermost ASGI middleware: counts each HTTP response by method, route template and
+    status, the resource bytes of content bodies, and how each WebSocket connection ended."""
+
+    def __init__(self, app: ASGIApp, counters: Counters = COUNTERS) -> None:
+        self.app = app
+        self.counters = counters
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        counters = self.counters
+        status = 0
+        content = CONTENT_PATH.fullmatch(scope["path"]) is not None
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and content and status in (200, 206):
+                counters.sent_bytes["http"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            # FastAPI's outermost middleware answers 500 after this one has let go.
+            status = status or 500
+            raise
+        finally:
+            if status:
+                route = _route_template(scope)
+                counters.http_responses[(scope["method"], route, status)] += 1
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        closed: tuple[int, str] | None = None  # the first close: code, by whom
+
+        async def watching_receive() -> Message:
+            nonlocal closed
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and closed is None:
+                closed = (int(message.get("code", 1005)), "client")
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal closed
+            if message["type"] == "websocket.close" and closed is None:
+                closed = (int(message.get("code", 1000)), "server")
+            await send(message)
+
+        try:
+            await self.app(scope, watching_receive, watching_send)
+        finally:
+            code, by = closed or (1006, "server")  # dropped without a close frame
+            kind = websocket_kind(scope["path"])
+            self.counters.websocket_closes[(kind, code, by)] += 1
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    if CONTENT_PATH.fullmatch(scope["path"]):  # answered by the fast path, before routing
+        return CONTENT_ROUTE
+    # Answered before routing (a refusal by access control), or by no route at all (404).
+    app: Any = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL and isinstance(getattr(candidate, "path", None), str):
+            return str(candidate.path)
+    return UNMATCHED_ROUTE

@@ -41,6 +41,7 @@ from livefile.impl_common.frame_splitter import (
 )
 from livefile.impl_websocket.admission import Admission, AdmissionLimits
 from livefile.impl_websocket.app import create_app
+from livefile.impl_websocket.counters import CONTENT_ROUTE, COUNTERS
 from livefile.impl_websocket.http_fast_content import answer_now
 from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
@@ -48,6 +49,7 @@ from livefile.impl_websocket.zero_copy import (
     ABORT_EXTENSION,
     FRAGMENT_KEY,
     FRAGMENTS_EXTENSION,
+    HTTP_ABORT_EXTENSION,
     SENDFILE_EXTENSION,
     DirectSocket,
     binary_frame_header,
@@ -282,6 +284,7 @@ class HttpProtocol(HttpToolsProtocol):
         scope: Any = cycle.scope
         immediate = None if self.flow.write_paused else answer_now(self._state(), scope)
         if immediate is None:
+            scope.setdefault("extensions", {})[HTTP_ABORT_EXTENSION] = self.transport.abort
             super()._start_asgi_task(cycle, app)
             return
         answer = immediate.answer
@@ -303,6 +306,9 @@ class HttpProtocol(HttpToolsProtocol):
             except OSError:  # nothing sent: the full route reports the unreadable file
                 super()._start_asgi_task(cycle, app)
                 return
+        # The ASGI middleware that counts responses never sees these.
+        COUNTERS.http_responses[(scope["method"], CONTENT_ROUTE, answer.status)] += 1
+        COUNTERS.sent_bytes["http"] += length
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',

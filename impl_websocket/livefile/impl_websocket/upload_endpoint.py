@@ -39,7 +39,13 @@ from livefile.api.messages import (
     StatusChanged,
     UploadAcknowledged,
 )
-from livefile.api.model import ChecksumAlgorithm, ResourceError, ResourceKind, ResourceReference
+from livefile.api.model import (
+    ChecksumAlgorithm,
+    ResourceError,
+    ResourceKind,
+    ResourceReference,
+    TransferStatus,
+)
 from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_common.upload_protocol import (
     ProtocolViolation,
@@ -47,10 +53,12 @@ from livefile.impl_common.upload_protocol import (
     UploadServerProtocol,
 )
 from livefile.impl_server.access import TokenAuthority
+from livefile.impl_server.contexts import context_refusal
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.upload import UploadProducer
+from livefile.impl_server.upload import NotUtf8Error, UploadProducer
 from livefile.impl_websocket.connections import cancel_quietly
+from livefile.impl_websocket.counters import COUNTERS
 from livefile.impl_websocket.download_links import DownloadLinks
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.zero_copy import FRAGMENT_KEY, FRAGMENTS_EXTENSION
@@ -96,6 +104,8 @@ class UploadSession:
         self.upload: UploadProducer | None = None
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
+        self._started_at = 0.0  # loop time of the current upload's StartUpload
+        self._end_logged = False  # the current upload's end is in the log
         self._links = DownloadLinks(websocket, authority, settings.reference_token_ttl)
 
     async def run(self) -> None:
@@ -121,6 +131,9 @@ class UploadSession:
         except PolicyViolationError as exc:
             close = (close_codes.POLICY_VIOLATION, str(exc))
             error = ResourceError(code="refused", message=str(exc))
+        except NotUtf8Error as exc:
+            close = (close_codes.INVALID_DATA, str(exc))
+            error = ResourceError(code="invalid_utf8", message=str(exc))
         except LivefileError as exc:  # checksum mismatch, storage failure
             close = (close_codes.INTERNAL_ERROR, str(exc))
             error = ResourceError(code="server_error", message=str(exc))
@@ -135,12 +148,9 @@ class UploadSession:
             # FAILED is published before the close frame leaves, so a client that reacts to the
             # close already finds the resource in its final, truthful state.
             if self.upload is not None and not self.upload.ended:
-                status = await self.upload.fail(error)
-                logger.warning(
-                    "upload %s ended before it was acknowledged: FAILED with %d bytes",
-                    self.upload.resource_id,
-                    status.current_size,
-                )
+                await self.upload.fail(error)
+            if self.upload is not None and not self._end_logged:
+                self._log_end()
             if close is not None:
                 await self._close(*close)
 
@@ -149,7 +159,8 @@ class UploadSession:
             if self.settings.require_upload_context:
                 raise PolicyViolationError(close_codes.REASON_MISSING_CONTEXT)
         elif await self.manager.contexts.resource_count(self.context_id) is None:
-            raise PolicyViolationError(f"Unknown upload context {self.context_id[:64]}")
+            closed = await self.manager.contexts.was_closed(self.context_id)
+            raise PolicyViolationError(context_refusal(self.context_id, closed))
 
     async def _serve(self) -> None:
         while True:
@@ -167,6 +178,7 @@ class UploadSession:
                     )
                 self.protocol.receive_data()
                 assert self.upload is not None
+                COUNTERS.received_bytes += len(data)
                 if data:  # an empty message is a keep-alive: only the idle timeout hears it
                     await self.upload.write(data)
                 continue
@@ -243,6 +255,16 @@ class UploadSession:
         )
         self.protocol.resource_ready()
         resource_id = self.upload.resource_id
+        self._started_at = asyncio.get_running_loop().time()
+        self._end_logged = False
+        logger.info(
+            "upload %s started: %r (%s%s)%s",
+            resource_id,
+            request.metadata.filename,
+            request.metadata.mime_type,
+            ", line access" if request.metadata.supports_line_access else "",
+            f" in context {self.context_id}" if self.context_id else "",
+        )
         derived = None
         if request.repack:
             repacked = await self.derivations.start_repack(resource_id)
@@ -265,10 +287,34 @@ class UploadSession:
             number_of_lines=status.number_of_lines,
         )
         await self._send(ack.to_json(self.dialect))
+        self._log_end()
         if self.protocol.phase is UploadPhase.DONE and self.dialect is Dialect.LIVEFILE:
             await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
         elif self.protocol.phase is UploadPhase.AWAITING_START:
             self.upload = None  # kept open: the connection now awaits the next StartUpload
+
+    def _log_end(self) -> None:
+        """One line for the end of the current upload: id, name, size, status and duration
+        (a warning with the reason when it FAILED)."""
+        assert self.upload is not None
+        self._end_logged = True
+        status = self.upload.status
+        seconds = asyncio.get_running_loop().time() - self._started_at
+        failed = status.transfer_status is TransferStatus.FAILED
+        COUNTERS.uploads["failed" if failed else "completed"] += 1
+        lines = "" if status.number_of_lines is None else f", {status.number_of_lines} lines"
+        why = f" ({status.error.code}: {status.error.message})" if status.error else ""
+        logger.log(
+            logging.WARNING if failed else logging.INFO,
+            "upload %s %s: %r, %d bytes%s in %.2f s%s",
+            self.upload.resource_id,
+            status.transfer_status.value,
+            self.upload.metadata.filename,
+            status.current_size,
+            lines,
+            seconds,
+            why,
+        )
 
     async def _forward_statuses(self, resource_id: str) -> None:
         """Tell the uploader of each checkpoint: its progress acknowledged by the server.

@@ -37,6 +37,10 @@ ABORT_EXTENSION = "livefile.websocket.abort"
 # ``"last"`` for the piece that ends the message).
 FRAGMENTS_EXTENSION = "livefile.websocket.fragments"
 FRAGMENT_KEY = "livefile.fragment"
+# The same for an HTTP response (``livefile serve``): a followed download whose resource ended
+# FAILED is cut off without its last chunk, so that the client reports a broken transfer, and
+# uvicorn sees a lost connection rather than an application that forgot to end its response.
+HTTP_ABORT_EXTENSION = "livefile.http.abort"
 
 
 class DirectSocket:

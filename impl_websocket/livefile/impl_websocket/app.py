@@ -61,13 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.redis_url:
             store = RedisStore(settings.redis_url, settings.redis_prefix)
             await store.ping()
-            catalog = redis_catalog = RedisCatalog(store, settings.lease_seconds)
+            catalog = redis_catalog = RedisCatalog(
+                store, settings.lease_seconds, settings.terminal_write_patience
+            )
             bus = redis_bus = RedisStatusBus(store)
             redis_bus.start()
             contexts = redis_contexts = RedisUploadContexts(store.client, settings.redis_prefix)
             redis_contexts.start()
         else:
-            catalog, bus = SqliteCatalog(data_dir / "catalog.sqlite3"), InProcessStatusBus()
+            catalog = SqliteCatalog(data_dir / "catalog.sqlite3", durable=settings.durable)
+            bus = InProcessStatusBus()
             contexts = UploadContexts()
         manager = ResourceManager(
             storage=FilesystemStorage(data_dir / "resources"),
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             contexts=contexts,
             quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
             checkpoint_interval=settings.checkpoint_interval,
+            durable=settings.durable,
         )
         runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
@@ -84,7 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
         if settings.redis_url:
             leases = LeaseKeeper(
-                redis_catalog, lambda: manager.active_ids, manager.recover, settings.lease_seconds
+                redis_catalog,
+                lambda: manager.active_ids,
+                manager.recover,
+                settings.lease_seconds,
+                manager.restore_entries,
             )
             leases.start()
         app.state.manager = manager

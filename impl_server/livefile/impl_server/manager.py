@@ -213,8 +213,12 @@ class ResourceManager:
             resource_id, metadata, initial, context_id, None, now, now, kind, tuple(sources)
         )
         try:
-            # Not fsync'd: nothing is promised about a resource before its end.
-            await asyncio.to_thread(self.storage.write_meta, resource_id, record_of(entry), False)
+            try:
+                # Not fsync'd: nothing is promised about a resource before its end.
+                record = record_of(entry)
+                await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
+            except OSError as exc:  # a full disk
+                raise storage_error(exc) from exc
             await self.catalog.create(resource_id, metadata, context_id, initial, kind, sources)
         except BaseException:
             await writer.discard()  # the resource does not exist: no status to publish

@@ -595,7 +595,7 @@ class LeaseKeeper:
     Every ``lease_seconds / 3`` the leases of local uploads are renewed (an entry Redis lost is
     restored first); every ``lease_seconds / 3`` too, orphans (unfinished, their lease missing
     for a whole lease period while Redis answered) are marked FAILED with the bytes on disk. A
-    dead owner is therefore noticed about ``lease_seconds * 7/3`` after its death; an owner
+    dead owner is therefore failed at most ``lease_seconds * 8/3`` after its last renewal; an owner
     alive through a Redis outage renews its leases before anyone may declare it dead.
     """
 

@@ -58,9 +58,14 @@ async def many_small(data_dir: Path, files: list[bytes], durable: bool) -> float
 
 
 def row(workload: str, place: str, on: list[float], off: list[float], unit: str) -> str:
+    """A table row: medians, with the range of the runs (this machine's noise) beside them."""
     on_v, off_v = statistics.median(on), statistics.median(off)
     cost = (off_v - on_v) / off_v * 100 if off_v else 0.0
-    return f"| {workload} | {place} | {off_v:,.1f} {unit} | {on_v:,.1f} {unit} | {cost:+.0f} % |"
+
+    def cell(runs: list[float], median: float) -> str:
+        return f"{median:,.0f} {unit} ({min(runs):,.0f} to {max(runs):,.0f})"
+
+    return f"| {workload} | {place} | {cell(off, off_v)} | {cell(on, on_v)} | {cost:+.0f} % |"
 
 
 async def main(argv: list[str]) -> int:
@@ -98,7 +103,10 @@ async def main(argv: list[str]) -> int:
                             small_runs[False], "uploads/s"))  # fmt: skip
     finally:
         shutil.rmtree(args.tmpfs / "source", ignore_errors=True)
-    print(f"median of {args.runs} run(s); cost = how much slower with the flush on")
+    print(
+        f"median (min to max) of {args.runs} run(s); cost = how much slower with the flush on"
+        " (negative: faster, i.e. within the noise)"
+    )
     print("| workload | data dir on | --no-durable | --durable (default) | cost |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

@@ -132,9 +132,14 @@ class ResourceManager:
             )
             try:
                 recorded = await self._record(entry.resource_id, status, None, reaping=True)
-            except Exception as exc:
+            except ServerError as exc:  # the catalog refused it (a full disk): hold it
                 self._hold(entry.resource_id, status, None, reaping=True, why=exc)
                 recorded = status
+            except Exception as exc:
+                # Unreachable (Redis): its owner may be alive after all. Nothing is held or
+                # served; the next check tries again, if the lease is still missing then.
+                logger.warning("could not fail orphan %s now: %s", entry.resource_id, exc)
+                continue
             if recorded is None:
                 continue  # its owner renewed its lease meanwhile: alive after all
             reaped += 1

@@ -18,7 +18,7 @@ from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.jobs import JobRunner
-from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.manager import CatalogUnavailableError, ResourceManager
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.redis_backend import (
     LeaseKeeper,
@@ -140,6 +140,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             {"detail": f"Service unavailable: Redis is unreachable ({exc})"}, status_code=503
         )
+
+    @app.exception_handler(CatalogUnavailableError)
+    async def catalog_unavailable(request: Request, exc: CatalogUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     app.include_router(content_router)
     app.include_router(metrics_router)

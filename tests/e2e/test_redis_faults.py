@@ -279,3 +279,32 @@ async def test_established_watchers_are_served_through_an_outage(
                 await watcher.__aexit__(None, None, None)
     assert result.status.transfer_status is TransferStatus.COMPLETED
     assert "Internal server error" not in other.log()
+
+
+async def test_a_watcher_of_an_orphan_hears_its_end_after_redis_restarted_empty(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    redis = RedisProcess(tmp_path / "redis", persistent=False).start()
+    try:
+        owner, other = nodes(start_server, redis, tmp_path / "shared")
+        async with AsyncUploadClient(owner.ws_url, timeout=WAIT) as client:
+            upload = await client.start(filename="orphan.bin", mime_type="a/b")
+            resource_id = upload.resource_id
+            async with AsyncDownloadClient(watch_url(other, resource_id), timeout=WAIT) as there:
+                await upload.write(b"o" * 300_000)
+                await there.wait_for_status(lambda status: status.current_size == 300_000)
+                owner.kill()  # the owner dies, and Redis forgets everything
+                redis.kill()
+                await asyncio.to_thread(redis.start_on_same_port)
+                # Not a silent wait: the entry comes back from its record, and the orphan is
+                # failed like any other, with the bytes on disk.
+                end = await there.wait_for_end(timeout=WAIT)
+                assert end.transfer_status is TransferStatus.FAILED
+                assert end.error is not None
+                assert end.error.code == "interrupted"
+                assert end.current_size == 300_000
+                assert await there.read(0, 300_000) == b"o" * 300_000
+        status = await final_status(other, resource_id)
+        assert status.transfer_status is TransferStatus.FAILED
+    finally:
+        redis.stop()

@@ -444,6 +444,10 @@ class RedisStatusBus:
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub = store.client.pubsub()
         self._tasks: list[asyncio.Task[None]] = []
+        # Called with a watched resource whose entry Redis no longer has (it restarted empty):
+        # the manager restores it from the record beside the bytes, so its watchers hear of it
+        # again (an orphan is then failed like any other) instead of waiting in silence.
+        self.restore_missing: Callable[[str], Awaitable[object]] | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -495,6 +499,9 @@ class RedisStatusBus:
 
     async def _catch_up(self, resource_id: str) -> None:
         fields = await self._store.fields(self._store.keys.resource(resource_id))
+        if not fields and self.restore_missing is not None:
+            await self.restore_missing(resource_id)
+            fields = await self._store.fields(self._store.keys.resource(resource_id))
         if fields:
             status = _status_from(fields)
             for mailbox in self._mailboxes.get(resource_id, ()):

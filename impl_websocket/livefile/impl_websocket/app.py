@@ -81,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checkpoint_interval=settings.checkpoint_interval,
             durable=settings.durable,
         )
+        if settings.redis_url:
+            redis_bus.restore_missing = manager.entry
         runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
         recovered = await manager.recover()

@@ -419,15 +419,18 @@ class RedisCatalog:
     async def renew_leases(self, resource_ids: list[str]) -> list[str]:
         """Renew the leases of this process's unfinished resources; returns the ids whose
         entry Redis no longer has (it restarted empty): the owner restores them."""
-        keys, missing = self._store.keys, []
-        for resource_id in resource_ids:
-            renewed = await self._store.renew(
-                keys=[keys.resource(resource_id), keys.lease(resource_id)],
-                args=[self._store.node_id, self._lease_ms],
-            )
-            if renewed == -1:
-                missing.append(resource_id)
-        return missing
+        if not resource_ids:
+            return []
+        keys = self._store.keys
+        async with self._store.client.pipeline(transaction=False) as pipe:
+            for resource_id in resource_ids:
+                await self._store.renew(
+                    keys=[keys.resource(resource_id), keys.lease(resource_id)],
+                    args=[self._store.node_id, self._lease_ms],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        return [rid for rid, renewed in zip(resource_ids, results, strict=True) if renewed == -1]
 
     async def close(self) -> None:
         await self._store.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ class FilesystemStorage:
     def write_meta(self, resource_id: str, record: dict[str, Any], durable: bool) -> None:
         """Replace the record atomically; ``durable``: fsync'd with its directory first."""
         path = self.meta_path(resource_id)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary = path.with_suffix(f".{os.getpid()}-{secrets.token_hex(4)}.tmp")
         data = json.dumps(record, separators=(",", ":")).encode()
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:

@@ -27,10 +27,12 @@ def redis_binary() -> str:
 
 
 class RedisProcess:
-    """redis-server with an append-only file in ``directory``, so that a restart keeps data."""
+    """redis-server with an append-only file in ``directory``, so that a restart keeps data
+    (``persistent=False``: no persistence at all, a restart starts empty)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, persistent: bool = True) -> None:
         self.directory = directory
+        self.persistent = persistent
         self.port = free_port()
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
@@ -42,10 +44,12 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         ready = threading.Event()
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        if not self.persistent:
+            persistence = ["--appendonly", "no"]
         self.process = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
-             "--appendfsync", "always"],
+             "--dir", str(self.directory), "--save", "", *persistence],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
 
@@ -66,6 +70,12 @@ class RedisProcess:
     def start_on_same_port(self) -> RedisProcess:
         """Start again after ``stop``: same port, same append-only file."""
         return self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, nothing saved beyond what the append-only file holds."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(20)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

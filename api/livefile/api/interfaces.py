@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from livefile.api.model import (
     ChecksumAlgorithm,
@@ -33,6 +33,9 @@ class StorageWriter(Protocol):
 
     def write(self, data: bytes) -> None:
         """Append ``data``; once it returns, the bytes are readable by any process."""
+
+    def sync(self) -> None:
+        """Flush what was appended to stable storage (``fsync``)."""
 
     def close(self) -> None: ...
 
@@ -54,6 +57,13 @@ class Storage(Protocol):
 
     def index_path(self, resource_id: str) -> Path:
         """The line-break index of a text resource."""
+
+    def write_meta(self, resource_id: str, record: dict[str, Any], durable: bool) -> None:
+        """Replace the resource's metadata and terminal-status record beside its bytes,
+        atomically (and, when ``durable``, on stable storage before it returns). Blocking."""
+
+    def read_meta(self, resource_id: str) -> dict[str, Any] | None:
+        """The record written last, or None. Blocking."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,24 @@ class Catalog(Protocol):
         """Persist ``status`` (every field of it). Terminal statuses already stored are never
         overwritten, nor a status by an older revision."""
 
+    async def record_end(
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None = None,
+        *,
+        reaping: bool = False,
+    ) -> ResourceStatus | None:
+        """Record the terminal ``status`` unless the resource has already ended, in one atomic
+        write; returns the terminal status that stands (``status``, or the one recorded before
+        it). None when nothing was recorded: the entry is missing, or it is owned by another
+        live process (``reaping``: its lease is held; else: another process owns it). Raises
+        when the catalog cannot be reached in time."""
+
+    async def restore(self, entry: CatalogEntry) -> None:
+        """Put back an entry the catalog lost (e.g. rebuilt from its record beside the bytes);
+        an entry still present is left as it is."""
+
     async def derived_from(self, resource_id: str) -> list[tuple[str, ResourceKind]]:
         """The resources made from ``resource_id``, oldest first."""
 
@@ -116,6 +144,9 @@ class StatusBus(Protocol):
 
     async def subscribe(self, resource_id: str, current: ResourceStatus) -> StatusSubscription:
         """Subscribe, starting from ``current`` or anything newer published meanwhile."""
+
+    def latest(self, resource_id: str) -> ResourceStatus | None:
+        """The newest status of ``resource_id`` this process's subscribers have, if any."""
 
     async def close(self) -> None: ...
 

@@ -82,6 +82,13 @@ class InProcessStatusBus:
         self._subscribers[resource_id].add(mailbox)
         return mailbox
 
+    def latest(self, resource_id: str) -> ResourceStatus | None:
+        newest: ResourceStatus | None = None
+        for mailbox in self._subscribers.get(resource_id, ()):
+            if newest is None or mailbox.latest.is_newer_than(newest):
+                newest = mailbox.latest
+        return newest
+
     async def close(self) -> None:
         return None
 

@@ -2,7 +2,9 @@
 
 Only transitions are persisted (creation and the terminal status), not every checkpoint: the live
 status of a running upload is held by the process taking it, and after a crash the bytes on disk
-say how far it got. SQLite runs in WAL mode; calls are short and made on the event loop. The
+say how far it got. SQLite runs in WAL mode with ``synchronous=NORMAL``; a terminal status is
+committed with ``synchronous=FULL`` when the catalog is durable (the default), so an
+acknowledged upload's end survives a power loss. Calls are short and made on the event loop. The
 catalog shares the data directory's disk: a write refused because that disk is full raises a
 ``ServerError`` that says so, and the caller decides whether to retry.
 """
@@ -79,7 +81,8 @@ def _writing() -> Iterator[None]:
 class SqliteCatalog:
     """A catalog that survives restarts, in one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durable: bool = True) -> None:
+        self._durable = durable
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -161,6 +164,54 @@ class SqliteCatalog:
                     status.revision,
                     status.revision,
                 ),
+            )
+
+    async def record_end(
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None = None,
+        *,
+        reaping: bool = False,
+    ) -> ResourceStatus | None:
+        # One process owns this catalog: no lease to check when reaping.
+        if self._durable:
+            self._db.execute("PRAGMA synchronous=FULL")  # this commit reaches the disk
+        try:
+            await self.set_status(resource_id, status, checksum)
+        finally:
+            if self._durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        entry = await self.get(resource_id)
+        if entry is None or not entry.status.is_terminal:
+            return None
+        return entry.status
+
+    async def restore(self, entry: CatalogEntry) -> None:
+        row = (
+            entry.resource_id,
+            entry.metadata.filename,
+            entry.metadata.mime_type,
+            int(entry.metadata.supports_line_access),
+            entry.upload_context_id,
+            *_status_columns(entry.status),
+            entry.checksum,
+            entry.created_at,
+            entry.updated_at,
+            entry.kind.value,
+            " ".join(entry.sources),
+        )
+        with _writing():
+            self._db.execute(
+                "INSERT OR IGNORE INTO resources (id, filename, mime_type, supports_line_access,"
+                " upload_context_id, transfer_status, current_size, number_of_lines,"
+                " revision, stage, percent, error, checksum, created_at, updated_at, kind,"
+                " sources) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO derivations VALUES (?, ?)",
+                [(source, entry.resource_id) for source in entry.sources],
             )
 
     async def derived_from(self, resource_id: str) -> list[tuple[str, ResourceKind]]:

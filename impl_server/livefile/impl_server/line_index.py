@@ -45,6 +45,11 @@ class LineIndexWriter:
         self.count += len(ends)
         self.last_end = ends[-1]
 
+    def sync(self) -> None:
+        """Flush the entries written so far to stable storage."""
+        if self._fd >= 0:
+            os.fsync(self._fd)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -6,7 +6,13 @@ wrapped in its ``UploadProducer`` from ``create_upload``); every consumer gets a
 ``reader``. The live status of a resource this process produces is held here; the catalog holds
 the durable one. A terminal status the catalog refused (its disk is full, Redis is away) is held
 here too, served as the current status and written again every ``RECORD_RETRY_INTERVAL`` until
-the catalog takes it, so no reader ever sees an ended resource as still running.
+the catalog takes it, so no reader ever sees an ended resource as still running. Only FAILED is
+ever held: a COMPLETED the catalog did not take in time becomes FAILED (``unrecorded``), since
+its uploader is told of a failure.
+
+Beside each resource's bytes, its record (``resource_record.py``) is kept up to date — at
+creation, and with the terminal status before anyone is told of it — so a catalog that lost the
+entry (Redis restarted empty) gets it back from the shared volume (``entry``, lease renewal).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
 from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
@@ -36,9 +43,10 @@ from livefile.impl_server.contexts import UnknownContextError, UploadContexts, c
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
+from livefile.impl_server.resource_record import entry_of, record_of
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.upload import UploadProducer
-from livefile.impl_server.writer import LiveWriter
+from livefile.impl_server.writer import EndNotRecorded, LiveWriter
 
 logger = logging.getLogger(__name__)
 FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
@@ -51,7 +59,28 @@ WORKER_LOST = ResourceError(
     code="worker_lost", message="the worker running its job ended before it was finished"
 )
 
+# What a COMPLETED becomes when the catalog could not record it in time: its uploader hears a
+# failure, so the resource must never turn COMPLETED later.
+UNRECORDED = ResourceError(
+    code="unrecorded",
+    message="the shared catalog could not record the completion in time; the upload was refused",
+)
+
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
+
+
+class CatalogUnavailableError(ServerError):
+    """The catalog cannot be reached and this process knows no status to serve instead."""
+
+
+def _failed_after(status: ResourceStatus, error: ResourceError) -> ResourceStatus:
+    return status.model_copy(
+        update={
+            "transfer_status": TransferStatus.FAILED,
+            "revision": (status.revision or 0) + 1,
+            "error": error,
+        }
+    )
 
 
 class ResourceManager:
@@ -63,6 +92,7 @@ class ResourceManager:
         contexts: UploadContexts,
         quotas: Quotas,
         checkpoint_interval: float,
+        durable: bool = True,
     ) -> None:
         self.storage = storage
         self.catalog = catalog
@@ -70,10 +100,14 @@ class ResourceManager:
         self.contexts = contexts
         self.quotas = quotas
         self.checkpoint_interval = checkpoint_interval
+        # Acknowledged means durable: bytes, line index, record and catalog entry reach stable
+        # storage before COMPLETED is told (off for scratch data, e.g. on tmpfs).
+        self.durable = durable
         self._active: dict[str, LiveWriter] = {}
         self._context_of: dict[str, str] = {}
-        # Terminal statuses (and checksums) the catalog has refused so far, by resource id.
-        self._unrecorded: dict[str, tuple[ResourceStatus, str | None]] = {}
+        # Terminal statuses (FAILED only) the catalog has refused so far, by resource id, with
+        # whether they were a reaper's (fenced by the owner's lease when retried).
+        self._unrecorded: dict[str, tuple[ResourceStatus, str | None, bool]] = {}
         # Entries of finished resources, most recently used last.
         self._finished: LruCache[str, CatalogEntry] = LruCache(FINISHED_ENTRIES_CACHED)
         self._recorder: asyncio.Task[None] | None = None
@@ -81,8 +115,9 @@ class ResourceManager:
     async def recover(self) -> int:
         """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
         entries = await self.catalog.unfinished()
+        reaped = 0
         for entry in entries:
-            if entry.resource_id in self._active:
+            if entry.resource_id in self._active or entry.resource_id in self._unrecorded:
                 continue  # ours and alive
             size = await asyncio.to_thread(self.storage.size, entry.resource_id)
             lines = None
@@ -99,12 +134,23 @@ class ResourceManager:
                     "error": INTERRUPTED if entry.kind is ResourceKind.UPLOAD else WORKER_LOST,
                 }
             )
-            with contextlib.suppress(Exception):  # held, retried and logged by _record_end
-                await self._record_end(entry.resource_id, status, None)
+            try:
+                recorded = await self._record(entry.resource_id, status, None, reaping=True)
+            except ServerError as exc:  # the catalog refused it (a full disk): hold it
+                self._hold(entry.resource_id, status, None, reaping=True, why=exc)
+                recorded = status
+            except Exception as exc:
+                # Unreachable (Redis): its owner may be alive after all. Nothing is held or
+                # served; the next check tries again, if the lease is still missing then.
+                logger.warning("could not fail orphan %s now: %s", entry.resource_id, exc)
+                continue
+            if recorded is None:
+                continue  # its owner renewed its lease meanwhile: alive after all
+            reaped += 1
             logger.warning(
                 "resource %s was left unfinished: now FAILED with %d bytes", entry.resource_id, size
             )
-        return len(entries)
+        return reaped
 
     async def create_upload(
         self,
@@ -169,9 +215,20 @@ class ResourceManager:
             lambda status, checksum: self._persist_end(resource_id, status, checksum),
             checksum_algorithm,
             stage=stage,
+            durable=self.durable,
         )
         initial = writer.status
+        now = time.time()
+        entry = CatalogEntry(
+            resource_id, metadata, initial, context_id, None, now, now, kind, tuple(sources)
+        )
         try:
+            try:
+                # Not fsync'd: nothing is promised about a resource before its end.
+                record = record_of(entry)
+                await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
+            except OSError as exc:  # a full disk
+                raise storage_error(exc) from exc
             await self.catalog.create(resource_id, metadata, context_id, initial, kind, sources)
         except BaseException:
             await writer.discard()  # the resource does not exist: no status to publish
@@ -195,40 +252,144 @@ class ResourceManager:
 
     @property
     def active_ids(self) -> list[str]:
-        return list(self._active)
+        """The resources whose lease this process keeps: those it produces, and those whose
+        end it holds for the catalog (no other process may end them otherwise meanwhile)."""
+        held = [rid for rid, (_, _, reaping) in self._unrecorded.items() if not reaping]
+        return [*self._active, *held]
 
     async def _persist_end(
         self, resource_id: str, status: ResourceStatus, checksum: str | None
-    ) -> None:
-        """Record a writer's terminal status; raises when the catalog refused it (held and
-        retried then)."""
+    ) -> ResourceStatus:
+        """Record a writer's terminal status; returns the terminal status that stands. Raises
+        ``EndNotRecorded`` (with the FAILED status held instead) when it could not be recorded
+        in time."""
         try:
-            await self._record_end(resource_id, status, checksum)
+            return await self._end(resource_id, status, checksum)
         finally:
-            # Even if the catalog could not record it (Redis away too long), this process no
-            # longer produces the resource: its lease lapses and it cannot stay IN_PROGRESS.
+            # Whatever the catalog said, this process no longer produces the resource.
             self._active.pop(resource_id, None)
-            self._context_of.pop(resource_id, None)
 
-    async def _record_end(
+    async def _end(
+        self, resource_id: str, status: ResourceStatus, checksum: str | None
+    ) -> ResourceStatus:
+        completed = status.transfer_status is TransferStatus.COMPLETED
+        try:
+            # The record beside the bytes first: what the uploader is told is on disk before
+            # any process can serve it, and survives Redis losing its memory.
+            await self._write_record(resource_id, status, checksum)
+        except OSError as exc:
+            logger.error("the record of %s could not be written: %s", resource_id, exc)
+            if completed:
+                error = ResourceError(code="storage_failed", message=f"record not written: {exc}")
+                status, checksum, completed = _failed_after(status, error), None, False
+        try:
+            recorded = await self._record(resource_id, status, checksum)
+            if recorded is None:
+                raise ServerError("the catalog entry is owned by another process or lost")
+        except Exception as exc:
+            held = _failed_after(status, UNRECORDED) if completed else status
+            with contextlib.suppress(OSError):
+                await self._write_record(resource_id, held, None)
+            self._hold(resource_id, held, None, reaping=False, why=exc)
+            raise EndNotRecorded(
+                "Service unavailable: the catalog could not record the end in time;"
+                " the upload is FAILED",
+                held,
+            ) from exc
+        if recorded != status:
+            logger.error(
+                "resource %s had already ended %s elsewhere: its %s was refused",
+                resource_id,
+                recorded.transfer_status.value,
+                status.transfer_status.value,
+            )
+            with contextlib.suppress(OSError):
+                await self._write_record(resource_id, recorded, None)
+        return recorded
+
+    async def _record(
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        *,
+        reaping: bool = False,
+    ) -> ResourceStatus | None:
+        """The catalog's fenced terminal write; an entry the catalog lost is restored from the
+        record beside the bytes and the write tried again."""
+        recorded = await self.catalog.record_end(resource_id, status, checksum, reaping=reaping)
+        if recorded is None and not reaping and await self._restore(resource_id) is not None:
+            recorded = await self.catalog.record_end(resource_id, status, checksum)
+        if recorded is not None and reaping:
+            with contextlib.suppress(OSError):
+                await self._write_record(resource_id, recorded, None)
+        return recorded
+
+    async def _write_record(
         self, resource_id: str, status: ResourceStatus, checksum: str | None
     ) -> None:
-        """Write a terminal status to the catalog; if it refuses, hold the status (served by
-        ``status`` and ``info``) and retry in the background until it is written."""
-        try:
-            await self.catalog.set_status(resource_id, status, checksum)
-        except Exception as exc:
-            logger.error(
-                "the catalog refused %s of %s (held in memory, retried every %g s): %s",
-                status.transfer_status.value,
-                resource_id,
-                RECORD_RETRY_INTERVAL,
-                exc,
-            )
-            self._unrecorded[resource_id] = (status, checksum)
-            if self._recorder is None or self._recorder.done():
-                self._recorder = asyncio.create_task(self._record_held(), name="record-held")
-            raise
+        """Put ``status`` into the record beside the bytes (fsync'd when durable)."""
+        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        if record is None:  # a resource older than records
+            try:
+                entry = await self.catalog.get(resource_id)
+            except Exception:
+                return  # nothing to build it from now; the catalog still records the end
+            if entry is None:
+                return
+            record = record_of(entry)
+        record["status"] = status.model_dump(by_alias=True, mode="json")
+        record["checksum"] = checksum
+        record["updatedAt"] = time.time()
+        await asyncio.to_thread(self.storage.write_meta, resource_id, record, self.durable)
+
+    async def _restore(self, resource_id: str) -> CatalogEntry | None:
+        """Give the catalog back an entry it lost, from the record beside the bytes."""
+        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        entry = entry_of(record) if record is not None else None
+        if entry is None or entry.resource_id != resource_id:
+            return None
+        writer = self._active.get(resource_id)
+        if writer is not None:
+            entry = dataclasses.replace(entry, status=writer.status)
+        elif resource_id in self._unrecorded:
+            status, checksum, _ = self._unrecorded[resource_id]
+            entry = dataclasses.replace(entry, status=status, checksum=checksum)
+        await self.catalog.restore(entry)
+        logger.warning(
+            "the catalog had lost resource %s: restored (%s) from its record",
+            resource_id,
+            entry.status.transfer_status.value,
+        )
+        return entry
+
+    async def restore_entries(self, resource_ids: list[str]) -> None:
+        """Restore lost entries of resources this process produces (lease renewal found them
+        missing: Redis restarted empty)."""
+        for resource_id in resource_ids:
+            await self._restore(resource_id)
+
+    def _hold(
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        *,
+        reaping: bool,
+        why: Exception,
+    ) -> None:
+        """Keep a terminal status the catalog refused (served by ``status`` and ``info``) and
+        retry it in the background until it is written."""
+        logger.error(
+            "the catalog refused %s of %s (held in memory, retried every %g s): %s",
+            status.transfer_status.value,
+            resource_id,
+            RECORD_RETRY_INTERVAL,
+            why,
+        )
+        self._unrecorded[resource_id] = (status, checksum, reaping)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_held(), name="record-held")
 
     async def _record_held(self) -> None:
         while self._unrecorded:
@@ -236,15 +397,29 @@ class ResourceManager:
             await self._retry_held()
 
     async def _retry_held(self) -> None:
-        for resource_id, (status, checksum) in list(self._unrecorded.items()):
+        for resource_id, (status, checksum, reaping) in list(self._unrecorded.items()):
             try:
-                await self.catalog.set_status(resource_id, status, checksum)
+                recorded = await self._record(resource_id, status, checksum, reaping=reaping)
             except Exception:
                 continue
             del self._unrecorded[resource_id]
-            logger.warning(
-                "the catalog recorded %s of %s at last", status.transfer_status.value, resource_id
-            )
+            if recorded is None:
+                logger.warning("the held end of %s was not ours to record", resource_id)
+            elif recorded != status:
+                logger.error(
+                    "resource %s had already ended %s elsewhere: its held %s was refused",
+                    resource_id,
+                    recorded.transfer_status.value,
+                    status.transfer_status.value,
+                )
+                with contextlib.suppress(OSError):
+                    await self._write_record(resource_id, recorded, None)
+            else:
+                logger.warning(
+                    "the catalog recorded %s of %s at last",
+                    status.transfer_status.value,
+                    resource_id,
+                )
 
     async def shutdown(self) -> None:
         """End every running upload FAILED (their connections are going away), and try once
@@ -257,14 +432,17 @@ class ResourceManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recorder
         await self._retry_held()
-        for resource_id, (status, _) in self._unrecorded.items():
+        for resource_id, (status, _, _) in self._unrecorded.items():
             logger.error(
                 "the catalog never recorded %s of %s", status.transfer_status.value, resource_id
             )
 
     def _publish(self, resource_id: str, status: ResourceStatus) -> None:
         self.bus.publish(resource_id, status)
-        context_id = self._context_of.get(resource_id)
+        if status.is_terminal:
+            context_id = self._context_of.pop(resource_id, None)
+        else:
+            context_id = self._context_of.get(resource_id)
         if context_id is not None:
             self.contexts.status_changed(context_id, resource_id, status)
 
@@ -275,8 +453,11 @@ class ResourceManager:
         if (cached := self._finished.get(resource_id)) is not None:
             return cached
         entry = await self.catalog.get(resource_id)
+        if entry is None:
+            # Lost by the catalog (Redis restarted empty)? The record beside the bytes says.
+            entry = await self._restore(resource_id)
         if entry is not None and resource_id in self._unrecorded:
-            status, checksum = self._unrecorded[resource_id]
+            status, checksum, _ = self._unrecorded[resource_id]
             entry = dataclasses.replace(entry, status=status, checksum=checksum)
         elif entry is not None and entry.status.is_terminal:
             # A terminal entry never changes again (rule 2): downloads of finished resources,
@@ -290,7 +471,19 @@ class ResourceManager:
         writer = self._active.get(resource_id)
         if writer is not None:
             return writer.status
-        entry = await self.entry(resource_id)
+        if resource_id in self._unrecorded:
+            return self._unrecorded[resource_id][0]
+        try:
+            entry = await self.entry(resource_id)
+        except Exception as exc:  # the catalog is unreachable (Redis is away)
+            # Serve the newest status this process has heard: the bytes it announces were
+            # written before it was published, so they are readable.
+            known = self.bus.latest(resource_id)
+            if known is None:
+                raise CatalogUnavailableError(
+                    f"Service unavailable: the catalog is unreachable ({exc})"
+                ) from exc
+            return known
         return entry.status if entry else None
 
     async def info(self, resource_id: str) -> ResourceInfo | None:

@@ -10,12 +10,16 @@ Keys (``P`` is the configurable prefix, ``livefile`` by default):
 - ``P:status:{id}`` pub/sub channel: every status, as the JSON of ``ResourceStatus``.
 - ``P:active`` set: resources still INITIATED or IN_PROGRESS.
 - ``P:lease:{id}``: the id of the process taking the upload, with a TTL its owner renews. When
-  it expires (the owner died), any process marks the resource FAILED.
+  it has been missing for a whole lease period while Redis answered (the owner died), any
+  process marks the resource FAILED.
 
 Statuses are written and published by one Lua script, so the stored status and the published
-one never disagree and a terminal status is never overwritten. Pub/sub (not streams) carries
-statuses: a watcher only needs the newest status, which the hash holds, so a message missed
-while a connection is re-established is recovered by re-reading the hash.
+one never disagree and a terminal status is never overwritten. A terminal status has its own
+script, fenced: the owner's (``owner`` in the hash is its process id) is refused once the
+resource has ended otherwise, and a reaper's is refused while the lease is held — both checked
+in the same atomic step that records it, so a resource has exactly one terminal status.
+Pub/sub (not streams) carries statuses: a watcher only needs the newest status, which the hash
+holds, so a message missed while a connection is re-established is recovered by re-reading it.
 """
 
 from __future__ import annotations
@@ -75,6 +79,57 @@ return 1
 """
 
 
+# KEYS: resource hash, status channel, active set, lease.
+# ARGV: transferStatus, currentSize, revision, updatedAt, status JSON, id, checksum ("" = none),
+#       mode ("owner" or "reap"), the writer's process id.
+# Returns {1, status} when ``status`` is recorded now (or was, by this same write retried),
+# {0, stored} when another terminal status was recorded before, {-1} when the entry is missing,
+# {2} when a reaper finds the lease held (the owner is alive), {3} when another process owns it.
+_END = """
+local current = redis.call('HGET', KEYS[1], 'transferStatus')
+if not current then return {-1} end
+if current == 'COMPLETED' or current == 'FAILED' then
+    local stored = redis.call('HGET', KEYS[1], 'status')
+    if stored == ARGV[5] then
+        if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'checksum', ARGV[7]) end
+        return {1, stored}
+    end
+    return {0, stored or ''}
+end
+if ARGV[8] == 'reap' then
+    if redis.call('EXISTS', KEYS[4]) == 1 then return {2} end
+else
+    local owner = redis.call('HGET', KEYS[1], 'owner')
+    if owner and owner ~= '' and owner ~= ARGV[9] then return {3} end
+end
+redis.call('HSET', KEYS[1], 'transferStatus', ARGV[1], 'currentSize', ARGV[2],
+           'revision', ARGV[3], 'status', ARGV[5], 'updatedAt', ARGV[4])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'checksum', ARGV[7]) end
+redis.call('PUBLISH', KEYS[2], ARGV[5])
+redis.call('SREM', KEYS[3], ARGV[6])
+redis.call('DEL', KEYS[4])
+return {1, ARGV[5]}
+"""
+
+# KEYS: resource hash, lease. ARGV: process id, lease in ms.
+# Renews the lease of a resource still unfinished; 0 when it has ended (nothing to renew), -1
+# when the entry is missing (Redis lost it: the owner restores it).
+_RENEW = """
+local current = redis.call('HGET', KEYS[1], 'transferStatus')
+if not current then return -1 end
+if current == 'COMPLETED' or current == 'FAILED' then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: resource hash, active set. ARGV: id, "1" when unfinished, then field, value, ...
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) end
+return 1
+"""
+
 SAFETY_NET_PERIOD = 1.0  # seconds between re-reads of the watched statuses
 TERMINAL_WRITE_PATIENCE = 30.0  # seconds a terminal status waits for Redis to come back
 
@@ -129,6 +184,9 @@ class RedisStore:
         self.keys = RedisKeys(prefix)
         self.node_id = uuid.uuid4().hex
         self._set_status = self.client.register_script(_SET_STATUS)
+        self._end = self.client.register_script(_END)
+        self.renew = self.client.register_script(_RENEW)
+        self.restore = self.client.register_script(_RESTORE)
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -154,6 +212,28 @@ class RedisStore:
         )  # fmt: skip
         return bool(result == 1)
 
+    async def write_end(
+        self, resource_id: str, status: ResourceStatus, checksum: str | None, reaping: bool
+    ) -> ResourceStatus | None:
+        """Record a terminal status through the fenced script (see ``_END``)."""
+        keys = self.keys
+        result = await self._end(
+            keys=[keys.resource(resource_id), keys.channel(resource_id), keys.active,
+                  keys.lease(resource_id)],
+            args=[status.transfer_status.value, status.current_size,
+                  "" if status.revision is None else status.revision,
+                  time.time(), status.model_dump_json(by_alias=True), resource_id,
+                  checksum or "", "reap" if reaping else "owner", self.node_id],
+        )  # fmt: skip
+        code = int(result[0])
+        if code in (0, 1) and result[1]:
+            return ResourceStatus.model_validate_json(result[1])
+        if code == 3:
+            logger.error(
+                "resource %s is owned by another process: its end is not ours", resource_id
+            )
+        return None
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -161,9 +241,21 @@ class RedisStore:
 class RedisCatalog:
     """The catalog in Redis (see the module docstring for the keys)."""
 
-    def __init__(self, store: RedisStore, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        lease_seconds: float,
+        patience: float = TERMINAL_WRITE_PATIENCE,
+    ) -> None:
         self._store = store
+        self._lease_seconds = lease_seconds
         self._lease_ms = int(lease_seconds * 1000)
+        self._patience = patience
+        # Unfinished resources seen without a lease, and since when (monotonic): one is an
+        # orphan only once its lease has been missing for a whole lease period of checks that
+        # all reached Redis; an outage forgets every suspicion (its owner could not renew).
+        self._missing_since: dict[str, float] = {}
+        self._last_check: float | None = None
 
     async def create(
         self,
@@ -189,6 +281,7 @@ class RedisCatalog:
             "updatedAt": now,
             "kind": kind.value,
             "sources": " ".join(sources),
+            "owner": self._store.node_id,
         }
         async with self._store.client.pipeline(transaction=True) as pipe:
             pipe.hset(keys.resource(resource_id), mapping=fields)
@@ -237,18 +330,85 @@ class RedisCatalog:
             give_up_after=TERMINAL_WRITE_PATIENCE,
         )
 
+    async def record_end(
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None = None,
+        *,
+        reaping: bool = False,
+    ) -> ResourceStatus | None:
+        # A terminal status must reach Redis: retry through a short outage, then give up loudly
+        # (the caller decides what the resource becomes; see ResourceManager._persist_end).
+        recorded: list[ResourceStatus | None] = []
+
+        async def write() -> None:
+            recorded.append(await self._store.write_end(resource_id, status, checksum, reaping))
+
+        await _retrying(write, give_up_after=0 if reaping else self._patience)
+        return recorded[-1]
+
+    async def restore(self, entry: CatalogEntry) -> None:
+        keys = self._store.keys
+        status = entry.status
+        fields: list[EncodableT] = [
+            "filename", entry.metadata.filename,
+            "mimeType", entry.metadata.mime_type,
+            "supportsLineAccess", int(entry.metadata.supports_line_access),
+            "uploadContextId", entry.upload_context_id or "",
+            "transferStatus", status.transfer_status.value,
+            "currentSize", status.current_size,
+            "revision", "" if status.revision is None else status.revision,
+            "status", status.model_dump_json(by_alias=True),
+            "checksum", entry.checksum or "",
+            "createdAt", entry.created_at,
+            "updatedAt", entry.updated_at,
+            "kind", entry.kind.value,
+            "sources", " ".join(entry.sources),
+        ]  # fmt: skip
+        unfinished = "0" if status.is_terminal else "1"
+        restored = await self._store.restore(
+            keys=[keys.resource(entry.resource_id), keys.active],
+            args=[entry.resource_id, unfinished, *fields],
+        )
+        if restored == 1:
+            for source in entry.sources:
+                await self._store.client.zadd(
+                    keys.derived(source), {entry.resource_id: entry.created_at}
+                )
+
     async def unfinished(self) -> list[CatalogEntry]:
-        """Unfinished resources whose owner's lease has expired: their uploads are gone."""
+        """Unfinished resources whose lease has been missing for a whole lease period, in
+        checks that all reached Redis: their owners are gone. (Called every lease/3 by the
+        ``LeaseKeeper``; a first call only starts suspecting.)"""
         keys, client = self._store.keys, self._store.client
+        now = time.monotonic()
+        if self._last_check is None or now - self._last_check > self._lease_seconds / 2:
+            # The previous check is too long ago (an outage, a stalled loop): an owner may
+            # have been unable to renew meanwhile. Start suspecting afresh.
+            self._missing_since.clear()
+        self._last_check = None  # set again only if this check reaches Redis throughout
+        missing: dict[str, float] = {}
         orphans = []
         for resource_id in await self._store.members(keys.active):
-            if not await client.exists(keys.lease(resource_id)):
-                entry = await self.get(resource_id)
-                if entry is None:
-                    await client.srem(keys.active, resource_id)
-                elif not entry.status.is_terminal:
-                    orphans.append(entry)
+            if await client.exists(keys.lease(resource_id)):
+                continue
+            since = missing[resource_id] = self._missing_since.get(resource_id, now)
+            if now - since < self._lease_seconds:
+                continue
+            entry = await self.get(resource_id)
+            if entry is None:
+                await client.srem(keys.active, resource_id)
+            elif not entry.status.is_terminal:
+                orphans.append(entry)
+        self._missing_since = missing
+        self._last_check = time.monotonic()
         return orphans
+
+    def forget_suspicions(self) -> None:
+        """Redis could not be reached: leases missing now may be the outage's doing."""
+        self._missing_since.clear()
+        self._last_check = None
 
     async def ping(self) -> None:
         await self._store.ping()
@@ -256,15 +416,21 @@ class RedisCatalog:
     async def count_in_context(self, upload_context_id: str) -> int:
         raise NotImplementedError("contexts are counted by the context registry")
 
-    async def renew_leases(self, resource_ids: list[str]) -> None:
+    async def renew_leases(self, resource_ids: list[str]) -> list[str]:
+        """Renew the leases of this process's unfinished resources; returns the ids whose
+        entry Redis no longer has (it restarted empty): the owner restores them."""
         if not resource_ids:
-            return
+            return []
+        keys = self._store.keys
         async with self._store.client.pipeline(transaction=False) as pipe:
             for resource_id in resource_ids:
-                pipe.set(
-                    self._store.keys.lease(resource_id), self._store.node_id, px=self._lease_ms
+                await self._store.renew(
+                    keys=[keys.resource(resource_id), keys.lease(resource_id)],
+                    args=[self._store.node_id, self._lease_ms],
+                    client=pipe,
                 )
-            await pipe.execute()
+            results = await pipe.execute()
+        return [rid for rid, renewed in zip(resource_ids, results, strict=True) if renewed == -1]
 
     async def close(self) -> None:
         await self._store.close()
@@ -281,6 +447,10 @@ class RedisStatusBus:
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub = store.client.pubsub()
         self._tasks: list[asyncio.Task[None]] = []
+        # Called with a watched resource whose entry Redis no longer has (it restarted empty):
+        # the manager restores it from the record beside the bytes, so its watchers hear of it
+        # again (an orphan is then failed like any other) instead of waiting in silence.
+        self.restore_missing: Callable[[str], Awaitable[object]] | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -291,9 +461,21 @@ class RedisStatusBus:
 
     def publish(self, resource_id: str, status: ResourceStatus) -> None:
         # Local watchers hear at once; the others through Redis, in the order of this queue.
+        # A terminal status is written (and published) by the catalog's fenced ``record_end``,
+        # never through this queue: only the status that write let stand is ever an end.
         for mailbox in self._mailboxes.get(resource_id, ()):
             mailbox.offer(status)
-        self._outbox.put_nowait((resource_id, status))
+        if not status.is_terminal:
+            self._outbox.put_nowait((resource_id, status))
+
+    def latest(self, resource_id: str) -> ResourceStatus | None:
+        """The newest status of ``resource_id`` this process has heard (its watchers'
+        mailboxes), or None when nobody here watches it: what is served while Redis is away."""
+        newest: ResourceStatus | None = None
+        for mailbox in self._mailboxes.get(resource_id, ()):
+            if newest is None or mailbox.latest.is_newer_than(newest):
+                newest = mailbox.latest
+        return newest
 
     async def subscribe(self, resource_id: str, current: ResourceStatus) -> StatusMailbox:
         channel = self._store.keys.channel(resource_id)
@@ -320,6 +502,9 @@ class RedisStatusBus:
 
     async def _catch_up(self, resource_id: str) -> None:
         fields = await self._store.fields(self._store.keys.resource(resource_id))
+        if not fields and self.restore_missing is not None:
+            await self.restore_missing(resource_id)
+            fields = await self._store.fields(self._store.keys.resource(resource_id))
         if fields:
             status = _status_from(fields)
             for mailbox in self._mailboxes.get(resource_id, ()):
@@ -417,9 +602,11 @@ async def _retrying(
 class LeaseKeeper:
     """Renews the leases of this process's uploads, and fails the uploads of dead processes.
 
-    Every ``lease_seconds / 3`` the leases of local uploads are renewed; every
-    ``lease_seconds / 3`` too, orphans (unfinished, no lease) are marked FAILED with the bytes
-    on disk. A dead owner is therefore noticed at most ``lease_seconds * 4/3`` after its death.
+    Every ``lease_seconds / 3`` the leases of local uploads are renewed (an entry Redis lost is
+    restored first); every ``lease_seconds / 3`` too, orphans (unfinished, their lease missing
+    for a whole lease period while Redis answered) are marked FAILED with the bytes on disk. A
+    dead owner is therefore failed at most ``lease_seconds * 8/3`` after its last renewal; an owner
+    alive through a Redis outage renews its leases before anyone may declare it dead.
     """
 
     def __init__(
@@ -428,10 +615,12 @@ class LeaseKeeper:
         active_ids: Callable[[], list[str]],
         reap: Callable[[], Awaitable[int]],
         lease_seconds: float,
+        restore: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._catalog = catalog
         self._active_ids = active_ids
         self._reap = reap
+        self._restore = restore
         self._period = lease_seconds / 3
         self._task: asyncio.Task[None] | None = None
 
@@ -442,11 +631,15 @@ class LeaseKeeper:
         while True:
             await asyncio.sleep(self._period)
             try:
-                await self._catalog.renew_leases(self._active_ids())
+                missing = await self._catalog.renew_leases(self._active_ids())
+                if missing and self._restore is not None:
+                    await self._restore(missing)
+                    await self._catalog.renew_leases(missing)
                 reaped = await self._reap()
                 if reaped:
                     logger.warning("%d upload(s) of a dead process marked FAILED", reaped)
             except (RedisError, ConnectionError) as exc:
+                self._catalog.forget_suspicions()
                 logger.warning("Redis unreachable while renewing leases: %s", exc)
 
     async def close(self) -> None:

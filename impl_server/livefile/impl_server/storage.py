@@ -2,14 +2,23 @@
 
 Layout: ``<root>/<id[0:2]>/<id[2:4]>/<id>.bin``. Ids are validated before a path is built, so no
 name from a client ever becomes a path. Writes go straight to the file descriptor (no user-space
-buffer), so once ``write`` returns the bytes are in the page cache and readable by any process.
+buffer), so once ``write`` returns the bytes are in the page cache and readable by any process;
+``sync`` makes them durable (``fsync``) before an upload is acknowledged.
+
+Beside the bytes, ``<id>.meta.json`` holds the resource's metadata and, once it has ended, its
+terminal status and checksum: what is needed to rebuild its catalog entry when the catalog lost
+it (Redis restarted empty). It is replaced atomically (a temporary file renamed over it), and,
+when durable, fsync'd together with its directory (which holds the bytes' entry too).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import secrets
 from pathlib import Path
+from typing import Any
 
 from livefile.api.errors import ServerError
 from livefile.api.model import is_valid_id
@@ -37,10 +46,24 @@ class FileWriter:
             written = os.write(self._fd, view)
             view = view[written:]
 
+    def sync(self) -> None:
+        """Flush the bytes written so far to stable storage."""
+        if self._fd >= 0:
+            os.fsync(self._fd)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def sync_directory(path: Path) -> None:
+    """Make the entries of directory ``path`` (a new or renamed file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FilesystemStorage:
@@ -58,6 +81,40 @@ class FilesystemStorage:
     def index_path(self, resource_id: str) -> Path:
         """The line-break index of a text resource, beside its bytes."""
         return self.path(resource_id).with_suffix(".idx")
+
+    def meta_path(self, resource_id: str) -> Path:
+        """The metadata and terminal-status record, beside the bytes."""
+        return self.path(resource_id).with_suffix(".meta.json")
+
+    def write_meta(self, resource_id: str, record: dict[str, Any], durable: bool) -> None:
+        """Replace the record atomically; ``durable``: fsync'd with its directory first."""
+        path = self.meta_path(resource_id)
+        temporary = path.with_suffix(f".{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        data = json.dumps(record, separators=(",", ":")).encode()
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file
+            raise
+        if durable:
+            sync_directory(path.parent)
+
+    def read_meta(self, resource_id: str) -> dict[str, Any] | None:
+        """The record, or None when there is none (or it cannot be read)."""
+        try:
+            record = json.loads(self.meta_path(resource_id).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def create(self, resource_id: str) -> FileWriter:
         path = self.path(resource_id)

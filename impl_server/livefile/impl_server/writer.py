@@ -16,7 +16,6 @@ means FAILED" — is the producer's own policy (``upload.py`` for WebSocket uplo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -38,9 +37,21 @@ logger = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 4
 Publish = Callable[[ResourceStatus], None]
-# Records a terminal status (and the checksum of a COMPLETED resource) durably; raises when it
-# could not (the status is then held and retried by the manager).
-RecordEnd = Callable[[ResourceStatus, str | None], Awaitable[None]]
+# Records a terminal status (and the checksum of a COMPLETED resource) durably and returns the
+# terminal status that stands: this one, or the one another process recorded first. Raises
+# ``EndNotRecorded`` when it could not be recorded in time.
+RecordEnd = Callable[[ResourceStatus, str | None], Awaitable[ResourceStatus]]
+
+
+class EndNotRecorded(ServerError):
+    """The terminal status could not be recorded where every process reads it (Redis away for
+    too long). ``status`` is what the resource ends with instead — FAILED, never COMPLETED: its
+    producer is told of a failure, so nothing may later call it complete. The manager holds it
+    and records it once the catalog answers."""
+
+    def __init__(self, message: str, status: ResourceStatus) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LiveWriter:
@@ -57,8 +68,11 @@ class LiveWriter:
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         revision: int = 0,
         stage: str | None = None,
+        durable: bool = False,
     ) -> None:
         self._resource_id = resource_id
+        self._durable = durable  # fsync the bytes (and line index) before COMPLETED
+        self._ending = False  # the end is being recorded: nothing more is published
         self.status = ResourceStatus(
             transfer_status=TransferStatus.INITIATED,
             current_size=0,
@@ -114,7 +128,7 @@ class LiveWriter:
         return self._written
 
     async def append(self, data: bytes) -> None:
-        if self.ended:
+        if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self.check_storage()
         if data:
@@ -126,7 +140,7 @@ class LiveWriter:
             raise storage_error(self._write_error)
 
     def progress(self, stage: str | None, percent: float | None = None) -> None:
-        if self.ended:
+        if self.ended or self._ending:
             return
         if percent is not None:
             percent = min(100.0, max(0.0, round(percent, 1)))
@@ -147,27 +161,51 @@ class LiveWriter:
         return self.checksum
 
     async def complete(self) -> ResourceStatus:
-        """End COMPLETED once everything is stored; the status is published at once and then
-        recorded durably. Raises when storing failed (then FAILED) or when the catalog refused
-        the record (the manager holds and retries it): the producer must not report success."""
-        if self.ended:
+        """End COMPLETED once everything is stored (and, when durable, on stable storage).
+
+        COMPLETED is recorded first, by the catalog's fenced write, and published only once it
+        stands, so nobody anywhere sees COMPLETED for a resource that ends otherwise. Raises —
+        the producer must not report success — when storing failed (then FAILED), when another
+        process ended the resource first (its status stands), or when the end could not be
+        recorded in time (``EndNotRecorded``: the resource is FAILED)."""
+        if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
-        await self._stop_writer()
+        self._ending = True
+        self._cancel_timer()
+        await self._stop_writer(sync=self._durable)
         if self._write_error is not None:
+            self._ending = False
             await self.fail(ResourceError(code="storage_failed", message=str(self._write_error)))
             raise storage_error(self._write_error)
         self._stage = self._percent = None
-        self._end(TransferStatus.COMPLETED, None)
-        await self._record_end(self.status, self.stored_checksum)
-        return self.status
+        completed = self._next(TransferStatus.COMPLETED, None)
+        try:
+            standing = await self._record_end(completed, self.stored_checksum)
+        except EndNotRecorded as exc:
+            self._settle(exc.status)
+            raise
+        finally:
+            self._ending = False
+        self._settle(standing)
+        if standing.transfer_status is not TransferStatus.COMPLETED:
+            why = f": {standing.error.code}" if standing.error else ""
+            raise ServerError(f"The resource was ended elsewhere before it completed (FAILED{why})")
+        return standing
 
     async def fail(self, error: ResourceError) -> ResourceStatus:
-        """End FAILED. Never raises for the catalog: a refused record is held and retried."""
+        """End FAILED: published here at once, then recorded. Never raises for the catalog: a
+        refused record is held and retried by the manager."""
         if not self.ended:
             await self._stop_writer()
             self._end(TransferStatus.FAILED, error)
-            with contextlib.suppress(Exception):
-                await self._record_end(self.status, None)
+            try:
+                standing = await self._record_end(self.status, None)
+            except EndNotRecorded:
+                pass
+            except Exception:
+                logger.exception("recording the end of %s failed", self._resource_id)
+            else:
+                self.status = standing  # another process's end, if it came first
         return self.status
 
     async def discard(self) -> None:
@@ -175,13 +213,24 @@ class LiveWriter:
         creation was refused, which nobody can watch."""
         await self._stop_writer()
 
-    async def _stop_writer(self) -> None:
+    async def _stop_writer(self, sync: bool = False) -> None:
         if not self._writer_task.done():
             await self._queue.put(None)
             await self._writer_task
+        if sync and self._write_error is None:
+            try:
+                await asyncio.to_thread(self._sync)
+            except OSError as exc:
+                logger.error("flushing resource %s to disk failed: %s", self._resource_id, exc)
+                self._write_error = exc
         self._writer.close()
         if self._index is not None:
             self._index.close()
+
+    def _sync(self) -> None:
+        self._writer.sync()
+        if self._index is not None:
+            self._index.sync()
 
     async def _drain(self) -> None:
         while True:
@@ -239,32 +288,39 @@ class LiveWriter:
         return line_count(self._index.count, self._index.last_end, self._written, ended)
 
     def _checkpoint(self, force: bool = False) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.ended or not (self._clock.dirty or force):
+        self._cancel_timer()
+        if self.ended or self._ending or not (self._clock.dirty or force):
             return
         self._clock.on_checkpoint(self._loop.time())
         self._set(TransferStatus.IN_PROGRESS, None)
 
-    def _end(self, transfer_status: TransferStatus, error: ResourceError | None) -> None:
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _end(self, transfer_status: TransferStatus, error: ResourceError | None) -> None:
+        self._cancel_timer()
         self._set(transfer_status, error)
 
     def _set(self, transfer_status: TransferStatus, error: ResourceError | None) -> None:
-        ended = transfer_status.is_terminal
-        self.status = ResourceStatus(
+        self._settle(self._next(transfer_status, error))
+
+    def _next(self, transfer_status: TransferStatus, error: ResourceError | None) -> ResourceStatus:
+        """The status that follows the current one, not yet published."""
+        return ResourceStatus(
             transfer_status=transfer_status,
             current_size=self._written,
-            number_of_lines=self._lines(ended=ended),
+            number_of_lines=self._lines(ended=transfer_status.is_terminal),
             revision=(self.status.revision or 0) + 1,
             stage=self._stage,
             percent=self._percent,
             error=error,
         )
+
+    def _settle(self, status: ResourceStatus) -> None:
+        self.status = status
         try:
-            self._publish(self.status)
+            self._publish(status)
         except LivefileError:
             logger.exception("publishing the status of %s failed", self._resource_id)

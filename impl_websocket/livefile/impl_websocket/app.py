@@ -19,7 +19,7 @@ from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.jobs import JobRunner
-from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.manager import CatalogUnavailableError, ResourceManager
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.redis_backend import (
     LeaseKeeper,
@@ -63,13 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.redis_url:
             store = RedisStore(settings.redis_url, settings.redis_prefix)
             await store.ping()
-            catalog = redis_catalog = RedisCatalog(store, settings.lease_seconds)
+            catalog = redis_catalog = RedisCatalog(
+                store, settings.lease_seconds, settings.terminal_write_patience
+            )
             bus = redis_bus = RedisStatusBus(store)
             redis_bus.start()
             contexts = redis_contexts = RedisUploadContexts(store.client, settings.redis_prefix)
             redis_contexts.start()
         else:
-            catalog, bus = SqliteCatalog(data_dir / "catalog.sqlite3"), InProcessStatusBus()
+            catalog = SqliteCatalog(data_dir / "catalog.sqlite3", durable=settings.durable)
+            bus = InProcessStatusBus()
             contexts = UploadContexts()
         manager = ResourceManager(
             storage=FilesystemStorage(data_dir / "resources"),
@@ -78,7 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             contexts=contexts,
             quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
             checkpoint_interval=settings.checkpoint_interval,
+            durable=settings.durable,
         )
+        if settings.redis_url:
+            redis_bus.restore_missing = manager.entry
         runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
         recovered = await manager.recover()
@@ -86,7 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
         if settings.redis_url:
             leases = LeaseKeeper(
-                redis_catalog, lambda: manager.active_ids, manager.recover, settings.lease_seconds
+                redis_catalog,
+                lambda: manager.active_ids,
+                manager.recover,
+                settings.lease_seconds,
+                manager.restore_entries,
             )
             leases.start()
         app.state.manager = manager
@@ -136,6 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             {"detail": f"Service unavailable: Redis is unreachable ({exc})"}, status_code=503
         )
+
+    @app.exception_handler(CatalogUnavailableError)
+    async def catalog_unavailable(request: Request, exc: CatalogUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     app.include_router(content_router)
     app.include_router(metrics_router)

@@ -134,6 +134,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " IN_PROGRESS before another process fails it (default 6)",
     )
     parser.add_argument(
+        "--terminal-write-patience",
+        dest="terminal_write_patience",
+        help="with Redis: seconds an upload's end waits for Redis to record it before the"
+        " upload is refused and its resource FAILED (LIVEFILE_TERMINAL_WRITE_PATIENCE, 30)",
+    )
+    parser.add_argument(
+        "--durable",
+        dest="durable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fsync each upload's bytes, line index, record and catalog entry before it is"
+        " acknowledged; --no-durable for scratch data, e.g. on tmpfs (LIVEFILE_DURABLE, on)",
+    )
+    parser.add_argument(
         "--log-level",
         dest="log_level",
         help="critical, error, warning, info, debug or trace (LIVEFILE_LOG_LEVEL, info)",

@@ -31,7 +31,7 @@ from livefile.api.messages import (
 )
 from livefile.api.model import ResourceStatus
 from livefile.impl_common.close_reason import safe_close_reason
-from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.manager import CatalogUnavailableError, ResourceManager
 from livefile.impl_server.reader import NoLineAccessError, Reader, check_range
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.counters import COUNTERS
@@ -151,7 +151,11 @@ class DownloadSession:
     async def _send_chunk(self, request: RequestChunk) -> None:
         start, end = request.start_offset, request.end_offset
         assert self._reader is not None
-        status = await self._reader.status()  # the newest one: what watchers were told
+        try:
+            status = await self._reader.status()  # the newest one: what watchers were told
+        except CatalogUnavailableError as exc:  # Redis is away and nothing is known here
+            await self._error("UNAVAILABLE", str(exc), request.request_id)
+            return
         try:
             check_range(status, start, end)
         except RangeNotReadableError as exc:
@@ -245,6 +249,9 @@ class DownloadSession:
             page = await self._reader.read_lines(
                 start, count, self.settings.max_lines_reply_bytes, clamp=True
             )
+        except CatalogUnavailableError as exc:
+            await self._error("UNAVAILABLE", str(exc), request.request_id)
+            return
         except NoLineAccessError:
             await self._error(
                 "UNSUPPORTED",

@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=6.0, gt=0, description="an upload's owner must renew its lease within this"
     )
+    terminal_write_patience: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds an upload's end waits for Redis to record it; beyond, the upload"
+        " is refused (close 1011) and its resource ends FAILED",
+    )
+    durable: bool = Field(
+        default=True,
+        description="fsync bytes, line index, record and catalog before acknowledging an upload"
+        " (false: for scratch data, e.g. on tmpfs)",
+    )
     jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 key (32+ bytes): turns access control on"
     )

@@ -437,8 +437,12 @@ async def test_a_full_job_queue_refuses_clearly_and_a_slow_job_meets_its_time_li
         assert final.transfer_status is TransferStatus.FAILED
         assert final.error is not None
         assert final.error.code == "time_limit"
-        # The slot is free again: another job is taken.
-        code, _ = post_repack(server, raw.resource_id)
+        # The slot is free again once the job has unwound (just after its FAILED is published):
+        # another job is taken.
+        deadline = time.monotonic() + WAIT
+        while (code := post_repack(server, raw.resource_id)[0]) == 503:
+            assert time.monotonic() < deadline, "the job slot was never freed"
+            await asyncio.sleep(0.05)
         assert code == 202
         source = get_json(f"{server.http_url}/resources/{raw.resource_id}")[1]
         assert source["status"]["transferStatus"] == "IN_PROGRESS"

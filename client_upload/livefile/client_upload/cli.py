@@ -213,7 +213,8 @@ def _result_json(result: UploadResult) -> str:
             "checksum": result.checksum,
             "checksumAlgorithm": result.checksum_algorithm.value,
             "status": result.status.to_wire(),
-            "derived": [derived.to_wire() for derived in result.derived],
+            # Only with --repack: the output of a plain upload stays as it was.
+            **({"derived": [d.to_wire() for d in result.derived]} if result.derived else {}),
         }
     )
 

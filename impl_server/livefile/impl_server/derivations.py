@@ -57,12 +57,6 @@ class Derivations:
         if quota is not None and quota < settings.limits.max_unpacked_bytes:
             limits = dataclasses.replace(settings.limits, max_unpacked_bytes=quota)
             settings = dataclasses.replace(settings, limits=limits)
-        job = RepackJob(
-            source,
-            writer,
-            settings,
-            self._manager.checkpoint_interval,
-            lambda: self._manager.subscribe(source_id),
-        )
+        job = RepackJob(source, writer, settings, self._manager.checkpoint_interval)
         self._runner.submit(f"repack-{writer.resource_id}", job.run)
         return writer

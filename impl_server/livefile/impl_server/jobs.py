@@ -4,8 +4,8 @@ limit per job, so that one hostile input cannot starve the others or the event l
 blocking work of a job runs in worker threads; see ``repack_job.py``).
 
 A job is a coroutine function that owns its writer and ends it itself: COMPLETED, or FAILED
-with an ``error`` code (its own wall-clock limit, ``JobLimits.seconds``, included: only the job
-knows how to stop its worker thread). The runner bounds how many run and wait, and cancels them
+with an ``error`` code (its own wall-clock limit included: only the job knows how to stop its
+worker thread). The runner bounds how many run and wait, and cancels them
 at shutdown.
 """
 
@@ -28,7 +28,6 @@ Job = Callable[[], Awaitable[None]]
 class JobLimits:
     concurrency: int = 2  # jobs running at once (each may keep a core busy)
     queue: int = 100  # jobs waiting beyond those; more are refused
-    seconds: float = 3600.0  # wall-clock limit of one job, waiting for its source included
 
 
 class JobRunner:
@@ -38,23 +37,11 @@ class JobRunner:
         self.limits = limits
         self._slots = asyncio.Semaphore(limits.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting = 0
-        self.started = 0
-        self.refused = 0
-
-    @property
-    def running(self) -> int:
-        return len(self._tasks) - self._waiting
-
-    @property
-    def waiting(self) -> int:
-        return self._waiting
 
     def check_room(self) -> None:
         """Raise ``JobRefusedError`` unless a job submitted now would run or wait: every slot
         busy and ``limits.queue`` jobs waiting already is full."""
         if len(self._tasks) >= self.limits.concurrency + self.limits.queue:
-            self.refused += 1
             raise JobRefusedError(
                 f"All {self.limits.concurrency} job slots are busy and {self.limits.queue}"
                 " jobs wait: try again later"
@@ -63,26 +50,18 @@ class JobRunner:
     def submit(self, name: str, job: Job) -> None:
         """Run ``job`` when a slot is free; raises ``JobRefusedError`` when full."""
         self.check_room()
-        self._waiting += 1
         task = asyncio.create_task(self._run(name, job), name=f"job-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, name: str, job: Job) -> None:
-        waiting = True
         try:
             async with self._slots:
-                self._waiting -= 1
-                waiting = False
-                self.started += 1
                 await job()
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("job %s failed", name)
-        finally:
-            if waiting:
-                self._waiting -= 1
 
     async def close(self) -> None:
         """Cancel every job (shutdown): each ends its resource FAILED as it unwinds."""

@@ -528,7 +528,3 @@ class ResourceManager:
             lambda: self.status(resource_id),
             lambda: self.subscribe(resource_id),
         )
-
-    def finished_entry(self, resource_id: str) -> CatalogEntry | None:
-        """The cached entry of a finished resource, without waiting (None if not cached)."""
-        return self._finished.get(resource_id)

@@ -162,14 +162,39 @@ class Reader:
                     yield await self.read_published(sent, stop)
                     sent = stop
                 if current.transfer_status is TransferStatus.FAILED:
-                    reason = current.error.message if current.error else "no reason given"
-                    raise ResourceFailedError(
-                        f"resource {self.resource_id} FAILED at {current.current_size} bytes:"
-                        f" {reason}",
-                        current.current_size,
-                    )
+                    raise self._failure(current)
         finally:
             subscription.close()
+
+    async def wait_for(
+        self,
+        enough: Callable[[ResourceStatus], bool],
+        on_not_yet: Callable[[ResourceStatus], None] | None = None,
+    ) -> ResourceStatus:
+        """The first status, the current one included, for which ``enough`` holds, or the
+        COMPLETED one; ``on_not_yet`` hears each status before that. ``ResourceFailedError``
+        when the resource ends FAILED first."""
+        subscription = await self._subscribe()
+        if subscription is None:
+            raise ResourceFailedError(f"resource {self.resource_id} vanished")
+        try:
+            async for current in subscription:
+                if current.transfer_status is TransferStatus.FAILED:
+                    raise self._failure(current)
+                if current.is_terminal or enough(current):
+                    return current
+                if on_not_yet is not None:
+                    on_not_yet(current)
+        finally:
+            subscription.close()
+        raise ResourceFailedError(f"the statuses of {self.resource_id} ended early")
+
+    def _failure(self, status: ResourceStatus) -> ResourceFailedError:
+        reason = status.error.message if status.error else "no reason given"
+        return ResourceFailedError(
+            f"resource {self.resource_id} FAILED at {status.current_size} bytes: {reason}",
+            status.current_size,
+        )
 
     def open_fd(self) -> int:
         """A read-only descriptor of the resource's file, for zero-copy sends of ranges that

@@ -23,12 +23,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from livefile.api.errors import ResourceFailedError
-from livefile.api.interfaces import StatusSubscription
-from livefile.api.model import ResourceError, ResourceStatus, TransferStatus
+from livefile.api.model import ResourceError, ResourceStatus
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.repack import (
     SNIFF_BYTES,
@@ -73,7 +72,6 @@ class SourceFeed:
         self._room = asyncio.Event()
         self._room.set()
         self.received = 0  # bytes of the source fed so far
-        self.consumed = 0  # bytes the engine has read
 
     # --- the event loop's side ---------------------------------------------------------
 
@@ -131,7 +129,6 @@ class SourceFeed:
             else:
                 self._pieces[0] = head[len(taken) :]
             self._buffered -= len(taken)
-            self.consumed += len(taken)
         self._loop.call_soon_threadsafe(self._room.set)
         return taken.tobytes()
 
@@ -176,13 +173,11 @@ class RepackJob:
         writer: LiveWriter,
         settings: RepackSettings,
         checkpoint_interval: float,
-        subscribe_source: Callable[[], Awaitable[StatusSubscription | None]],
     ) -> None:
         self._source = source
         self._writer = writer
         self._settings = settings
         self._interval = checkpoint_interval
-        self._subscribe_source = subscribe_source
         self._loop = asyncio.get_running_loop()
         self._sink = ZipSink(self._loop, writer, checkpoint_interval)
         self._feed: SourceFeed | None = None
@@ -262,22 +257,11 @@ class RepackJob:
             raise
 
     async def _wait_for_source(self, enough: Callable[[ResourceStatus], bool]) -> ResourceStatus:
-        """The source's status once ``enough(status)`` holds or it has ended; stage
+        """The source's status once ``enough(status)`` holds or it is COMPLETED; stage
         ``waiting`` meanwhile. Raises ``ResourceFailedError`` if it ended FAILED."""
-        subscription = await self._subscribe_source()
-        if subscription is None:
-            raise ResourceFailedError("the source resource is gone")
-        try:
-            async for status in subscription:
-                if status.transfer_status is TransferStatus.FAILED:
-                    reason = status.error.message if status.error else "no reason given"
-                    raise ResourceFailedError(reason, status.current_size)
-                if status.is_terminal or enough(status):
-                    return status
-                self._writer.progress(STAGE_WAITING, 0)
-        finally:
-            subscription.close()
-        raise ResourceFailedError("the source's statuses ended early")
+        return await self._source.wait_for(
+            enough, lambda _: self._writer.progress(STAGE_WAITING, 0)
+        )
 
     def _progress(self, consumed: int, size: int) -> None:
         percent = 100.0 * consumed / size if size else 0.0

@@ -142,6 +142,4 @@ class Settings(BaseSettings):
         return RepackSettings(limits=limits, seconds=self.job_time_limit)
 
     def job_limits(self) -> JobLimits:
-        return JobLimits(
-            concurrency=self.job_concurrency, queue=self.job_queue, seconds=self.job_time_limit
-        )
+        return JobLimits(concurrency=self.job_concurrency, queue=self.job_queue)

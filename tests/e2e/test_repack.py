@@ -30,7 +30,7 @@ from livefile.client_upload import AsyncUploadClient
 from tests.conftest import ServerFactory
 from tests.support.raw_upload import RawUpload, upload
 from tests.support.server import LivefileProcess
-from tests.support.wire import get_json
+from tests.support.wire import get_json, open_ws, wait_closed
 
 WAIT = 60.0
 REQUIRED = os.environ.get("LIVEFILE_REQUIRE_ARCHIVE_TOOLS") == "1"
@@ -430,6 +430,17 @@ async def test_a_full_job_queue_refuses_clearly_and_a_slow_job_meets_its_time_li
         code, refused = post_repack(server, raw.resource_id)
         assert code == 503
         assert "try again later" in refused["detail"]
+        # Asked at upload time, the same refusal closes the upload with 1013.
+        async with open_ws(f"{server.ws_url}/ws/streaming/upload") as refused_upload:
+            start = {
+                "@": "StartUpload",
+                "metadata": {"filename": "b.tar.gz", "mimeType": "application/gzip"},
+                "repack": True,
+            }
+            await refused_upload.send(json.dumps(start))
+            closed = await asyncio.wait_for(wait_closed(refused_upload), WAIT)
+        assert closed[0] == 1013
+        assert "try again later" in (closed[1] or "")
         listed = get_json(f"{server.http_url}/resources/{raw.resource_id}")[1]["derived"]
         assert [item["id"] for item in listed] == [running["id"]]
         async with AsyncDownloadClient(running["reference"]["uri"], timeout=WAIT) as watcher:

@@ -158,6 +158,13 @@ async def test_a_tar_gz_still_uploading_is_readable_as_a_zip_before_it_completes
     }
     listed = get_json(f"{server.http_url}/resources/{raw.resource_id}")[1]["derived"]
     assert listed == [{"id": derived["id"], "kind": "repack"}]
+    head = subprocess.run(
+        ["curl", "-sSI", f"{server.http_url}/resources/{derived['id']}/content"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
+    assert f"x-livefile-revision: {info['status']['revision']}\r\n" in head
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar", "tar.zst", "7z"])

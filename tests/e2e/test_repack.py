@@ -164,7 +164,7 @@ async def test_a_tar_gz_still_uploading_is_readable_as_a_zip_before_it_completes
         text=True,
         check=True,
     ).stdout.lower()
-    assert f"x-livefile-revision: {info['status']['revision']}\r\n" in head
+    assert f"x-livefile-revision: {info['status']['revision']}\n" in head
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar", "tar.zst", "7z"])

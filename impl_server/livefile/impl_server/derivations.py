@@ -1,21 +1,21 @@
-"""Starting the resources the server derives from others (today: repack), on the job runner.
+"""Starting the resources the server produces itself (repack, images, bundles, transfers), as
+jobs on the job runner.
 
-Each derivation creates its resource first — so its id and reference can be handed out at once,
-and watchers can follow it from stage ``waiting`` on — and then queues its job. A full queue is
-refused before anything is created.
+Each start creates its resource first — so its id and reference can be handed out at once, and
+watchers can follow it from stage ``waiting`` on — and then queues its ``JobSpec``, which the
+handler registered for its kind runs. A full queue is refused before anything is created.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from livefile.api.errors import ResourceNotFoundError
 from livefile.api.model import ResourceKind, ResourceMetadata
-from livefile.impl_server.jobs import JobRunner
+from livefile.impl_server.jobs import STAGE_WAITING, JobHandler, JobRunner, JobSpec
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.repack_job import STAGE_WAITING, RepackJob, RepackSettings
-from livefile.impl_server.writer import LiveWriter
 
 ZIP_MIME_TYPE = "application/zip"
 # What a repacked archive's name loses before ".zip" is added.
@@ -32,31 +32,47 @@ def repacked_name(filename: str) -> str:
 
 
 class Derivations:
-    """Creates derived resources and runs their jobs."""
+    """Creates server-produced resources and runs their jobs."""
 
-    def __init__(self, manager: ResourceManager, runner: JobRunner, repack: RepackSettings) -> None:
+    def __init__(self, manager: ResourceManager, runner: JobRunner) -> None:
         self._manager = manager
         self._runner = runner
-        self._repack = repack
+        self._handlers: dict[ResourceKind, JobHandler] = {}
 
-    async def start_repack(self, source_id: str) -> LiveWriter:
-        """The derived ZIP of ``source_id``'s archive; its job runs as soon as a slot is free.
-        Raises ``ResourceNotFoundError`` and ``JobRefusedError`` (queue full)."""
-        source = await self._manager.reader(source_id)
+    def register(self, kind: ResourceKind, handler: JobHandler) -> None:
+        """``handler`` runs every job of ``kind`` (one producer module per kind)."""
+        self._handlers[kind] = handler
+
+    async def start(
+        self,
+        kind: ResourceKind,
+        metadata: ResourceMetadata,
+        *,
+        sources: tuple[str, ...] = (),
+        params: Mapping[str, Any] | None = None,
+        context_id: str | None = None,
+    ) -> str:
+        """Create the resource ``kind`` produces (stage ``waiting``) and queue its job; the new
+        resource's id. Raises ``ResourceNotFoundError`` for a missing source and
+        ``JobRefusedError`` when the queue is full — both before anything is created."""
+        handler = self._handlers[kind]
+        for source_id in sources:
+            if await self._manager.entry(source_id) is None:
+                raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+        self._runner.check_room()
+        writer = await self._manager.create_resource(
+            metadata, kind=kind, sources=sources, context_id=context_id, stage=STAGE_WAITING
+        )
+        spec = JobSpec(kind, writer.resource_id, sources, dict(params or {}))
+        self._runner.submit(f"{kind.value}-{writer.resource_id}", lambda: handler.run(spec, writer))
+        return writer.resource_id
+
+    async def start_repack(self, source_id: str) -> str:
+        """The derived ZIP of ``source_id``'s archive (see ``repack_job.py``)."""
+        source = await self._manager.entry(source_id)
         if source is None:
             raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
-        self._runner.check_room()  # refused before anything is created
         metadata = ResourceMetadata(
-            filename=repacked_name(source.entry.metadata.filename), mime_type=ZIP_MIME_TYPE
+            filename=repacked_name(source.metadata.filename), mime_type=ZIP_MIME_TYPE
         )
-        writer = await self._manager.create_resource(
-            metadata, kind=ResourceKind.REPACK, sources=(source_id,), stage=STAGE_WAITING
-        )
-        settings = self._repack
-        quota = self._manager.quotas.max_resource_size
-        if quota is not None and quota < settings.limits.max_unpacked_bytes:
-            limits = dataclasses.replace(settings.limits, max_unpacked_bytes=quota)
-            settings = dataclasses.replace(settings, limits=limits)
-        job = RepackJob(source, writer, settings, self._manager.checkpoint_interval)
-        self._runner.submit(f"repack-{writer.resource_id}", job.run)
-        return writer
+        return await self.start(ResourceKind.REPACK, metadata, sources=(source_id,))

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from livefile.api.errors import AccessDeniedError
 from livefile.api.interfaces import Catalog, StatusBus
 from livefile.api.messages import SUBPROTOCOL, Dialect
+from livefile.api.model import ResourceKind
 from livefile.impl_common.references import CONTEXT_PARAMETER
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
@@ -27,6 +28,7 @@ from livefile.impl_server.redis_backend import (
     RedisStatusBus,
     RedisStore,
 )
+from livefile.impl_server.repack_job import RepackHandler
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_websocket.access import (
     AccessControlMiddleware,
@@ -86,7 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.redis_url:
             redis_bus.restore_missing = manager.entry
         runner = JobRunner(settings.job_limits())
-        app.state.derivations = Derivations(manager, runner, settings.repack_settings())
+        derivations = app.state.derivations = Derivations(manager, runner)
+        derivations.register(
+            ResourceKind.REPACK, RepackHandler(manager, settings.repack_settings())
+        )
         recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)

@@ -52,7 +52,7 @@ def runs_of(workers: list[LivefileProcess], resource_id: str) -> list[str]:
 def files(seed: int) -> dict[str, bytes]:
     return {
         f"job-{seed}/notes.txt": f"job {seed}\n".encode() * 5000,
-        f"job-{seed}/noise.bin": os.urandom(200_000),
+        f"job-{seed}/noise.bin": os.urandom(100_000),
     }
 
 
@@ -60,7 +60,7 @@ async def test_every_job_runs_exactly_once_on_the_worker_that_claimed_it(
     start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
 ) -> None:
     front, workers = cluster(start_server, redis_server, tmp_path / "data")
-    contents = {seed: files(seed) for seed in range(6)}
+    contents = {seed: files(seed) for seed in range(4)}
     started: dict[str, dict[str, bytes]] = {}
     references: dict[str, str] = {}
     for seed, content in contents.items():

@@ -22,6 +22,7 @@ from livefile.api.model import ResourceStatus, TransferStatus
 from livefile.api.transfers import TransferStarted
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient, UploadClient
+from tests.support.certificates import LocalAuthority, make_authority
 from tests.support.origin import LAST_CHUNK, Origin, chunk, head, redirecting, serving
 from tests.support.server import LivefileProcess
 from tests.support.wire import get_json
@@ -32,13 +33,23 @@ MAX_REDIRECTS = 3
 
 
 @pytest.fixture(scope="module")
-def allowing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivefileProcess]:
-    """A server whose transfers may reach 127.0.0.1 (and only that of the loopback network)."""
+def authority(tmp_path_factory: pytest.TempPathFactory) -> LocalAuthority:
+    """A CA the ``allowing`` server trusts, and its certificate for ``localhost`` only."""
+    return make_authority(tmp_path_factory.mktemp("tls"), ["localhost"])
+
+
+@pytest.fixture(scope="module")
+def allowing(
+    tmp_path_factory: pytest.TempPathFactory, authority: LocalAuthority
+) -> Iterator[LivefileProcess]:
+    """A server whose transfers may reach 127.0.0.1 and ::1 (and nothing else of the loopback
+    network), trusting the test CA."""
     server = LivefileProcess(
         tmp_path_factory.mktemp("transfers") / "data",
-        "--transfer-allowed-networks", "127.0.0.1/32",
+        "--transfer-allowed-networks", "127.0.0.1/32,::1/128",
         "--transfer-max-size", str(QUOTA),
         "--transfer-max-redirects", str(MAX_REDIRECTS),
+        env={"SSL_CERT_FILE": str(authority.ca_file)},
     ).start()  # fmt: skip
     yield server
     server.kill()
@@ -259,6 +270,25 @@ async def test_schemes_other_than_http_are_refused(allowing: LivefileProcess) ->
         origin.routes["/to-file"] = redirecting("file:///etc/passwd")
         data, status = await outcome(await fetch(allowing, origin.url("/to-file")))
     assert_failed(status, "scheme_refused")
+    assert data == b""
+
+
+async def test_https_verifies_the_certificate_against_the_host_name(
+    allowing: LivefileProcess, authority: LocalAuthority
+) -> None:
+    body = os.urandom(3000)
+    async with Origin(tls=authority.server_context()) as origin:
+        origin.routes["/secure.bin"] = serving(body)
+        data, status = await outcome(
+            await fetch(allowing, origin.url("/secure.bin", host="localhost"))
+        )
+        assert status.transfer_status is TransferStatus.COMPLETED
+        assert data == body
+        # The same server by its address: its certificate names localhost only.
+        data, status = await outcome(await fetch(allowing, origin.url("/secure.bin")))
+    assert_failed(status, "tls_error")
+    assert status.error is not None
+    assert "127.0.0.1" in status.error.message
     assert data == b""
 
 

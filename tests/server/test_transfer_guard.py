@@ -3,6 +3,7 @@ the allow-list opens them, and that names are judged by what they resolve to."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import pytest
@@ -80,3 +81,18 @@ def test_a_bad_allow_list_is_refused_at_start_naming_it() -> None:
     assert problem.value.exit_status == preflight.USAGE
     assert "--transfer-allowed-networks" in str(problem.value)
     assert "10.0.0.1/8" in str(problem.value)
+
+
+async def test_a_name_resolving_to_any_refused_address_is_refused_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A name whose records mix a public address with an internal one (the DNS answer stands in
+    # for a resolver the attacker controls).
+    async def answer(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(2, 1, 6, "", ("8.8.8.8", port)), (2, 1, 6, "", ("10.0.0.5", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", answer)
+    with pytest.raises(TransferError) as refused:
+        await AddressPolicy().resolve("mixed.example", 80)
+    assert refused.value.code == "address_refused"
+    assert "10.0.0.5" in refused.value.message

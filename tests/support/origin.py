@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
 
 Script = Callable[[asyncio.StreamWriter], Awaitable[None]]
@@ -46,8 +47,9 @@ def redirecting(location: str, status: int = 302) -> Script:
 class Origin:
     """``async with Origin() as origin:``; ``origin.routes[path] = script``."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.tls = tls
         self.routes: dict[str, Script] = {}
         self.requests: list[str] = []  # the paths asked for, in order
         self.request_heads: list[bytes] = []
@@ -59,11 +61,12 @@ class Origin:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
 
     async def __aenter__(self) -> Origin:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -91,7 +94,7 @@ class Origin:
             else:
                 await script(writer)
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
             writer.close()

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import tarfile
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -49,7 +51,13 @@ def allowing(
         "--transfer-allowed-networks", "127.0.0.1/32,::1/128",
         "--transfer-max-size", str(QUOTA),
         "--transfer-max-redirects", str(MAX_REDIRECTS),
-        env={"SSL_CERT_FILE": str(authority.ca_file)},
+        # A proxy that does not exist: transfers never go through one (it would connect where
+        # the guard did not look), so every test here passes only if these are ignored.
+        env={
+            "SSL_CERT_FILE": str(authority.ca_file),
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+        },
     ).start()  # fmt: skip
     yield server
     server.kill()
@@ -106,6 +114,7 @@ async def test_a_slow_source_is_readable_while_it_arrives(allowing: LivefileProc
     assert revisions == sorted(revisions)
     percents = [s.percent for s in seen if s.stage == "downloading" and s.percent is not None]
     assert percents == sorted(percents)
+    assert all(s.current_size == len(data) for s in seen if s.percent == 100)
     code, info = get_json(f"{allowing.http_url}/resources/{started.id}")
     assert code == 200
     assert info["kind"] == "transfer"
@@ -122,11 +131,17 @@ async def test_a_chunked_body_arrives_whole_without_a_percent(allowing: Livefile
             await writer.drain()
         writer.write(LAST_CHUNK)
 
+    seen: list[ResourceStatus] = []
     async with Origin() as origin:
         origin.routes["/chunked"] = chunked
-        data, status = await outcome(await fetch(allowing, origin.url("/chunked")))
+        started = await fetch(allowing, origin.url("/chunked"))
+        async with AsyncDownloadClient(started.reference.uri, timeout=WAIT) as watcher:
+            seen.append(watcher.status)
+            watcher.add_status_listener(seen.append)
+            data = b"".join([piece async for piece in watcher.iter_bytes()])
     assert data == b"".join(pieces)
-    assert status.transfer_status is TransferStatus.COMPLETED
+    assert seen[-1].transfer_status is TransferStatus.COMPLETED
+    assert all(status.percent is None for status in seen)  # no length, no percent
 
 
 async def test_a_connection_dropped_mid_way_fails_keeping_what_arrived(
@@ -383,3 +398,68 @@ def test_the_sync_client_starts_a_transfer_and_the_cli_prints_its_reference(
     _, info = get_json(f"{allowing.http_url}/resources/{started.id}")
     assert info["metadata"]["filename"] == "renamed.bin"
     assert json.dumps(info)  # a plain JSON description
+
+
+def post_transfer(server: LivefileProcess, body: object) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{server.http_url}/transfers",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"url": "file:///etc/passwd"}, 400, "scheme_refused"),
+        ({"url": "http://user:secret@127.0.0.1/x"}, 400, "credentials"),
+        ({"url": "http:///no-host"}, 400, "no host"),
+        ({"url": "http://127.0.0.1/x", "filename": "../etc"}, 422, "path separators"),
+        ({"url": "http://127.0.0.1/x", "repack": "yes"}, 422, "boolean"),
+        ({"filename": "x.bin"}, 422, "url"),
+    ],
+)
+def test_a_bad_request_is_refused_before_anything_starts(
+    allowing: LivefileProcess, body: object, status: int, detail: str
+) -> None:
+    code, answer = post_transfer(allowing, body)
+    assert code == status
+    assert detail in json.dumps(answer)
+
+
+async def test_the_request_asks_for_the_bytes_as_they_are(allowing: LivefileProcess) -> None:
+    async with Origin() as origin:
+        origin.routes["/plain.bin?x=1"] = serving(b"plain")
+        data, _ = await outcome(await fetch(allowing, origin.url("/plain.bin?x=1")))
+        (request,) = origin.request_heads
+        port = origin.port
+    assert data == b"plain"
+    lines = request.decode().lower().split("\r\n")
+    assert lines[0] == "get /plain.bin?x=1 http/1.1"
+    assert "accept-encoding: identity" in lines
+    assert "connection: close" in lines
+    assert f"host: 127.0.0.1:{port}" in lines
+
+
+async def test_answers_that_are_not_http_or_redirect_nowhere_fail(
+    allowing: LivefileProcess,
+) -> None:
+    async def garbage(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+
+    async def nowhere(writer: asyncio.StreamWriter) -> None:
+        writer.write(head(302, "Found", content_length=0))
+
+    async with Origin() as origin:
+        origin.routes["/garbage"] = garbage
+        origin.routes["/nowhere"] = nowhere
+        _, status = await outcome(await fetch(allowing, origin.url("/garbage")))
+        assert_failed(status, "protocol_error")
+        _, status = await outcome(await fetch(allowing, origin.url("/nowhere")))
+        assert_failed(status, "bad_redirect")

@@ -7,7 +7,8 @@ COMPLETED. Every failure ends FAILED with an ``error.code`` and keeps the bytes 
 ``unreachable``, ``address_refused``, ``scheme_refused``, ``bad_url``, ``tls_error``,
 ``http_status``, ``too_many_redirects``, ``bad_redirect``, ``quota_exceeded``,
 ``longer_than_declared``, ``shorter_than_declared``, ``connection_lost``, ``stalled``,
-``protocol_error``, ``time_limit``, ``interrupted`` (shutdown), ``internal_error``.
+``protocol_error``, ``storage_failed``, ``time_limit``, ``interrupted`` (shutdown),
+``internal_error``.
 
 The job's spec holds the URL only (``params["url"]``): a re-run on another worker fetches it
 again from the start, with the settings it was given at registration.
@@ -21,6 +22,7 @@ import posixpath
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from livefile.api.errors import ServerError
 from livefile.api.interfaces import ResourceWriter
 from livefile.api.model import ResourceError, ResourceKind, ResourceMetadata
 from livefile.impl_server.derivations import Derivations
@@ -77,6 +79,8 @@ class TransferJob:
             raise
         except TransferError as exc:
             await self._fail(exc.code, exc.message)
+        except ServerError as exc:  # storing failed (a full disk): the writer says so
+            await self._fail("storage_failed", str(exc))
         except Exception as exc:
             logger.exception("transfer into %s failed", self._writer.resource_id)
             await self._fail("internal_error", str(exc)[:200])

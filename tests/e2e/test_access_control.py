@@ -415,3 +415,17 @@ async def test_cached_answers_for_finished_files_still_check_every_token(
     expired = mint(ttl=-3600, scope="admin")
     status, _, body = http(f"{url}?token={expired}", headers={"Range": "bytes=0-99"})
     assert (status, detail(body)) == (401, "Unauthorized: token expired")
+
+
+async def test_a_transfer_needs_upload_scope_and_its_reference_carries_a_token(
+    guarded: LivefileProcess,
+) -> None:
+    url = "http://127.0.0.1:9/internal.bin"  # refused by the SSRF guard: never fetched
+    with pytest.raises(AuthorizationError):
+        await AsyncUploadClient(guarded.ws_url, token=mint(scope="download")).fetch(url)
+    started = await AsyncUploadClient(guarded.ws_url, token=UPLOAD).fetch(url)
+    assert "?token=" in started.reference.uri
+    async with AsyncDownloadClient(started.reference.uri) as watcher:
+        status = await watcher.wait_for_end(30)
+    assert status.error is not None
+    assert status.error.code == "address_refused"

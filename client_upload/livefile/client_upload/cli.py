@@ -26,6 +26,7 @@ from pathlib import Path
 
 from livefile.api.errors import LivefileError
 from livefile.api.messages import DerivedReference
+from livefile.api.transfers import TransferStarted
 from livefile.client_upload.client import AsyncUploadClient, guess_mime_type
 from livefile.client_upload.live_file import Rotation
 from livefile.client_upload.progress import UploadProgress
@@ -328,19 +329,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " reference is printed at once; follow it with livefile get or tail.",
     )
     repack.add_argument("resource", help="a reference, or a resource id with --server")
-    repack.add_argument(
-        "--server",
-        default=os.environ.get("LIVEFILE_SERVER", DEFAULT_SERVER),
-        help=f"server URL for a bare id (LIVEFILE_SERVER, default {DEFAULT_SERVER})",
-    )
-    repack.add_argument(
-        "--token",
-        default=os.environ.get("LIVEFILE_TOKEN"),
-        help="access token with upload scope (LIVEFILE_TOKEN); a reference's own token is"
+    _request_arguments(
+        repack,
+        server="server URL for a bare id",
+        token="access token with upload scope (LIVEFILE_TOKEN); a reference's own token is"
         " used to read it",
     )
-    repack.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
     repack.set_defaults(handler=request_repack)
+
+    fetch = subparsers.add_parser(
+        "fetch",
+        help="have the server fetch a URL into a resource; print its reference",
+        description="Ask the server to fetch URL (http or https) into a new resource, whose"
+        " reference is printed at once: follow it with livefile get or tail while it arrives."
+        " The references of --repack and --image follow, one a line.",
+    )
+    fetch.add_argument("url", help="the http(s) URL the server fetches")
+    _request_arguments(
+        fetch, server="server URL", token="access token with upload scope (LIVEFILE_TOKEN)"
+    )
+    fetch.add_argument("--filename", help="name to store (default: the URL's last segment)")
+    fetch.add_argument("--mime-type", help="MIME type (default: guessed from the name)")
+    fetch.add_argument(
+        "--lines",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="line access (default: for text/* types)",
+    )
+    fetch.add_argument("--repack", action="store_true", help="also repack it into a ZIP")
+    fetch.add_argument("--image", action="store_true", help="also convert it to WebP")
+    fetch.set_defaults(handler=request_fetch)
+
+
+def _request_arguments(parser: argparse.ArgumentParser, *, server: str, token: str) -> None:
+    """``--server``, ``--token`` and ``--timeout`` of the commands that make one request."""
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("LIVEFILE_SERVER", DEFAULT_SERVER),
+        help=f"{server} (LIVEFILE_SERVER, default {DEFAULT_SERVER})",
+    )
+    parser.add_argument("--token", default=os.environ.get("LIVEFILE_TOKEN"), help=token)
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
 
 
 def request_repack(args: argparse.Namespace) -> int:
@@ -357,4 +386,30 @@ def request_repack(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc).splitlines()[0], EXIT_USAGE)
     print(derived.reference.uri, flush=True)
+    return 0
+
+
+def request_fetch(args: argparse.Namespace) -> int:
+    """The ``fetch`` command's handler."""
+
+    async def ask() -> TransferStarted:
+        client = AsyncUploadClient(args.server, timeout=args.timeout, token=args.token)
+        return await client.fetch(
+            args.url,
+            filename=args.filename,
+            mime_type=args.mime_type,
+            supports_line_access=args.lines,
+            repack=args.repack,
+            image=args.image,
+        )
+
+    try:
+        started = asyncio.run(ask())
+    except LivefileError as exc:
+        return _fail(f"fetch refused: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    except ValueError as exc:
+        return _fail(str(exc).splitlines()[0], EXIT_USAGE)
+    print(started.reference.uri, flush=True)
+    for derived in started.derived:
+        print(derived.reference.uri, flush=True)
     return 0

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from livefile.api.errors import ConnectionLostError
 from livefile.api.messages import DerivedReference
 from livefile.api.model import ChecksumAlgorithm, ResourceMetadata
+from livefile.api.transfers import TransferRequest, TransferStarted
 from livefile.client_upload.connection import bearer_headers
 from livefile.client_upload.live_file import (
     EndSignal,
@@ -135,6 +136,35 @@ class AsyncUploadClient:
         url = f"{parsed.http_base}/resources/{parsed.resource_id}/repack"
         body = await asyncio.to_thread(_post, url, token, self.timeout)
         return DerivedReference.model_validate(body)
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        supports_line_access: bool | None = None,
+        repack: bool = False,
+        image: bool = False,
+    ) -> TransferStarted:
+        """Ask the server to fetch ``url`` into a new resource (``POST /transfers``), returned
+        at once: follow its reference while it arrives (stage ``downloading``). ``repack`` and
+        ``image`` also derive from it at once (``TransferStarted.derived``). Unset names and
+        types are the server's choice (the URL's last segment, the type that name suggests).
+        Needs a token with upload scope when access control is on."""
+        request = TransferRequest(
+            url=url,
+            filename=filename,
+            mime_type=mime_type,
+            supports_line_access=supports_line_access,
+            repack=repack,
+            image=image,
+        )
+        body = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+        scheme, rest = self.server.split("://", 1)
+        base = f"{'https' if scheme == 'wss' else 'http'}://{rest}"
+        answer = await asyncio.to_thread(_post, f"{base}/transfers", self.token, self.timeout, body)
+        return TransferStarted.model_validate(answer)
 
     async def aclose(self) -> None:
         """Close the idle connections. Running uploads go on; the client stays usable."""
@@ -381,12 +411,19 @@ def _announce_derived(upload: AsyncUpload, on_derived: DerivedCallback | None) -
             on_derived(derived)
 
 
-def _post(url: str, token: str | None, timeout: float) -> dict[str, object]:
-    request = urllib.request.Request(url, method="POST", headers=bearer_headers(token) or {})
+def _post(
+    url: str, token: str | None, timeout: float, body: dict[str, object] | None = None
+) -> dict[str, object]:
+    headers = bearer_headers(token) or {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            body: dict[str, object] = json.loads(response.read())
-            return body
+            answer: dict[str, object] = json.loads(response.read())
+            return answer
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")
         with contextlib.suppress(ValueError, AttributeError):

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 
 from livefile.api.model import ChecksumAlgorithm
+from livefile.api.transfers import TransferStarted
 from livefile.client_upload.client import (
     DEFAULT_MESSAGE_SIZE,
     DEFAULT_TIMEOUT,
@@ -119,6 +120,28 @@ class UploadClient:
         if not self._thread.loop.is_closed():
             self._thread.run(self._client.aclose())
         self._thread.close()
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        supports_line_access: bool | None = None,
+        repack: bool = False,
+        image: bool = False,
+    ) -> TransferStarted:
+        """See ``AsyncUploadClient.fetch``: the server fetches ``url`` into a new resource."""
+        return self._thread.run(
+            self._client.fetch(
+                url,
+                filename=filename,
+                mime_type=mime_type,
+                supports_line_access=supports_line_access,
+                repack=repack,
+                image=image,
+            )
+        )
 
     def __enter__(self) -> UploadClient:
         return self

@@ -65,6 +65,10 @@ class Derivations:
         """``handler`` runs every job of ``kind`` (one producer module per kind)."""
         self._handlers[kind] = handler
 
+    def handles(self, kind: ResourceKind) -> bool:
+        """Whether this server produces ``kind`` (a handler is registered for it)."""
+        return kind in self._handlers
+
     async def start(
         self,
         kind: ResourceKind,

@@ -31,6 +31,7 @@ from livefile.impl_server.redis_backend import (
 from livefile.impl_server.redis_jobs import RedisJobQueue
 from livefile.impl_server.repack_job import RepackHandler
 from livefile.impl_server.storage import FilesystemStorage
+from livefile.impl_server.transfer_job import TransferHandler
 from livefile.impl_websocket.access import (
     AccessControlMiddleware,
     authorize_read,
@@ -46,6 +47,7 @@ from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, 
 from livefile.impl_websocket.http_metrics import TrafficCounter
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.transfers_api import router as transfers_router
 from livefile.impl_websocket.upload_endpoint import UploadSession
 
 logger = logging.getLogger("livefile")
@@ -92,6 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         derivations = app.state.derivations = Derivations(manager, runner)
         derivations.register(
             ResourceKind.REPACK, RepackHandler(manager, settings.repack_settings())
+        )
+        derivations.register(
+            ResourceKind.TRANSFER, TransferHandler(manager, settings.transfer_settings())
         )
         recovered = await manager.recover()
         if recovered:
@@ -173,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(content_router)
     app.include_router(metrics_router)
+    app.include_router(transfers_router)
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:

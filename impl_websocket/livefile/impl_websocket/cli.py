@@ -113,6 +113,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("--repack-max-unpacked-size", "bytes one archive may unpack to (4 GiB)"),
         ("--repack-max-ratio", "unpacked/archive bytes, checked once 64 MiB are unpacked (200)"),
         ("--repack-compression-level", "Deflate level of compressible entries, 0-9 (6)"),
+        (
+            "--transfer-allowed-networks",
+            "comma-separated CIDR networks transfers may reach although not public, e.g."
+            " 127.0.0.0/8,10.1.0.0/16 (LIVEFILE_TRANSFER_ALLOWED_NETWORKS; none)",
+        ),
+        ("--transfer-max-size", "bytes one transfer may hold (4 GiB, or the quota if smaller)"),
+        ("--transfer-max-redirects", "redirects a transfer follows (5)"),
+        ("--transfer-connect-timeout", "seconds to connect to a transfer's server (10)"),
+        ("--transfer-stall-timeout", "seconds a transfer's server may send nothing (30)"),
     ):
         parser.add_argument(flag, help=text)
     parser.add_argument(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livefile.impl_server.access import TokenAuthority
 from livefile.impl_server.jobs import JobLimits
 from livefile.impl_server.repack import RepackLimits
 from livefile.impl_server.repack_job import RepackSettings
+from livefile.impl_server.transfer_guard import parse_networks
+from livefile.impl_server.transfer_http import FetchLimits
+from livefile.impl_server.transfer_job import TransferSettings
 
 MiB = 1024 * 1024
 
@@ -123,6 +126,28 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    # Remote transfers (POST /transfers, transfer_job.py).
+    transfer_allowed_networks: str = Field(
+        default="",
+        description="comma-separated CIDR networks transfers may reach although they are not"
+        " public (loopback, private, link-local...); empty: public addresses only",
+    )
+    transfer_max_size: int = Field(
+        default=4 * 1024**3, ge=0, description="bytes one transfer may hold (or the quota)"
+    )
+    transfer_max_redirects: int = Field(default=5, ge=0, le=50, description="redirects followed")
+    transfer_connect_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to connect to the remote server (TLS included)"
+    )
+    transfer_stall_timeout: float = Field(
+        default=30.0, gt=0, description="seconds the remote server may send nothing"
+    )
+
+    @field_validator("transfer_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # raises ValueError naming the bad one
+        return value
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""
@@ -143,6 +168,19 @@ class Settings(BaseSettings):
             compression_level=self.repack_compression_level,
         )
         return RepackSettings(limits=limits, seconds=self.job_time_limit)
+
+    def transfer_settings(self) -> TransferSettings:
+        fetch = FetchLimits(
+            connect_timeout=self.transfer_connect_timeout,
+            stall_timeout=self.transfer_stall_timeout,
+            max_redirects=self.transfer_max_redirects,
+        )
+        return TransferSettings(
+            allowed_networks=parse_networks(self.transfer_allowed_networks),
+            fetch=fetch,
+            max_size=self.transfer_max_size,
+            seconds=self.job_time_limit,
+        )
 
     def job_limits(self) -> JobLimits:
         return JobLimits(concurrency=self.job_concurrency, queue=self.job_queue)

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
 from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
@@ -69,6 +70,18 @@ UNRECORDED = ResourceError(
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
 
 
+# Makes the reader of a resource: its entry, the storage, its current status, its statuses.
+ReaderFactory = Callable[
+    [
+        CatalogEntry,
+        Storage,
+        Callable[[], Awaitable[ResourceStatus | None]],
+        Callable[[], Awaitable[StatusSubscription | None]],
+    ],
+    Reader,
+]
+
+
 class CatalogUnavailableError(ServerError):
     """The catalog cannot be reached and this process knows no status to serve instead."""
 
@@ -111,6 +124,12 @@ class ResourceManager:
         # Entries of finished resources, most recently used last.
         self._finished: LruCache[str, CatalogEntry] = LruCache(FINISHED_ENTRIES_CACHED)
         self._recorder: asyncio.Task[None] | None = None
+        self._reader_types: dict[ResourceKind, ReaderFactory] = {}
+
+    def register_reader(self, kind: ResourceKind, factory: ReaderFactory) -> None:
+        """Readers of resources of ``kind`` are made by ``factory`` (a bundle's ZIP is composed
+        from its members' files: ``bundle/reader.py``); every other resource is one file."""
+        self._reader_types[kind] = factory
 
     async def recover(self) -> int:
         """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
@@ -522,7 +541,8 @@ class ResourceManager:
         entry = await self.entry(resource_id)
         if entry is None:
             return None
-        return Reader(
+        factory = self._reader_types.get(entry.kind, Reader)
+        return factory(
             entry,
             self.storage,
             lambda: self.status(resource_id),

@@ -196,6 +196,12 @@ class Reader:
             status.current_size,
         )
 
+    @property
+    def one_file(self) -> bool:
+        """Whether the published bytes are those of ``path``, for zero-copy sends (``open_fd``);
+        False for a resource composed of other resources' files (a bundle's ZIP)."""
+        return True
+
     def open_fd(self) -> int:
         """A read-only descriptor of the resource's file, for zero-copy sends of ranges that
         the caller has checked (the caller closes it)."""

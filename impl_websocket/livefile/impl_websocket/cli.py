@@ -110,6 +110,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("--repack-max-unpacked-size", "bytes one archive may unpack to (4 GiB)"),
         ("--repack-max-ratio", "unpacked/archive bytes, checked once 64 MiB are unpacked (200)"),
         ("--repack-compression-level", "Deflate level of compressible entries, 0-9 (6)"),
+        # ZIP bundles
+        ("--bundle-max-members", "members one bundle may hold (10000)"),
+        ("--bundle-max-size", "bytes one bundle's ZIP may reach (64 GiB)"),
     ):
         parser.add_argument(flag, help=text)
     parser.add_argument(

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livefile.impl_server.access import TokenAuthority
+from livefile.impl_server.bundle_job import BundleSettings
 from livefile.impl_server.jobs import JobLimits
 from livefile.impl_server.repack import RepackLimits
 from livefile.impl_server.repack_job import RepackSettings
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    # ZIP bundles (POST /bundles)
+    bundle_max_members: int = Field(default=10_000, ge=1, description="members in one bundle")
+    bundle_max_size: int = Field(
+        default=64 * 1024**3, ge=0, description="bytes one bundle's ZIP may reach"
+    )
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""
@@ -140,6 +146,13 @@ class Settings(BaseSettings):
             compression_level=self.repack_compression_level,
         )
         return RepackSettings(limits=limits, seconds=self.job_time_limit)
+
+    def bundle_settings(self) -> BundleSettings:
+        return BundleSettings(
+            max_members=self.bundle_max_members,
+            max_bytes=self.bundle_max_size,
+            seconds=self.job_time_limit,
+        )
 
     def job_limits(self) -> JobLimits:
         return JobLimits(concurrency=self.job_concurrency, queue=self.job_queue)

@@ -113,6 +113,13 @@ class Reader:
             return self._storage.read(self.resource_id, start, end)
         return await asyncio.to_thread(self._storage.read, self.resource_id, start, end)
 
+    async def iter_published(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` that the caller has checked, in pieces of at most
+        ``READ_PIECE`` (a composed resource's pieces follow its parts, so none is copied to
+        join them)."""
+        for offset in range(start, end, READ_PIECE):
+            yield await self.read_published(offset, min(end, offset + READ_PIECE))
+
     async def read_lines(
         self,
         start: int,

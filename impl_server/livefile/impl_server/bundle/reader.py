@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from livefile.api.interfaces import CatalogEntry, StatusSubscription, Storage
 from livefile.api.model import ResourceStatus, TransferStatus
 from livefile.impl_server.bundle.layout import BundleLayout
 from livefile.impl_server.bundle.store import BundleForms
 from livefile.impl_server.manager import ReaderFactory
-from livefile.impl_server.reader import INLINE_READ_MAX, Reader
+from livefile.impl_server.reader import INLINE_READ_MAX, READ_PIECE, Reader
 
 
 class BundleReader(Reader):
@@ -67,6 +67,26 @@ class BundleReader(Reader):
         if end - start <= INLINE_READ_MAX:
             return self._compose(layout, start, end)
         return await asyncio.to_thread(self._compose, layout, start, end)
+
+    async def iter_published(self, start: int, end: int) -> AsyncIterator[bytes]:
+        layout = self._layout() if start < end else None
+        if layout is None:
+            async for data in super().iter_published(start, end):
+                yield data
+            return
+        # Each part on its own, so that no member's bytes are copied again to join them to a
+        # header: a whole download costs what one file's costs.
+        for piece, offset, count in layout.pieces(start, end):
+            if isinstance(piece, bytes):
+                yield piece[offset : offset + count]
+                continue
+            member = layout.members[piece].resource
+            for at in range(offset, offset + count, READ_PIECE):
+                stop = min(offset + count, at + READ_PIECE)
+                if stop - at <= INLINE_READ_MAX:
+                    yield self._storage.read(member, at, stop)
+                else:
+                    yield await asyncio.to_thread(self._storage.read, member, at, stop)
 
     def _compose(self, layout: BundleLayout, start: int, end: int) -> bytes:
         parts: list[bytes] = []

@@ -158,6 +158,38 @@ def http_get(
         connection.close()
 
 
+async def test_a_finished_bundle_says_its_stages_and_may_hold_a_resource_twice(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    ids = await uploaded(server, {"a.txt": b"twice\n"})
+    members = [(ids["a.txt"], "one/a.txt"), (ids["a.txt"], "two/a.txt")]
+    code, created = post_bundle(server, {"filename": "t.zip", "members": members_of(members)})
+    assert code == 201, created
+    data, seen = await follow_to_end(created["reference"]["uri"])
+    assert seen[-1].transfer_status is TransferStatus.COMPLETED
+    stages = [s.stage for s in seen if s.stage is not None]
+    assert set(stages) <= {"waiting", "checksumming"}
+    assert stages == sorted(stages, key=["waiting", "checksumming"].index)
+    percents = [s.percent or 0.0 for s in seen if s.stage == "checksumming"]
+    assert percents == sorted(percents)
+    assert_zip_holds(data, {"one/a.txt": b"twice\n", "two/a.txt": b"twice\n"}, tmp_path)
+    info = get_json(f"{server.http_url}/resources/{created['id']}")[1]
+    assert info["sources"] == [ids["a.txt"]]
+
+
+async def test_a_failed_member_is_refused_at_creation(server: LivefileProcess) -> None:
+    async with RawUpload(server.ws_url, filename="gone.bin") as raw:
+        await raw.write(b"x")
+        await raw.drop()
+    async with AsyncDownloadClient(raw.reference, timeout=WAIT) as watcher:
+        assert (await watcher.wait_for_end(WAIT)).transfer_status is TransferStatus.FAILED
+    code, answer = post_bundle(
+        server, {"filename": "x.zip", "members": members_of([(raw.resource_id, "gone.bin")])}
+    )
+    assert code == 422
+    assert "FAILED" in answer["detail"]
+
+
 async def test_any_range_of_a_bundle_is_that_slice_of_the_whole_with_validators(
     server: LivefileProcess,
 ) -> None:
@@ -189,6 +221,10 @@ async def test_any_range_of_a_bundle_is_that_slice_of_the_whole_with_validators(
     assert status == 304
     status, _, body = http_get(server, path, {"If-None-Match": '"crc32c:00000000"'})
     assert (status, body) == (200, whole)
+    ranged = {"Range": "bytes=10-19", "If-Range": headers["etag"]}
+    assert http_get(server, path, ranged)[::2] == (206, whole[10:20])
+    ranged["If-Range"] = '"crc32c:00000000"'
+    assert http_get(server, path, ranged)[::2] == (200, whole)
 
 
 async def test_a_bundle_follows_a_member_still_uploading_to_its_end(
@@ -230,9 +266,16 @@ async def test_a_member_that_fails_fails_the_bundle_naming_it_with_a_valid_zip_s
     server: LivefileProcess, tmp_path: Path
 ) -> None:
     ids = await uploaded(server, {"ok.txt": b"fine\n"})
-    async with RawUpload(server.ws_url, filename="doomed.bin") as raw:
+    async with (
+        RawUpload(server.ws_url, filename="doomed.bin") as raw,
+        RawUpload(server.ws_url, filename="later.bin") as later,
+    ):
         await raw.write(b"x" * 10_000)
-        members = [(ids["ok.txt"], "ok.txt"), (raw.resource_id, "doomed.bin")]
+        members = [
+            (ids["ok.txt"], "ok.txt"),
+            (raw.resource_id, "doomed.bin"),
+            (later.resource_id, "later.bin"),
+        ]
         code, created = post_bundle(server, {"filename": "f.zip", "members": members_of(members)})
         assert code == 201, created
         async with AsyncDownloadClient(created["reference"]["uri"], timeout=WAIT) as watcher:
@@ -249,7 +292,8 @@ async def test_a_member_that_fails_fails_the_bundle_naming_it_with_a_valid_zip_s
         assert archive.testzip() is None
         assert archive.namelist() == ["ok.txt", "MANIFEST.json"]
         manifest = json.loads(archive.read("MANIFEST.json"))
-    assert [m["status"] for m in manifest["members"]] == ["COMPLETED", "FAILED"]
+    assert [m["status"] for m in manifest["members"]] == ["COMPLETED", "FAILED", "NOT_WRITTEN"]
+    assert manifest["members"][1]["size"] == 10_000
 
 
 @pytest.mark.parametrize(
@@ -298,6 +342,17 @@ async def test_the_member_count_and_size_limits_are_kept(start_server: ServerFac
     )
     assert code == 422
     assert "1200 bytes" in answer["detail"]
+    async with RawUpload(server.ws_url, filename="big.bin") as raw:
+        await raw.write(b"x" * 10)
+        body = {"filename": "x.zip", "members": members_of([(raw.resource_id, "big.bin")])}
+        code, created = post_bundle(server, body)
+        assert code == 201, created
+        async with AsyncDownloadClient(created["reference"]["uri"], timeout=WAIT) as watcher:
+            await raw.write(b"x" * 5000)
+            final = await watcher.wait_for_end(WAIT)
+    assert final.transfer_status is TransferStatus.FAILED
+    assert final.error is not None
+    assert final.error.code == "bundle_too_large"
 
 
 async def test_creating_needs_read_access_to_every_member_and_reading_needs_the_bundles(

@@ -313,7 +313,9 @@ class _BundleJob:
             try:
                 while piece := feed.read(READ_PIECE):
                     stream.write(piece)
-                    self._check_size(zip_writer.offset)
+                    # Deflate holds back up to a block: count the bytes it has not emitted.
+                    held = stream.record.size - stream.record.compressed_size
+                    self._check_size(zip_writer.offset + max(held, 0))
             except BaseException:
                 stream.abandon()
                 raise

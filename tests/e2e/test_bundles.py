@@ -175,6 +175,10 @@ async def test_a_finished_bundle_says_its_stages_and_may_hold_a_resource_twice(
     assert_zip_holds(data, {"one/a.txt": b"twice\n", "two/a.txt": b"twice\n"}, tmp_path)
     info = get_json(f"{server.http_url}/resources/{created['id']}")[1]
     assert info["sources"] == [ids["a.txt"]]
+    nested = {"filename": "n.zip", "members": members_of([(created["id"], "t.zip")])}
+    code, answer = post_bundle(server, nested)
+    assert code == 422
+    assert "is a bundle" in answer["detail"]
 
 
 async def test_a_failed_member_is_refused_at_creation(server: LivefileProcess) -> None:

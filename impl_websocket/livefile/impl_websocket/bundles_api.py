@@ -2,9 +2,9 @@
 
 Everything that can be refused is refused here, before the bundle exists: too many members,
 unsafe or duplicate paths (checked as the repack engine checks entry names), members the token
-may not read (the same 403 whether they exist or not), unknown or FAILED members, and finished
-members already larger than the size limit. The bundle is then a resource like any other,
-followed and downloaded through its reference.
+may not read (the same 403 whether they exist or not), unknown or FAILED members, bundles as
+members, and finished members already larger than the size limit. The bundle is then a
+resource like any other, followed and downloaded through its reference.
 """
 
 from __future__ import annotations
@@ -123,6 +123,9 @@ async def create_bundle(
         entry = await manager.entry(resource)
         if entry is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"Unknown resource {resource[:64]}")
+        if entry.kind is ResourceKind.BUNDLE:
+            # A finished bundle's bytes are composed from its members' files, not its own.
+            raise _refuse(f"member {resource} is a bundle: bundle its members instead")
         current = await manager.status(resource) or entry.status
         if current.transfer_status is TransferStatus.FAILED:
             raise _refuse(f"member {resource} is FAILED: it cannot be bundled")

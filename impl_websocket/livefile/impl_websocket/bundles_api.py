@@ -9,6 +9,8 @@ resource like any other, followed and downloaded through its reference.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
@@ -66,6 +68,13 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class Refusal(BaseModel):
+    """A refused member or path (``detail`` says which), or a body that is not a bundle
+    request at all (FastAPI's list of validation errors)."""
+
+    detail: str | list[dict[str, Any]]
+
+
 def _refuse(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail)
 
@@ -101,7 +110,7 @@ def _checked_paths(members: list[BundleMemberSpec], limit: int) -> list[tuple[st
     responses={
         **ACCESS_RESPONSES,
         404: {"model": ErrorBody, "description": "A member does not exist"},
-        422: {"model": ErrorBody, "description": "A member or path is refused (detail: which)"},
+        422: {"model": Refusal, "description": "A member or path is refused (detail: which)"},
         503: {"model": ErrorBody, "description": "The job queue is full: try again later"},
     },
 )

@@ -47,6 +47,7 @@ MODULES = [
     "fanout",
     "repack",
     "transfer",
+    "bundle",
 ]
 PACKAGES = ["uvicorn", "websockets", "fastapi", "starlette", "uvloop", "httptools", "redis"]
 

@@ -192,8 +192,11 @@ class ResourceWriter(Protocol):
     async def flush(self) -> str:
         """Wait until everything appended is stored; the checksum of all of it (hex)."""
 
-    async def complete(self) -> ResourceStatus:
-        """Store what is queued and end COMPLETED."""
+    async def complete(
+        self, *, size: int | None = None, checksum: str | None = None
+    ) -> ResourceStatus:
+        """Store what is queued and end COMPLETED. ``size`` and ``checksum``: the resource's
+        bytes are composed by its reader from other resources (nothing was appended)."""
 
     async def fail(self, error: ResourceError) -> ResourceStatus:
         """Store what is queued and end FAILED with ``error``: every byte stays readable."""

@@ -76,11 +76,13 @@ class ReplayingWriter:
     async def flush(self) -> str:
         return await self._writer.flush()
 
-    async def complete(self) -> ResourceStatus:
-        if self.replaying:  # the new run made less than the lost one had published
+    async def complete(
+        self, *, size: int | None = None, checksum: str | None = None
+    ) -> ResourceStatus:
+        if self.replaying and size is None:  # the new run made less than the lost one had
             await self._writer.fail(DIVERGED)
             raise ServerError(DIVERGED.message)
-        return await self._writer.complete()
+        return await self._writer.complete(size=size, checksum=checksum)
 
     async def fail(self, error: ResourceError) -> ResourceStatus:
         return await self._writer.fail(error)

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
@@ -79,6 +80,18 @@ UNRECORDED = ResourceError(
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
 
 
+# Makes the reader of a resource: its entry, the storage, its current status, its statuses.
+ReaderFactory = Callable[
+    [
+        CatalogEntry,
+        Storage,
+        Callable[[], Awaitable[ResourceStatus | None]],
+        Callable[[], Awaitable[StatusSubscription | None]],
+    ],
+    Reader,
+]
+
+
 class CatalogUnavailableError(ServerError):
     """The catalog cannot be reached and this process knows no status to serve instead."""
 
@@ -124,6 +137,12 @@ class ResourceManager:
         self._background: set[asyncio.Task[None]] = set()
         # The last status of resources this process stopped producing (``release``).
         self._released: LruCache[str, ResourceStatus] = LruCache(FINISHED_ENTRIES_CACHED)
+        self._reader_types: dict[ResourceKind, ReaderFactory] = {}
+
+    def register_reader(self, kind: ResourceKind, factory: ReaderFactory) -> None:
+        """Readers of resources of ``kind`` are made by ``factory`` (a bundle's ZIP is composed
+        from its members' files: ``bundle/reader.py``); every other resource is one file."""
+        self._reader_types[kind] = factory
 
     async def recover(self) -> int:
         """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
@@ -662,7 +681,8 @@ class ResourceManager:
         entry = await self.entry(resource_id)
         if entry is None:
             return None
-        return Reader(
+        factory = self._reader_types.get(entry.kind, Reader)
+        return factory(
             entry,
             self.storage,
             lambda: self.status(resource_id),

@@ -113,6 +113,13 @@ class Reader:
             return self._storage.read(self.resource_id, start, end)
         return await asyncio.to_thread(self._storage.read, self.resource_id, start, end)
 
+    async def iter_published(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` that the caller has checked, in pieces of at most
+        ``READ_PIECE`` (a composed resource's pieces follow its parts, so none is copied to
+        join them)."""
+        for offset in range(start, end, READ_PIECE):
+            yield await self.read_published(offset, min(end, offset + READ_PIECE))
+
     async def read_lines(
         self,
         start: int,
@@ -195,6 +202,12 @@ class Reader:
             f"resource {self.resource_id} FAILED at {status.current_size} bytes: {reason}",
             status.current_size,
         )
+
+    @property
+    def one_file(self) -> bool:
+        """Whether the published bytes are those of ``path``, for zero-copy sends (``open_fd``);
+        False for a resource composed of other resources' files (a bundle's ZIP)."""
+        return True
 
     def open_fd(self) -> int:
         """A read-only descriptor of the resource's file, for zero-copy sends of ranges that

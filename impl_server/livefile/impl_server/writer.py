@@ -176,8 +176,14 @@ class LiveWriter:
         self.check_storage()
         return self.checksum
 
-    async def complete(self) -> ResourceStatus:
+    async def complete(
+        self, *, size: int | None = None, checksum: str | None = None
+    ) -> ResourceStatus:
         """End COMPLETED once everything is stored (and, when durable, on stable storage).
+
+        ``size`` and ``checksum`` (stored form) end a resource whose bytes were not appended
+        here but are composed by its reader from other resources' files (a bundle of finished
+        members, ``bundle/reader.py``): nothing may have been appended to it.
 
         COMPLETED is recorded first, by the catalog's fenced write, and published only once it
         stands, so nobody anywhere sees COMPLETED for a resource that ends otherwise. Raises —
@@ -195,10 +201,14 @@ class LiveWriter:
             self._ending = False
             await self.fail(ResourceError(code="storage_failed", message=str(self._write_error)))
             raise storage_error(self._write_error)
+        if size is not None:
+            if self._written:
+                raise ServerError("a composed resource cannot have bytes of its own")
+            self._written = size
         self._stage = self._percent = None
         completed = self._next(TransferStatus.COMPLETED, None)
         try:
-            standing = await self._record_end(completed, self.stored_checksum)
+            standing = await self._record_end(completed, checksum or self.stored_checksum)
         except EndNotRecorded as exc:
             self._settle(exc.status)
             raise

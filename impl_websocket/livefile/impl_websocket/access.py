@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket
 
 from livefile.api import close_codes
 from livefile.api.errors import AccessDeniedError, AuthenticationError, AuthorizationError
+from livefile.api.model import ResourceKind
 from livefile.impl_common.close_reason import safe_close_reason
 from livefile.impl_server.access import UNRESTRICTED, Grant, TokenAuthority
 from livefile.impl_server.access import Scope as TokenScope
@@ -127,15 +128,20 @@ QueryToken = Annotated[str | None, Depends(_query_token)]
 
 async def authorize_read(grant: Grant, manager: ResourceManager, resource_id: str) -> None:
     """Reading ``resource_id``: a download grant for it — or for the resource it is derived
-    from, since a derived resource is that resource's content in another form. The refusal is
-    the same whether the resource exists or not."""
+    from, since a derived resource is that resource's content in another form (not a bundle:
+    it holds other members too). The refusal is the same whether the resource exists or
+    not."""
     try:
         grant.authorize_download(resource_id)
     except AuthorizationError:
         if grant.resource_id is None or TokenScope.DOWNLOAD not in grant.scopes:
             raise
         entry = await manager.entry(resource_id)
-        if entry is None or grant.resource_id not in entry.sources:
+        if (
+            entry is None
+            or entry.kind is ResourceKind.BUNDLE
+            or grant.resource_id not in entry.sources
+        ):
             raise
 
 

@@ -15,6 +15,9 @@ from livefile.api.interfaces import Catalog, StatusBus
 from livefile.api.messages import SUBPROTOCOL, Dialect
 from livefile.api.model import ResourceKind
 from livefile.impl_common.references import CONTEXT_PARAMETER
+from livefile.impl_server.bundle.reader import bundle_readers
+from livefile.impl_server.bundle.store import BundleForms
+from livefile.impl_server.bundle_job import BundleHandler
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
@@ -39,6 +42,7 @@ from livefile.impl_websocket.access import (
     denial_response,
     grant_of,
 )
+from livefile.impl_websocket.bundles_api import router as bundles_router
 from livefile.impl_websocket.connections import Connections
 from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
@@ -97,6 +101,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         derivations.register(
             ResourceKind.TRANSFER, TransferHandler(manager, settings.transfer_settings())
+        )
+        bundle_forms = BundleForms(manager.storage)
+        manager.register_reader(ResourceKind.BUNDLE, bundle_readers(bundle_forms))
+        derivations.register(
+            ResourceKind.BUNDLE,
+            BundleHandler(manager, bundle_forms, settings.bundle_settings()),
         )
         recovered = await manager.recover()
         if recovered:
@@ -177,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
     app.include_router(content_router)
+    app.include_router(bundles_router)
     app.include_router(metrics_router)
     app.include_router(transfers_router)
 

@@ -122,6 +122,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("--transfer-max-redirects", "redirects a transfer follows (5)"),
         ("--transfer-connect-timeout", "seconds to connect to a transfer's server (10)"),
         ("--transfer-stall-timeout", "seconds a transfer's server may send nothing (30)"),
+        # ZIP bundles
+        ("--bundle-max-members", "members one bundle may hold (10000)"),
+        ("--bundle-max-size", "bytes one bundle's ZIP may reach (64 GiB)"),
     ):
         parser.add_argument(flag, help=text)
     parser.add_argument(

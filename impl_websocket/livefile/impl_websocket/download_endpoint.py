@@ -176,7 +176,7 @@ class DownloadSession:
         for offset in range(start, end, piece):
             stop = min(end, offset + piece)
             try:
-                if self._send_file is not None:
+                if self._send_file is not None and self._reader.one_file:
                     await self._send_range(self._send_file, offset, stop)
                 else:
                     await self._send_bytes(await self._reader.read_published(offset, stop))
@@ -199,7 +199,7 @@ class DownloadSession:
         is sent until it is whole), or read whole under a server without ``send_file``."""
         assert self._reader is not None
         try:
-            if self._send_file is None:
+            if self._send_file is None or not self._reader.one_file:
                 if end - start > WHOLE_MESSAGE_LIMIT:
                     await self._close(
                         close_codes.MESSAGE_TOO_BIG,

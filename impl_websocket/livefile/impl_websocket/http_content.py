@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from livefile.api.errors import RangeNotReadableError, ResourceFailedError
 from livefile.api.model import ResourceStatus, TransferStatus, WireModel
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.reader import READ_PIECE, NoLineAccessError, Reader
+from livefile.impl_server.reader import NoLineAccessError, Reader
 from livefile.impl_websocket.access import ACCESS_RESPONSES, download_access
 from livefile.impl_websocket.content_plan import (
     SIZE_HEADER,
@@ -76,9 +76,7 @@ class ResourceBody(Response):
                     return
             else:
                 assert plan.stop is not None
-                for offset in range(plan.start, plan.stop, READ_PIECE):
-                    stop = min(plan.stop, offset + READ_PIECE)
-                    data = await self._reader.read_published(offset, stop)
+                async for data in self._reader.iter_published(plan.start, plan.stop):
                     await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

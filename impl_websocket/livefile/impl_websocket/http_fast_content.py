@@ -213,7 +213,6 @@ class CompletedContentFastPath:
             return
         offset = start + len(first)
         await send({"type": "http.response.body", "body": first, "more_body": offset < stop})
-        while offset < stop:
-            data = await reader.read_published(offset, min(stop, offset + READ_PIECE))
+        async for data in reader.iter_published(offset, stop):
             offset += len(data)
             await send({"type": "http.response.body", "body": data, "more_body": offset < stop})

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livefile.impl_server.access import TokenAuthority
+from livefile.impl_server.bundle_job import BundleSettings
 from livefile.impl_server.jobs import JobLimits
 from livefile.impl_server.repack import RepackLimits
 from livefile.impl_server.repack_job import RepackSettings
@@ -149,6 +150,12 @@ class Settings(BaseSettings):
         parse_networks(value)  # raises ValueError naming the bad one
         return value
 
+    # ZIP bundles (POST /bundles)
+    bundle_max_members: int = Field(default=10_000, ge=1, description="members in one bundle")
+    bundle_max_size: int = Field(
+        default=64 * 1024**3, ge=0, description="bytes one bundle's ZIP may reach"
+    )
+
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""
         return TokenAuthority.from_settings(
@@ -179,6 +186,13 @@ class Settings(BaseSettings):
             allowed_networks=parse_networks(self.transfer_allowed_networks),
             fetch=fetch,
             max_size=self.transfer_max_size,
+            seconds=self.job_time_limit,
+        )
+
+    def bundle_settings(self) -> BundleSettings:
+        return BundleSettings(
+            max_members=self.bundle_max_members,
+            max_bytes=self.bundle_max_size,
             seconds=self.job_time_limit,
         )
 

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from livefile.api.errors import ResourceNotFoundError
+from livefile.api.interfaces import CatalogEntry
 from livefile.api.model import ResourceKind, ResourceMetadata
+from livefile.impl_server.image_job import WEBP_MIME_TYPE, webp_name
 from livefile.impl_server.jobs import STAGE_WAITING, JobHandler, JobRunner, JobSpec
 from livefile.impl_server.manager import ResourceManager
 
@@ -57,8 +59,7 @@ class Derivations:
         ``JobRefusedError`` when the queue is full — both before anything is created."""
         handler = self._handlers[kind]
         for source_id in sources:
-            if await self._manager.entry(source_id) is None:
-                raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+            await self._source(source_id)
         self._runner.check_room()
         writer = await self._manager.create_resource(
             metadata, kind=kind, sources=sources, context_id=context_id, stage=STAGE_WAITING
@@ -69,10 +70,23 @@ class Derivations:
 
     async def start_repack(self, source_id: str) -> str:
         """The derived ZIP of ``source_id``'s archive (see ``repack_job.py``)."""
-        source = await self._manager.entry(source_id)
-        if source is None:
-            raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+        source = await self._source(source_id)
         metadata = ResourceMetadata(
             filename=repacked_name(source.metadata.filename), mime_type=ZIP_MIME_TYPE
         )
         return await self.start(ResourceKind.REPACK, metadata, sources=(source_id,))
+
+    async def start_image(self, source_id: str) -> str:
+        """The WebP of ``source_id``'s image, with its size and BlurHash (see
+        ``image_job.py``)."""
+        source = await self._source(source_id)
+        metadata = ResourceMetadata(
+            filename=webp_name(source.metadata.filename), mime_type=WEBP_MIME_TYPE
+        )
+        return await self.start(ResourceKind.IMAGE, metadata, sources=(source_id,))
+
+    async def _source(self, source_id: str) -> CatalogEntry:
+        source = await self._manager.entry(source_id)
+        if source is None:
+            raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+        return source

@@ -19,6 +19,8 @@ from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
 from livefile.impl_server.derivations import Derivations
+from livefile.impl_server.image_job import ImageHandler
+from livefile.impl_server.images.blurhashes import Blurhashes, RedisSummaries
 from livefile.impl_server.jobs import JobRunner
 from livefile.impl_server.manager import CatalogUnavailableError, ResourceManager
 from livefile.impl_server.quotas import Quotas
@@ -44,6 +46,7 @@ from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
 from livefile.impl_websocket.http_metrics import TrafficCounter
 from livefile.impl_websocket.http_metrics import router as metrics_router
+from livefile.impl_websocket.image_api import router as image_router
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.upload_endpoint import UploadSession
 
@@ -91,6 +94,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         derivations = app.state.derivations = Derivations(manager, runner)
         derivations.register(
             ResourceKind.REPACK, RepackHandler(manager, settings.repack_settings())
+        )
+        image_settings = settings.image_settings()
+        derivations.register(ResourceKind.IMAGE, ImageHandler(manager, image_settings))
+        app.state.blurhashes = Blurhashes(
+            manager,
+            image_settings.limits,
+            (settings.image_blurhash_x, settings.image_blurhash_y),
+            cache_size=settings.blurhash_cache_size,
+            shared=RedisSummaries(store.client, settings.redis_prefix, settings.blurhash_cache_ttl)
+            if settings.redis_url
+            else None,
+            concurrency=settings.job_concurrency,
         )
         recovered = await manager.recover()
         if recovered:
@@ -158,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(content_router)
     app.include_router(metrics_router)
+    app.include_router(image_router)
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:

@@ -46,6 +46,7 @@ MODULES = [
     "lines",
     "fanout",
     "repack",
+    "images",
 ]
 PACKAGES = ["uvicorn", "websockets", "fastapi", "starlette", "uvloop", "httptools", "redis"]
 

@@ -15,15 +15,15 @@ decoded: a file larger than ``max_bytes``, a format outside ``ALLOWED_FORMATS``
 more — all refused here), more than ``max_pixels`` pixels or more than ``max_animation_pixels``
 pixels in all frames together (``image_too_large``); a file that does not decode
 (``invalid_image``). Pillow's own decompression-bomb limit only warns between one and two times
-``Image.MAX_IMAGE_PIXELS``: that warning is made an error for the whole process (a filter
-installed once at import, never toggled — ``warnings.catch_warnings`` would race between
-threads), so the limit here can never be more than Pillow's.
+``Image.MAX_IMAGE_PIXELS`` (and warnings are whatever the process's filters make of them): the
+pixel limit here is never more than ``Image.MAX_IMAGE_PIXELS``, so an image Pillow would only
+warn about is refused here as an error. Nothing global is changed: neither Pillow's limit nor the
+warning filters (``warnings.catch_warnings`` would race between threads).
 """
 
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,10 +45,8 @@ BLURHASH_SIZE = 64
 _ORIENTATION_TAG = 0x0112
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})  # orientations that turn the picture a quarter
 _WHITE = (255, 255, 255, 255)
-# The most pixels Pillow opens without a warning; above that livefile refuses (see below).
+# The most pixels Pillow opens without a warning: the highest pixel limit there can be here.
 PILLOW_PIXEL_LIMIT = Image.MAX_IMAGE_PIXELS or 0
-
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 class ImageError(Exception):
@@ -160,11 +158,13 @@ def open_image(path: Path, limits: ImageLimits) -> Iterator[Image.Image]:
         raise ImageError("invalid_image", f"the image header does not read: {exc}") from None
     with image:
         width, height = image.size
-        if width * height > limits.max_pixels:
+        most = (
+            min(limits.max_pixels, PILLOW_PIXEL_LIMIT) if PILLOW_PIXEL_LIMIT else limits.max_pixels
+        )
+        if width * height > most:
             raise ImageError(
                 "image_too_large",
-                f"{width}x{height} is {width * height} pixels, more than the"
-                f" {limits.max_pixels} allowed",
+                f"{width}x{height} is {width * height} pixels, more than the {most} allowed",
             )
         if width * height == 0:
             raise ImageError("invalid_image", f"the image is {width}x{height}")

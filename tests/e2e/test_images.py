@@ -12,6 +12,7 @@ import random
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import blurhash  # type: ignore[import-untyped]
+import jwt
 import numpy
 from PIL import Image, ImageCms, ImageOps
 
@@ -255,6 +257,13 @@ async def test_an_animated_gif_stays_animated(server: LivefileProcess) -> None:
     image.seek(4)
     last = pixel(image.convert("RGB"), (5, 5))
     assert close(first, (0, 0, 255))
+    durations = []
+    for index in range(frames(image)):
+        image.seek(index)
+        image.load()  # WebP says a frame's duration once it is loaded
+        durations.append(image.info["duration"])
+    assert durations == [100, 200, 100, 50, 70]
+    assert image.info["loop"] == 0
     assert close(last, (200, 0, 55))
     assert info["metadata"]["filename"] == "spinner.webp"
 
@@ -303,6 +312,17 @@ async def test_limits_are_settings_and_descriptions_survive_a_restart(
     error = await refused(server, big, "big.png")
     assert error["code"] == "image_too_large", error
     assert "bytes" in error["message"], error
+    # An image growing past the size limit is refused before it has even ended.
+    async with RawUpload(server.ws_url, filename="huge.png", options={"image": True}) as raw:
+        (derived,) = raw.ready["derived"]
+        await raw.write(big)
+        async with AsyncDownloadClient(derived["reference"]["uri"], timeout=WAIT) as watcher:
+            final = await watcher.wait_for_end(WAIT)
+        assert final.error is not None
+        assert final.error.code == "image_too_large"
+        source = get_json(f"{server.http_url}/resources/{raw.resource_id}")[1]
+        assert source["status"]["transferStatus"] == "IN_PROGRESS"
+        await raw.finish()
     # The description is in the catalog and the record beside the bytes: a restart keeps it.
     server.stop()
     server.start()
@@ -310,6 +330,21 @@ async def test_limits_are_settings_and_descriptions_survive_a_restart(
     assert after == info["metadata"]
     assert after["width"] == 20
     assert after["blurhash"]
+
+
+async def test_a_source_that_fails_fails_its_webp(server: LivefileProcess) -> None:
+    async with RawUpload(server.ws_url, filename="a.jpg", options={"image": True}) as raw:
+        (derived,) = raw.ready["derived"]
+        await raw.write(jpeg_turned_by_exif()[:100])
+        code, answer = post_json(f"{server.http_url}/blurhashes", {"resources": [raw.resource_id]})
+        assert code == 200
+        assert answer["results"][0]["error"]["code"] == "not_completed"
+    # The uploader went away without FinishUpload: the image is FAILED, and so is its WebP.
+    async with AsyncDownloadClient(derived["reference"]["uri"], timeout=WAIT) as watcher:
+        final = await watcher.wait_for_end(WAIT)
+    assert final.transfer_status is TransferStatus.FAILED
+    assert final.error is not None
+    assert final.error.code == "source_failed"
 
 
 async def test_an_uploader_cannot_set_the_description(server: LivefileProcess) -> None:
@@ -388,6 +423,43 @@ async def test_a_blurhash_computed_by_one_worker_is_found_by_another_through_red
     info = get_json(f"{second.http_url}/resources/{started['id']}")[1]
     assert (info["metadata"]["width"], info["metadata"]["height"]) == (30, 20)
     assert info["metadata"]["blurhash"] == computed["blurhash"]
+
+
+async def test_access_to_images_and_blurhashes_is_that_of_their_sources(
+    start_server: ServerFactory,
+) -> None:
+    secret = "livefile-images-secret-of-32-bytes!"
+    server = start_server(env={"LIVEFILE_JWT_SECRET": secret})
+
+    def token(scope: str, resource: str | None = None) -> str:
+        now = int(time.time())
+        claims = {"aud": "livefile", "iat": now, "exp": now + 300, "scope": scope}
+        return jwt.encode(claims | ({"resource": resource} if resource else {}), secret)
+
+    def post(path: str, bearer: str, body: Any = None) -> int:
+        request = urllib.request.Request(
+            f"{server.http_url}{path}",
+            data=json.dumps(body).encode() if body is not None else b"",
+            method="POST",
+            headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    admin = token("admin")
+    async with AsyncUploadClient(server.ws_url, timeout=WAIT, token=admin) as client:
+        mine = (await client.upload_bytes(png_half_transparent(), filename="a.png")).resource_id
+        other = (await client.upload_bytes(png_half_transparent(), filename="b.png")).resource_id
+    reader = token("download", mine)
+    assert post(f"/resources/{mine}/image", reader) == 403  # reading is not deriving
+    assert post(f"/resources/{mine}/image", token("upload download", mine)) == 202
+    assert post(f"/resources/{other}/image", token("upload download", mine)) == 403
+    assert post("/blurhashes", reader, {"resources": [mine]}) == 200
+    assert post("/blurhashes", reader, {"resources": [mine, other]}) == 403
+    assert post("/blurhashes", token("upload"), {"resources": [mine]}) == 403
 
 
 def test_livefile_upload_image_prints_the_webp_reference(

@@ -83,3 +83,23 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path: Path) -> None:
     value = webp.convert("L").getpixel((8, 8))
     assert isinstance(value, int)
     assert 110 <= value <= 145
+
+
+def test_an_mpo_keeps_its_first_picture(tmp_path: Path) -> None:
+    pictures = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    path = saved(tmp_path, pictures[0], "camera.mpo", save_all=True, append_images=pictures[1:])
+    assert Image.open(path).format == "MPO"
+    converted = to_webp(path, ImageLimits(), OPTIONS)
+    assert converted.frames == 1
+    red = Image.open(io.BytesIO(converted.webp)).convert("RGB").getpixel((5, 5))
+    assert isinstance(red, tuple)
+    assert red[0] > 200
+
+
+def test_the_same_image_gives_the_same_webp(tmp_path: Path) -> None:
+    # A job run again from scratch (its worker died) must produce what it produced before.
+    noise = Image.effect_noise((64, 48), 40).convert("RGB")
+    path = saved(tmp_path, noise, "noise.jpg", quality=90)
+    first, again = (to_webp(path, ImageLimits(), OPTIONS) for _ in range(2))
+    assert first.webp == again.webp
+    assert first.summary == again.summary

@@ -48,6 +48,7 @@ MODULES = [
     "repack",
     "transfer",
     "bundle",
+    "images",
 ]
 PACKAGES = ["uvicorn", "websockets", "fastapi", "starlette", "uvloop", "httptools", "redis"]
 

@@ -124,6 +124,11 @@ class Catalog(Protocol):
         live process (``reaping``: its lease is held; else: another process owns it). Raises
         when the catalog cannot be reached in time."""
 
+    async def describe(self, resource_id: str, description: dict[str, Any]) -> None:
+        """Record the server-described metadata fields of a resource (``DESCRIBED_FIELDS``:
+        an image's size and BlurHash), replacing those recorded before; called by its producer
+        before it completes."""
+
     async def restore(self, entry: CatalogEntry) -> None:
         """Put back an entry the catalog lost (e.g. rebuilt from its record beside the bytes);
         an entry still present is left as it is."""

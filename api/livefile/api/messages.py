@@ -78,7 +78,7 @@ class Message(WireModel):
 
 
 class StartUpload(Message):
-    OMITTED_WHEN_NONE = frozenset({"repack"})
+    OMITTED_WHEN_NONE = frozenset({"repack", "image"})
 
     kind: Literal["StartUpload"] = Field(default="StartUpload", alias="@")
     metadata: ResourceMetadata
@@ -90,6 +90,9 @@ class StartUpload(Message):
     # Also produce the archive repacked into a normalized ZIP, live, as a derived resource
     # (None, left out of the message, is no).
     repack: StrictBool | None = None
+    # Also produce the image normalized to WebP, with its size and BlurHash in its metadata, as
+    # a derived resource once the upload is COMPLETED (None, left out, is no).
+    image: StrictBool | None = None
 
 
 class DerivedReference(WireModel):

@@ -109,14 +109,7 @@ class ResourceStatus(WireModel):
 
     @model_serializer(mode="wrap")
     def _without_empty_extras(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in _OPTIONAL_STATUS_FIELDS:
-                if data.get(name) is None:
-                    data.pop(name, None)
-            if data.get("revision") is None:
-                data.pop("revision", None)
-        return data
+        return _without_none(handler(self), (*_OPTIONAL_STATUS_FIELDS, "revision"))
 
     @property
     def is_terminal(self) -> bool:
@@ -151,6 +144,15 @@ class ResourceStatus(WireModel):
         return self.model_copy(update={"revision": None}) == other.model_copy(
             update={"revision": None}
         )
+
+
+def _without_none(data: Any, names: tuple[str, ...]) -> Any:
+    """A model's serialized ``data`` without the fields ``names`` that are None."""
+    if isinstance(data, dict):
+        for name in names:
+            if data.get(name) is None:
+                data.pop(name, None)
+    return data
 
 
 def _rank(status: TransferStatus) -> int:
@@ -189,12 +191,37 @@ Filename = Annotated[str, AfterValidator(_check_filename)]
 MimeType = Annotated[str, AfterValidator(_check_mime_type)]
 
 
+# The metadata fields the server fills in itself, once a producer knows its resource's content
+# (an image's size and BlurHash); what an uploader sends in them is dropped.
+DESCRIBED_FIELDS = ("width", "height", "blurhash")
+
+
 class ResourceMetadata(WireModel):
-    """What the uploader says about a resource. Filename and MIME type are required."""
+    """What the uploader says about a resource. Filename and MIME type are required.
+
+    ``width``, ``height`` and ``blurhash`` are the server's (``DESCRIBED_FIELDS``): recorded by
+    the producer of a derived image when it completes, left out of the wire form while unset.
+    """
 
     filename: Filename
     mime_type: MimeType
     supports_line_access: StrictBool = False  # "yes" or 1 is refused, not guessed
+    width: int | None = Field(default=None, ge=1)
+    height: int | None = Field(default=None, ge=1)
+    blurhash: str | None = Field(default=None, min_length=6, max_length=200)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_description(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _without_none(handler(self), DESCRIBED_FIELDS)
+
+    def description(self) -> dict[str, Any]:
+        """The server-described fields that are set (JSON values, by their names)."""
+        return {name: getattr(self, name) for name in DESCRIBED_FIELDS if getattr(self, name)}
+
+    def described(self, description: dict[str, Any]) -> ResourceMetadata:
+        """This metadata with the server-described fields replaced by ``description``'s."""
+        fields = {name: description.get(name) for name in DESCRIBED_FIELDS}
+        return self.model_copy(update=fields)
 
 
 class ResourceReference(WireModel):

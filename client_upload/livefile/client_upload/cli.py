@@ -77,7 +77,7 @@ def _print_reference(reference: str) -> None:
 
 
 def _print_derived(derived: DerivedReference) -> None:
-    """A derived resource (``--repack``): its reference on a line of its own, after the
+    """A derived resource (``--repack``, ``--image``): its reference on a line of its own, after the
     upload's, so that ``head -1`` still gives the upload's."""
     print(derived.reference.uri, flush=True)
 
@@ -102,6 +102,7 @@ async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> Upl
             on_reference=_print_reference,
             progress=notes.progress,
             repack=args.repack,
+            image=args.image,
             on_derived=_print_derived,
         )
     path = Path(args.file)
@@ -115,6 +116,7 @@ async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> Upl
             on_reference=_print_reference,
             progress=notes.progress,
             repack=args.repack,
+            image=args.image,
             on_derived=_print_derived,
         )
     end = LiveEnd(path, args.idle_timeout)
@@ -214,7 +216,7 @@ def _result_json(result: UploadResult) -> str:
             "checksum": result.checksum,
             "checksumAlgorithm": result.checksum_algorithm.value,
             "status": result.status.to_wire(),
-            # Only with --repack: the output of a plain upload stays as it was.
+            # Only with --repack or --image: the output of a plain upload stays as it was.
             **({"derived": [d.to_wire() for d in result.derived]} if result.derived else {}),
         }
     )
@@ -310,6 +312,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="also repack the archive into one normalized ZIP, a second resource that grows"
         " while this one uploads; its reference is printed on the second line",
+    )
+    parser.add_argument(
+        "--image",
+        action="store_true",
+        help="also normalize the image to WebP, a second resource whose metadata carries its"
+        " width, height and BlurHash; its reference is printed on a line after the upload's",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     shown = parser.add_mutually_exclusive_group()

@@ -53,7 +53,7 @@ ReferenceCallback = Callable[[str], None]
 """``on_reference(reference_uri)``: called once, as soon as the server sent the reference."""
 DerivedCallback = Callable[[DerivedReference], None]
 """``on_derived(derived)``: called once for each resource the server derives from the upload
-(``repack=True``), right after ``on_reference``."""
+(``repack=True``, ``image=True``), right after ``on_reference``."""
 
 DEFAULT_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
@@ -131,9 +131,19 @@ class AsyncUploadClient:
         it may still be uploading) into one normalized ZIP: a new resource, returned at once,
         which grows as the archive is read (``POST /resources/{id}/repack``). Needs a token
         with upload scope that can also read the resource, when access control is on."""
+        return await self._derive(resource, "repack")
+
+    async def image(self, resource: str) -> DerivedReference:
+        """Ask the server to normalize an existing image resource to WebP: a new resource,
+        returned at once, produced once the image is COMPLETED, whose metadata then carries its
+        ``width``, ``height`` and ``blurhash`` (``POST /resources/{id}/image``). Same token as
+        ``repack``."""
+        return await self._derive(resource, "image")
+
+    async def _derive(self, resource: str, what: str) -> DerivedReference:
         parsed = parse_reference(reference_or_id(resource, self.server))
         token = parsed.token or self.token
-        url = f"{parsed.http_base}/resources/{parsed.resource_id}/repack"
+        url = f"{parsed.http_base}/resources/{parsed.resource_id}/{what}"
         body = await asyncio.to_thread(_post, url, token, self.timeout)
         return DerivedReference.model_validate(body)
 
@@ -190,6 +200,7 @@ class AsyncUploadClient:
         charset: str | None = None,
         progress: Progress | None = None,
         repack: bool = False,
+        image: bool = False,
     ) -> AsyncUpload:
         """Open an upload; its ``reference`` is known when this returns, before any data.
 
@@ -211,6 +222,7 @@ class AsyncUploadClient:
             checksum_algorithm=self.checksum_algorithm,
             pool=self._pool,
             repack=repack,
+            image=image,
         )
 
     async def upload_bytes(
@@ -223,6 +235,7 @@ class AsyncUploadClient:
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
         repack: bool = False,
+        image: bool = False,
         on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
@@ -249,6 +262,7 @@ class AsyncUploadClient:
                 pool=self._pool,
                 on_reference=on_reference,
                 repack=repack,
+                image=image,
             )
             if on_derived is not None:
                 for derived in result.derived:
@@ -263,6 +277,7 @@ class AsyncUploadClient:
             on_reference=on_reference,
             progress=progress,
             repack=repack,
+            image=image,
             on_derived=on_derived,
         )
 
@@ -276,6 +291,7 @@ class AsyncUploadClient:
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
         repack: bool = False,
+        image: bool = False,
         on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
@@ -293,6 +309,7 @@ class AsyncUploadClient:
             on_reference=on_reference,
             progress=progress,
             repack=repack,
+            image=image,
             on_derived=on_derived,
         )
 
@@ -306,6 +323,7 @@ class AsyncUploadClient:
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
         repack: bool = False,
+        image: bool = False,
         on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
@@ -324,6 +342,7 @@ class AsyncUploadClient:
             charset=charset,
             progress=progress,
             repack=repack,
+            image=image,
         )
         async with upload:
             if on_reference is not None:
@@ -350,6 +369,7 @@ class AsyncUploadClient:
         poll_interval: float = 0.05,
         on_reference: ReferenceCallback | None = None,
         repack: bool = False,
+        image: bool = False,
         on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
         on_rotation: RotationCallback | None = None,
@@ -385,6 +405,7 @@ class AsyncUploadClient:
                 charset=charset,
                 progress=progress,
                 repack=repack,
+                image=image,
             )
 
             def rotated(kind: RotationKind) -> None:

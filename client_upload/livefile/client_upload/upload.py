@@ -70,7 +70,7 @@ class UploadResult:
     checksum: str  # hex digest, agreed by the server
     size: int
     checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
-    derived: tuple[DerivedReference, ...] = ()  # what the server produces from it (repack)
+    derived: tuple[DerivedReference, ...] = ()  # what the server produces from it (repack, image)
 
 
 class AsyncUpload:
@@ -124,8 +124,8 @@ class AsyncUpload:
         self.reference = ""
         self.resource_id = ""
         self.derived: tuple[DerivedReference, ...] = ()
-        """Resources the server derives from this one (``repack=True``), known with the
-        reference: each has its own id and reference and can be followed at once."""
+        """Resources the server derives from this one (``repack=True``, ``image=True``),
+        known with the reference: each has its own id and reference, followed at once."""
         self.result: UploadResult | None = None
 
     @classmethod
@@ -142,6 +142,7 @@ class AsyncUpload:
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         pool: ConnectionPool | None = None,
         repack: bool = False,
+        image: bool = False,
     ) -> AsyncUpload:
         """Connect (or take an idle connection from ``pool``), announce the resource, and wait
         for its reference.
@@ -151,7 +152,7 @@ class AsyncUpload:
         again, once, on a new connection.
         """
         transcoder = Utf8Transcoder(charset) if charset else None
-        start = _start_message(metadata, checksum_algorithm, pool, repack)
+        start = _start_message(metadata, checksum_algorithm, pool, repack, image)
         while True:
             ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
@@ -191,6 +192,7 @@ class AsyncUpload:
         pool: ConnectionPool | None = None,
         on_reference: Callable[[str], object] | None = None,
         repack: bool = False,
+        image: bool = False,
     ) -> UploadResult:
         """Upload ``data`` whole without waiting for the reference first: ``StartUpload``, the
         data and ``FinishUpload`` go out back to back, and the reference (``on_reference``) and
@@ -198,7 +200,7 @@ class AsyncUpload:
         what many small uploads cost. As in ``start``, a reused connection found closed before
         the reference arrived is replaced once.
         """
-        start = _start_message(metadata, checksum_algorithm, pool, repack)
+        start = _start_message(metadata, checksum_algorithm, pool, repack, image)
         while True:
             ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
@@ -487,6 +489,7 @@ def _start_message(
     algorithm: ChecksumAlgorithm,
     pool: ConnectionPool | None,
     repack: bool,
+    image: bool,
 ) -> str:
     keep_open = pool is not None and pool.enabled
     return StartUpload(
@@ -494,6 +497,7 @@ def _start_message(
         checksum_algorithm=algorithm,
         keep_open=keep_open,
         repack=repack or None,
+        image=image or None,
     ).to_json()
 
 

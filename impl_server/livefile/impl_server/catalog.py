@@ -11,6 +11,7 @@ catalog shares the data directory's disk: a write refused because that disk is f
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -59,11 +60,12 @@ _ADDED_COLUMNS = {
     "error": "TEXT",  # the JSON of ResourceError
     "kind": "TEXT NOT NULL DEFAULT 'upload'",
     "sources": "TEXT NOT NULL DEFAULT ''",  # space-separated ids
+    "description": "TEXT",  # the JSON of the server-described metadata fields, if any
 }
 _COLUMNS = (
     "id, filename, mime_type, supports_line_access, upload_context_id, transfer_status,"
     " current_size, number_of_lines, checksum, created_at, updated_at, revision, stage, percent,"
-    " error, kind, sources"
+    " error, kind, sources, description"
 )
 _TERMINAL = (TransferStatus.COMPLETED.value, TransferStatus.FAILED.value)
 
@@ -201,18 +203,27 @@ class SqliteCatalog:
             entry.updated_at,
             entry.kind.value,
             " ".join(entry.sources),
+            _description_column(entry.metadata),
         )
         with _writing():
             self._db.execute(
                 "INSERT OR IGNORE INTO resources (id, filename, mime_type, supports_line_access,"
                 " upload_context_id, transfer_status, current_size, number_of_lines,"
                 " revision, stage, percent, error, checksum, created_at, updated_at, kind,"
-                " sources) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sources, description)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             self._db.executemany(
                 "INSERT OR IGNORE INTO derivations VALUES (?, ?)",
                 [(source, entry.resource_id) for source in entry.sources],
+            )
+
+    async def describe(self, resource_id: str, description: dict[str, Any]) -> None:
+        with _writing():
+            self._db.execute(
+                "UPDATE resources SET description = ? WHERE id = ?",
+                (json.dumps(description) if description else None, resource_id),
             )
 
     async def derived_from(self, resource_id: str) -> list[tuple[str, ResourceKind]]:
@@ -244,6 +255,11 @@ class SqliteCatalog:
         self._db.close()
 
 
+def _description_column(metadata: ResourceMetadata) -> str | None:
+    description = metadata.description()
+    return json.dumps(description) if description else None
+
+
 def _status_columns(status: ResourceStatus) -> tuple[object, ...]:
     return (
         status.transfer_status.value,
@@ -258,12 +274,15 @@ def _status_columns(status: ResourceStatus) -> tuple[object, ...]:
 
 def _entry(row: tuple[Any, ...]) -> CatalogEntry:
     (rid, filename, mime, lines_ok, ctx, transfer, size, lines, checksum, created, updated,
-     revision, stage, percent, error, kind, sources) = row  # fmt: skip
+     revision, stage, percent, error, kind, sources, description) = row  # fmt: skip
     return CatalogEntry(
         resource_id=rid,
         # Stored metadata was validated when it arrived; do not validate it again on every read.
         metadata=ResourceMetadata.model_construct(
-            filename=filename, mime_type=mime, supports_line_access=bool(lines_ok)
+            filename=filename,
+            mime_type=mime,
+            supports_line_access=bool(lines_ok),
+            **(json.loads(description) if description else {}),
         ),
         status=ResourceStatus(
             transfer_status=TransferStatus(transfer),

@@ -19,8 +19,9 @@ from functools import partial
 from typing import Any
 
 from livefile.api.errors import ResourceNotFoundError
-from livefile.api.interfaces import ResourceWriter
+from livefile.api.interfaces import CatalogEntry, ResourceWriter
 from livefile.api.model import ResourceError, ResourceKind, ResourceMetadata
+from livefile.impl_server.image_job import WEBP_MIME_TYPE, webp_name
 from livefile.impl_server.job_replay import ReplayingWriter
 from livefile.impl_server.jobs import STAGE_WAITING, JobHandler, JobRunner, JobSpec, SharedJobs
 from livefile.impl_server.manager import ResourceManager
@@ -83,8 +84,7 @@ class Derivations:
         ``JobRefusedError`` when the queue is full — both before anything is created."""
         handler = self._handlers[kind]
         for source_id in sources:
-            if await self._manager.entry(source_id) is None:
-                raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+            await self._source(source_id)
         if self._shared is not None:
             await self._shared.check_room()
             resource_id = await self._manager.create_unowned(
@@ -102,9 +102,7 @@ class Derivations:
 
     async def start_repack(self, source_id: str) -> str:
         """The derived ZIP of ``source_id``'s archive (see ``repack_job.py``)."""
-        source = await self._manager.entry(source_id)
-        if source is None:
-            raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+        source = await self._source(source_id)
         metadata = ResourceMetadata(
             filename=repacked_name(source.metadata.filename), mime_type=ZIP_MIME_TYPE
         )
@@ -152,3 +150,18 @@ class Derivations:
         if self._shared is not None:
             await self._shared.close()
         await self._runner.close()
+
+    async def start_image(self, source_id: str) -> str:
+        """The WebP of ``source_id``'s image, with its size and BlurHash (see
+        ``image_job.py``)."""
+        source = await self._source(source_id)
+        metadata = ResourceMetadata(
+            filename=webp_name(source.metadata.filename), mime_type=WEBP_MIME_TYPE
+        )
+        return await self.start(ResourceKind.IMAGE, metadata, sources=(source_id,))
+
+    async def _source(self, source_id: str) -> CatalogEntry:
+        source = await self._manager.entry(source_id)
+        if source is None:
+            raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+        return source

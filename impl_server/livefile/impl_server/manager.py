@@ -191,7 +191,9 @@ class ResourceManager:
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
     ) -> UploadProducer:
         """Create a resource for a client's upload (its context's count quota checked first);
-        INITIATED is published at once."""
+        INITIATED is published at once. The metadata fields the server describes are not the
+        uploader's to set: they are dropped."""
+        metadata = metadata.described({})
         if context_id is not None:
             try:
                 await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
@@ -398,6 +400,22 @@ class ResourceManager:
             self.contexts.resource_created(context_id, resource_id, metadata)
         self._publish(resource_id, initial)
         return writer
+
+    async def describe(self, resource_id: str, description: dict[str, Any]) -> None:
+        """Record what a producer learnt of its resource's content (the metadata fields of
+        ``DESCRIBED_FIELDS``: an image's size and BlurHash) in the record beside the bytes and
+        in the catalog. Called before the producer completes, so whoever sees the resource
+        COMPLETED finds them in its metadata."""
+        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        if record is not None:
+            metadata = ResourceMetadata.model_validate(record["metadata"]).described(description)
+            record["metadata"] = metadata.model_dump(by_alias=True, mode="json")
+            try:
+                # Not fsync'd: the terminal record written next is, and keeps this metadata.
+                await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
+            except OSError as exc:
+                raise storage_error(exc) from exc
+        await self.catalog.describe(resource_id, description)
 
     async def _check_catalog(self) -> None:
         """Refuse new uploads while the catalog cannot record them (e.g. Redis is away)."""

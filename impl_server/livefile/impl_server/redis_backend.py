@@ -5,9 +5,10 @@ Keys (``P`` is the configurable prefix, ``livefile`` by default):
 
 - ``P:resource:{id}`` hash: metadata, status (``status``: its JSON, every field; beside it
   ``transferStatus``, ``revision`` and ``currentSize`` for the guard and for people), context,
-  checksum, kind, sources, times, ``owner`` (the producing process; empty for a shared job not
-  claimed yet), ``job`` (1: a shared job's, see ``redis_jobs.py``). The catalog entry; it never
-  expires.
+  checksum, kind, sources, times, ``description`` (the JSON of the metadata fields the server
+  describes: an image's size and BlurHash), ``owner`` (the producing process; empty for a shared
+  job not claimed yet), ``job`` (1: a shared job's, see ``redis_jobs.py``). The catalog entry;
+  it never expires.
 - ``P:derived:{id}`` sorted set: the resources made from this one, by creation time.
 - ``P:status:{id}`` pub/sub channel: every status, as the JSON of ``ResourceStatus``.
 - ``P:active`` set: resources still INITIATED or IN_PROGRESS.
@@ -28,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -332,6 +334,7 @@ class RedisCatalog:
                 filename=fields["filename"],
                 mime_type=fields["mimeType"],
                 supports_line_access=fields["supportsLineAccess"] == "1",
+                **json.loads(fields.get("description") or "{}"),
             ),
             status=_status_from(fields),
             upload_context_id=fields.get("uploadContextId") or None,
@@ -351,6 +354,10 @@ class RedisCatalog:
             if kind is not None:
                 found.append((derived_id, ResourceKind(str(kind))))
         return found
+
+    async def describe(self, resource_id: str, description: dict[str, Any]) -> None:
+        key = self._store.keys.resource(resource_id)
+        await self._store.client.hset(key, "description", json.dumps(description))
 
     async def set_status(
         self, resource_id: str, status: ResourceStatus, checksum: str | None = None
@@ -396,6 +403,7 @@ class RedisCatalog:
             "updatedAt", entry.updated_at,
             "kind", entry.kind.value,
             "sources", " ".join(entry.sources),
+            "description", json.dumps(entry.metadata.description()),
         ]  # fmt: skip
         unfinished = "0" if status.is_terminal else "1"
         restored = await self._store.restore(

@@ -22,6 +22,8 @@ from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
 from livefile.impl_server.derivations import Derivations
+from livefile.impl_server.image_job import ImageHandler
+from livefile.impl_server.images.blurhashes import Blurhashes, RedisSummaries
 from livefile.impl_server.jobs import JobRunner
 from livefile.impl_server.manager import CatalogUnavailableError, ResourceManager
 from livefile.impl_server.quotas import Quotas
@@ -50,6 +52,7 @@ from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
 from livefile.impl_websocket.http_metrics import TrafficCounter
 from livefile.impl_websocket.http_metrics import router as metrics_router
+from livefile.impl_websocket.image_api import router as image_router
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.transfers_api import router as transfers_router
 from livefile.impl_websocket.upload_endpoint import UploadSession
@@ -107,6 +110,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         derivations.register(
             ResourceKind.BUNDLE,
             BundleHandler(manager, bundle_forms, settings.bundle_settings()),
+        )
+        image_settings = settings.image_settings()
+        derivations.register(ResourceKind.IMAGE, ImageHandler(manager, image_settings))
+        app.state.blurhashes = Blurhashes(
+            manager,
+            image_settings.limits,
+            (settings.image_blurhash_x, settings.image_blurhash_y),
+            cache_size=settings.blurhash_cache_size,
+            shared=RedisSummaries(store.client, settings.redis_prefix, settings.blurhash_cache_ttl)
+            if settings.redis_url
+            else None,
+            concurrency=settings.job_concurrency,
         )
         recovered = await manager.recover()
         if recovered:
@@ -190,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(bundles_router)
     app.include_router(metrics_router)
     app.include_router(transfers_router)
+    app.include_router(image_router)
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:

@@ -182,6 +182,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=duration,
         help="lifetime of the download token in references, e.g. 7d (LIVEFILE_REFERENCE_TOKEN_TTL)",
     )
+    _add_image_arguments(parser)
     flags = {
         action.dest: action.option_strings[-1]
         for action in parser._actions
@@ -296,3 +297,26 @@ def register_token(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     )
     _add_key_arguments(parser)
     parser.set_defaults(handler=token)
+
+
+def _add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """Images → WebP + BlurHash (``POST /resources/{id}/image``, ``POST /blurhashes``)."""
+    for flag, text in (
+        ("--image-quality", "WebP quality, 0-100 (LIVEFILE_IMAGE_QUALITY, 80)"),
+        ("--image-method", "WebP method, 0 fast to 6 smallest (LIVEFILE_IMAGE_METHOD, 4)"),
+        ("--image-blurhash-x", "BlurHash components across, 1-9 (4)"),
+        ("--image-blurhash-y", "BlurHash components down, 1-9 (3)"),
+        ("--image-max-size", "bytes of an image file (LIVEFILE_IMAGE_MAX_SIZE, 256 MiB)"),
+        ("--image-max-pixels", "width x height of an image (64000000, at most 89478485)"),
+        ("--image-max-animation-pixels", "width x height x frames (1000000000)"),
+        ("--blurhash-cache-size", "BlurHashes kept in memory per process (4096)"),
+        ("--blurhash-cache-ttl", "seconds a BlurHash stays in Redis, 0 = ever (7 days)"),
+    ):
+        parser.add_argument(flag, help=text)
+    parser.add_argument(
+        "--image-keep-icc",
+        dest="image_keep_icc",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the ICC colour profile in the WebP (LIVEFILE_IMAGE_KEEP_ICC, on)",
+    )

@@ -24,6 +24,9 @@ class Counters:
     http_responses: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     # By connection kind (upload, download, other), close code and who closed (server, client).
     websocket_closes: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    # BlurHashes answered by POST /blurhashes, by where they were found: described, memory,
+    # redis, computed (see images/blurhashes.py).
+    blurhash_lookups: Counter[str] = field(default_factory=Counter)
 
 
 COUNTERS = Counters()

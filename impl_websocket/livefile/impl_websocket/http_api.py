@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
@@ -81,37 +82,50 @@ class DerivationStarted(WireModel):
     source: str
 
 
-@router.post(
-    "/resources/{resource_id}/repack",
-    response_model=DerivationStarted,
-    response_model_by_alias=True,
-    status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[Depends(derive_access)],
-    responses={
-        **ACCESS_RESPONSES,
-        404: {"model": ErrorBody, "description": "No resource with that id"},
-        503: {"model": ErrorBody, "description": "The job queue is full: try again later"},
-    },
-    tags=["resources"],
-)
-async def start_repack(resource_id: str, request: Request) -> DerivationStarted:
-    """Repack the archive into one normalized ZIP, a new resource that grows while the archive
-    (which may still be uploading) is read; follow it like any resource (see docs/protocol.md)."""
-    derivations: Derivations = request.app.state.derivations
+# What a route starting a derived resource may answer besides 202.
+DERIVATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ACCESS_RESPONSES,
+    404: {"model": ErrorBody, "description": "No resource with that id"},
+    503: {"model": ErrorBody, "description": "The job queue is full: try again later"},
+}
+
+
+async def derivation_started(
+    request: Request, resource_id: str, kind: ResourceKind, start: Callable[[str], Awaitable[str]]
+) -> DerivationStarted:
+    """Start deriving from ``resource_id`` (``start`` is the kind's starter of ``Derivations``)
+    and describe the new resource, or raise the route's 404 or 503."""
     try:
-        derived_id = await derivations.start_repack(resource_id)
+        derived_id = await start(resource_id)
     except ResourceNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id") from None
     except JobRefusedError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     settings = request.app.state.settings
     links = DownloadLinks(request, request.app.state.token_authority, settings.reference_token_ttl)
-    uri = links.uri(derived_id)
     return DerivationStarted(
         id=derived_id,
-        kind=ResourceKind.REPACK,
-        reference=ResourceReference(uri=uri),
+        kind=kind,
+        reference=ResourceReference(uri=links.uri(derived_id)),
         source=resource_id,
+    )
+
+
+@router.post(
+    "/resources/{resource_id}/repack",
+    response_model=DerivationStarted,
+    response_model_by_alias=True,
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(derive_access)],
+    responses=DERIVATION_RESPONSES,
+    tags=["resources"],
+)
+async def start_repack(resource_id: str, request: Request) -> DerivationStarted:
+    """Repack the archive into one normalized ZIP, a new resource that grows while the archive
+    (which may still be uploading) is read; follow it like any resource (see docs/protocol.md)."""
+    derivations: Derivations = request.app.state.derivations
+    return await derivation_started(
+        request, resource_id, ResourceKind.REPACK, derivations.start_repack
     )
 
 

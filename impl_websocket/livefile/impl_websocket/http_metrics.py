@@ -115,6 +115,16 @@ def counter_metrics(counters: Counters = COUNTERS) -> list[Metric]:
                 for (kind, code, by), count in sorted(counters.websocket_closes.items())
             ],
         ),
+        _counter(
+            "livefile_blurhash_lookups_total",
+            "BlurHashes answered by POST /blurhashes, by where they were found: the image's"
+            " metadata (described), this process's cache (memory), the workers' shared cache"
+            " (redis), or the image itself (computed).",
+            [
+                Sample(counters.blurhash_lookups[found], (("found", found),))
+                for found in ("described", "memory", "redis", "computed")
+            ],
+        ),
     ]
     books = admission.current()
     if books is not None:  # only under ``livefile serve``, once it has accepted a connection

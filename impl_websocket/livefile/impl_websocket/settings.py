@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livefile.impl_server.access import TokenAuthority
 from livefile.impl_server.bundle_job import BundleSettings
+from livefile.impl_server.image_job import ImageSettings
+from livefile.impl_server.images import ImageLimits, WebpOptions
+from livefile.impl_server.images.convert import PILLOW_PIXEL_LIMIT
 from livefile.impl_server.jobs import JobLimits
 from livefile.impl_server.repack import RepackLimits
 from livefile.impl_server.repack_job import RepackSettings
@@ -155,6 +158,32 @@ class Settings(BaseSettings):
     bundle_max_size: int = Field(
         default=64 * 1024**3, ge=0, description="bytes one bundle's ZIP may reach"
     )
+    # Images → WebP + BlurHash (POST /resources/{id}/image, POST /blurhashes)
+    image_quality: int = Field(default=80, ge=0, le=100, description="WebP quality (lossy)")
+    image_method: int = Field(
+        default=4, ge=0, le=6, description="WebP method: 0 fast, 6 smallest output"
+    )
+    image_keep_icc: bool = Field(
+        default=True, description="keep the ICC colour profile (other metadata is dropped)"
+    )
+    image_blurhash_x: int = Field(default=4, ge=1, le=9, description="BlurHash components across")
+    image_blurhash_y: int = Field(default=3, ge=1, le=9, description="BlurHash components down")
+    image_max_size: int = Field(default=256 * MiB, ge=1, description="bytes of an image file")
+    image_max_pixels: int = Field(
+        default=64_000_000,
+        ge=1,
+        le=PILLOW_PIXEL_LIMIT,
+        description="width x height, checked from the header (at most Pillow's own limit)",
+    )
+    image_max_animation_pixels: int = Field(
+        default=1_000_000_000, ge=1, description="width x height x frames of an animation"
+    )
+    blurhash_cache_size: int = Field(
+        default=4096, ge=0, description="BlurHashes kept in memory per process"
+    )
+    blurhash_cache_ttl: float = Field(
+        default=7 * 24 * 3600.0, ge=0, description="seconds a BlurHash stays in Redis; 0 = ever"
+    )
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""
@@ -195,6 +224,21 @@ class Settings(BaseSettings):
             max_bytes=self.bundle_max_size,
             seconds=self.job_time_limit,
         )
+
+    def image_settings(self) -> ImageSettings:
+        limits = ImageLimits(
+            max_bytes=self.image_max_size,
+            max_pixels=self.image_max_pixels,
+            max_animation_pixels=self.image_max_animation_pixels,
+        )
+        webp = WebpOptions(
+            quality=self.image_quality,
+            method=self.image_method,
+            keep_icc=self.image_keep_icc,
+            components_x=self.image_blurhash_x,
+            components_y=self.image_blurhash_y,
+        )
+        return ImageSettings(limits=limits, webp=webp, seconds=self.job_time_limit)
 
     def job_limits(self) -> JobLimits:
         return JobLimits(concurrency=self.job_concurrency, queue=self.job_queue)

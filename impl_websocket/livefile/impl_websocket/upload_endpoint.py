@@ -122,7 +122,7 @@ class UploadSession:
                 self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
             close = (exc.code, exc.reason)
             error = ResourceError(code="protocol_violation", message=exc.reason)
-        except JobRefusedError as exc:  # the repack asked for cannot be queued now
+        except JobRefusedError as exc:  # the derivation asked for cannot be queued now
             close = (close_codes.TRY_AGAIN_LATER, str(exc))
             error = ResourceError(code="refused", message=str(exc))
         except QuotaExceededError as exc:
@@ -247,7 +247,7 @@ class UploadSession:
             # step-streaming's protocol: MD5, one upload per connection, nothing derived.
             request = request.model_copy(
                 update={"checksum_algorithm": ChecksumAlgorithm.MD5, "keep_open": False}
-                | {"repack": False}
+                | {"repack": False, "image": False}
             )
             self.protocol.keep_open = False
         self.upload = await self.manager.create_upload(
@@ -265,12 +265,17 @@ class UploadSession:
             ", line access" if request.metadata.supports_line_access else "",
             f" in context {self.context_id}" if self.context_id else "",
         )
-        derived = None
+        derived = []
         if request.repack:
             repacked = await self.derivations.start_repack(resource_id)
-            derived = [self._derived(repacked, ResourceKind.REPACK)]
+            derived.append(self._derived(repacked, ResourceKind.REPACK))
+        if request.image:
+            image = await self.derivations.start_image(resource_id)
+            derived.append(self._derived(image, ResourceKind.IMAGE))
         reference = ResourceReference(uri=self._links.uri(resource_id))
-        ready = ReadyForUpload(reference=reference, resource_id=resource_id, derived=derived)
+        ready = ReadyForUpload(
+            reference=reference, resource_id=resource_id, derived=derived or None
+        )
         await self._send(ready.to_json(self.dialect))
         if self.dialect is Dialect.LIVEFILE:  # step-streaming's uploader hears nothing more
             self._forwarder = asyncio.create_task(self._forward_statuses(resource_id))

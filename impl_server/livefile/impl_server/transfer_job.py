@@ -166,13 +166,5 @@ async def start_transfer(
     if repack:
         derived.append((await derivations.start_repack(transfer_id), ResourceKind.REPACK))
     if image:
-        derived.append((await _start_image(derivations, transfer_id, metadata), ResourceKind.IMAGE))
+        derived.append((await derivations.start_image(transfer_id), ResourceKind.IMAGE))
     return StartedTransfer(transfer_id, derived)
-
-
-async def _start_image(derivations: Derivations, source_id: str, source: ResourceMetadata) -> str:
-    # The image producer is another module; until its own starter is merged, its resource is
-    # started through the generic starter (a WebP named after the source).
-    stem = source.filename.rsplit(".", 1)[0] or source.filename
-    metadata = ResourceMetadata(filename=f"{stem}.webp", mime_type="image/webp")
-    return await derivations.start(ResourceKind.IMAGE, metadata, sources=(source_id,))

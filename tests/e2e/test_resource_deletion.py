@@ -5,7 +5,10 @@ get FAILED ``deleted`` and are closed, the uploader is stopped, the files go, la
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
+import zipfile
 from typing import Any
 
 from tests.conftest import ServerFactory
@@ -21,6 +24,7 @@ from tests.support.wire import (
     wait_closed,
 )
 
+ZIP = {"filename": "project.zip", "mimeType": "application/zip"}
 TEXT = {"filename": "build.log", "mimeType": "text/plain", "supportsLineAccess": True}
 
 
@@ -99,3 +103,39 @@ async def test_a_deleted_resource_is_gone_while_its_tombstone_is_kept_then_unkno
     again = start_server("--tombstone-seconds", "0", data_dir=data_dir)
     assert call(f"{again.http_url}/resources/{resource_id}")[0] == 404
     assert call(f"{again.http_url}/resources/{resource_id}/content")[0] == 404
+
+
+async def test_resources_derived_from_a_deleted_one_stay_and_still_name_it(
+    server: LivefileProcess,
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "hello\n")
+    source_id = await upload(server.ws_url, buffer.getvalue())
+    status, started = call(f"{server.http_url}/resources/{source_id}/repack", "POST")
+    assert status == 202
+    derived = f"{server.ws_url}/ws/streaming/download/{started['id']}"
+    async with open_ws(derived) as watcher:
+        await status_where(watcher, transferStatus="COMPLETED")
+    assert call(f"{server.http_url}/resources/{source_id}", "DELETE")[0] == 204
+
+    status, info = call(f"{server.http_url}/resources/{started['id']}")
+    assert status == 200
+    assert info["sources"] == [source_id]
+    assert info["status"]["transferStatus"] == "COMPLETED"
+
+
+async def test_a_repack_whose_source_is_deleted_while_it_arrives_fails(
+    server: LivefileProcess,
+) -> None:
+    async with open_ws(f"{server.ws_url}/ws/streaming/upload") as uploader:
+        await uploader.send(json.dumps({"@": "StartUpload", "metadata": ZIP, "repack": True}))
+        ready = await asyncio.wait_for(receive_json(uploader), STATUS_WAIT)
+        (derived,) = ready["derived"]
+        await uploader.send(b"PK\x03\x04" + b"\0" * 100)
+        async with open_ws(f"{server.ws_url}/ws/streaming/download/{derived['id']}") as watcher:
+            await status_where(watcher, transferStatus="IN_PROGRESS")
+            url = f"{server.http_url}/resources/{ready['resourceId']}"
+            assert (await asyncio.to_thread(call, url, "DELETE"))[0] == 204
+            failed = await status_where(watcher, transferStatus="FAILED")
+    assert failed["error"]["code"] == "source_failed"

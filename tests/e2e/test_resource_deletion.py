@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import os
+import urllib.request
 import zipfile
 from typing import Any
 
@@ -26,6 +27,12 @@ from tests.support.wire import (
 
 ZIP = {"filename": "project.zip", "mimeType": "application/zip"}
 TEXT = {"filename": "build.log", "mimeType": "text/plain", "supportsLineAccess": True}
+
+
+def call_bytes(url: str) -> tuple[int, int]:
+    """Status and body length of a GET."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, len(response.read())
 
 
 async def wait_in_thread(event: Any) -> None:
@@ -72,6 +79,7 @@ async def test_deleting_a_running_upload_fails_its_watchers_stops_the_uploader_a
     assert resource_files(data_dir, resource_id) == []
     for path in ("", "/content", "/lines", "/events"):
         assert call(f"{server.http_url}/resources/{resource_id}{path}")[0] == 410
+    assert call(f"{server.http_url}/resources/{resource_id}/repack", "POST")[0] == 410
 
 
 async def test_a_deleted_resource_is_gone_while_its_tombstone_is_kept_then_unknown(
@@ -82,6 +90,9 @@ async def test_a_deleted_resource_is_gone_while_its_tombstone_is_kept_then_unkno
     assert data_dir is not None
     resource_id = await upload(server.ws_url, os.urandom(5000))
     assert len(resource_files(data_dir, resource_id)) == 2  # bytes and record
+    content = f"{server.http_url}/resources/{resource_id}/content"
+    for _ in range(2):  # the second from the fast path's cache of finished files
+        assert call_bytes(content) == (200, 5000)
     download = f"{server.ws_url}/ws/streaming/download/{resource_id}"
     async with open_ws(download) as watcher:  # a finished resource, watched
         await status_where(watcher, transferStatus="COMPLETED")
@@ -93,6 +104,7 @@ async def test_a_deleted_resource_is_gone_while_its_tombstone_is_kept_then_unkno
 
     gone = (410, {"detail": "Resource deleted"})
     assert call(f"{server.http_url}/resources/{resource_id}") == gone
+    assert call(content) == gone  # the cache forgot it
     assert call(f"{server.http_url}/resources/{resource_id}", "DELETE")[0] == 410
     async with open_ws(download) as late:
         error = await asyncio.wait_for(receive_json(late), STATUS_WAIT)

@@ -72,6 +72,11 @@ async def test_listings_page_newest_first_without_duplicates_or_gaps_and_filter(
 
         everything = listing(f"{server.http_url}/resources")
         assert [r["id"] for r in everything] == ids[::-1]  # newest first, each once
+        # A resource created between two pages changes nothing in the pages that follow.
+        first = call(f"{server.http_url}/resources?limit=3")[1]
+        newer = await upload_into(server, None, b"newer")
+        rest = listing(f"{server.http_url}/resources?cursor={first['nextCursor']}")
+        assert [r["id"] for r in first["resources"] + rest] == ids[::-1]
         times = [r["createdAt"] for r in everything]
         assert times == sorted(times, reverse=True)
         by_id = {r["id"]: r for r in everything}
@@ -87,15 +92,16 @@ async def test_listings_page_newest_first_without_duplicates_or_gaps_and_filter(
         running_only = listing(f"{server.http_url}/resources?status=IN_PROGRESS")
         assert [r["id"] for r in running_only] == [running_id]
         ended = listing(f"{server.http_url}/resources?status=FAILED&status=COMPLETED")
-        assert [r["id"] for r in ended] == ids[:7][::-1]
+        assert [r["id"] for r in ended] == [newer, *ids[:7][::-1]]
         failed_only = listing(f"{server.http_url}/resources?status=FAILED")
         assert [r["id"] for r in failed_only] == [failed]
 
     assert call(f"{server.http_url}/resources/{ids[2]}", "DELETE")[0] == 204
-    assert ids[2] not in [r["id"] for r in listing(f"{server.http_url}/resources")]
+    listed = [r["id"] for r in listing(f"{server.http_url}/resources")]
+    assert listed == [newer, *[i for i in ids[::-1] if i != ids[2]]]
     status, page = call(f"{server.http_url}/resources?limit=100000")
     assert status == 200  # capped, not refused
-    assert len(page["resources"]) == 7
+    assert len(page["resources"]) == 8
     status, body = call(f"{server.http_url}/resources?cursor=not-a-cursor")
     assert status == 400
     assert body["detail"].startswith("Invalid cursor")

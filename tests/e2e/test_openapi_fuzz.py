@@ -76,6 +76,9 @@ REACHES: dict[str, set[int]] = {
     "GET /resources/{resource_id}/lines": {200, 400, 404, 409, 422},
     "GET /resources/{resource_id}/events": {200, 404},
     "GET /metrics": {200},
+    "DELETE /resources/{resource_id}": {204, 404, 410},
+    "GET /resources": {200, 400},
+    "GET /contexts/{context_id}/resources": {200},
 }
 ANONYMOUS_REACHES = {label: {200 if label == "GET /healthz" else 401} for label in REACHES}
 
@@ -101,6 +104,8 @@ class Seeded:
     # Contexts the fuzzer may close (DELETE), so that closing one does not turn the other
     # context routes into 404s for the rest of the run.
     disposable_context_ids: tuple[str, ...]
+    # Resources the fuzzer may delete, likewise.
+    disposable_resource_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,8 @@ async def _seed(server: LivefileProcess, token: str | None) -> Seeded:
     await failed.abort()
     _await_failed(server, token, failed.resource_id)
     resource_ids = (text.resource_id, binary.resource_id, empty.resource_id, failed.resource_id)
-    return Seeded(resource_ids, (context_id,), disposable)
+    deletable = [await client.upload_bytes(b"x", filename="x.bin") for _ in range(2)]
+    return Seeded(resource_ids, (context_id,), disposable, tuple(r.resource_id for r in deletable))
 
 
 def _start(data_dir: Path, env: dict[str, str] | None = None) -> LivefileProcess:
@@ -240,11 +246,12 @@ def _register_hooks(schema: OpenApiSchema, seeded: Seeded) -> None:
         operation = context.operation
         if operation is None or not path_parameters:
             return st.just(path_parameters)
+        delete = operation.method.upper() == "DELETE"
         if "resource_id" in path_parameters:
-            name, ids = "resource_id", seeded.resource_ids
+            name = "resource_id"
+            ids = seeded.disposable_resource_ids if delete else seeded.resource_ids
         elif "context_id" in path_parameters:
             name = "context_id"
-            delete = operation.method.upper() == "DELETE"
             ids = seeded.disposable_context_ids if delete else seeded.context_ids
         else:
             return st.just(path_parameters)
@@ -296,12 +303,13 @@ def _explicit_cases(operation: Operation, seeded: Seeded) -> list[FuzzCase]:
     path = operation.path
     text_id, binary_id = seeded.resource_ids[:2]
     variants: list[dict[str, Any]] = []
+    delete = operation.method.upper() == "DELETE"
     if "{resource_id}" in path:
-        variants = [{"path_parameters": {"resource_id": rid}} for rid in seeded.resource_ids]
+        rids = seeded.disposable_resource_ids if delete else seeded.resource_ids
+        variants = [{"path_parameters": {"resource_id": rid}} for rid in rids]
     elif path == "/contexts/{context_id}/events":
         variants = [{"path_parameters": {"context_id": seeded.context_ids[0]}}]
     elif "{context_id}" in path:
-        delete = operation.method.upper() == "DELETE"
         ids = seeded.disposable_context_ids if delete else seeded.context_ids
         variants = [{"path_parameters": {"context_id": cid}} for cid in ids]
     if path == CONTENT:

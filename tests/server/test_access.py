@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -196,3 +197,16 @@ def test_admin_and_the_unrestricted_grant_allow_everything() -> None:
         assert grant.authorize_upload(OTHER) == OTHER
         grant.authorize_context(OTHER)
         grant.authorize_admin()
+
+
+def test_a_grant_names_its_token_by_jti_or_else_by_digest() -> None:
+    authority = TokenAuthority.from_settings(secret="s" * 32)
+    assert authority is not None
+    minted = authority.mint([Scope.UPLOAD], 60)
+    assert (
+        authority.verify(minted).token_id
+        == jwt.decode(minted, options={"verify_signature": False})["jti"]
+    )
+    now = int(time.time())
+    bare = jwt.encode({"aud": "livefile", "exp": now + 60, "scope": "upload"}, "s" * 32)
+    assert authority.verify(bare).token_id == hashlib.sha256(bare.encode()).hexdigest()

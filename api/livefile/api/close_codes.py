@@ -21,6 +21,9 @@ IDLE_PREFIX = "Idle for "
 QUOTA_PREFIX = "QuotaExceededException: "
 CHECKSUM_PREFIX = "Checksum mismatch"
 NOT_UTF8_PREFIX = "Not UTF-8: "  # a line-access upload whose bytes are not UTF-8 (1007)
+# An upload (1008) or a watcher (1008) whose resource was deleted, or an upload that expired.
+DELETED_PREFIX = "Resource deleted: "
+EXPIRED_PREFIX = "Upload expired: "
 UNAUTHORIZED_PREFIX = "Unauthorized: "  # no valid token (HTTP 401)
 FORBIDDEN_PREFIX = "Forbidden: "  # a valid token that does not grant the request (HTTP 403)
 

@@ -15,6 +15,11 @@ class QuotaExceededError(LivefileError):
     """A quota refused the resource or its size (close 1008 ``QuotaExceededException: …``)."""
 
 
+class StorageQuotaError(QuotaExceededError):
+    """The data directory holds as many bytes as the server allows
+    (``LIVEFILE_MAX_STORAGE_BYTES``): no new resource until some are deleted (HTTP 507)."""
+
+
 class ChecksumMismatchError(LivefileError):
     """The server's checksum of the uploaded bytes differs from the client's."""
 

@@ -25,6 +25,7 @@ from livefile.api.model import (
     ResourceKind,
     ResourceMetadata,
     ResourceStatus,
+    TransferStatus,
 )
 
 
@@ -68,6 +69,13 @@ class Storage(Protocol):
     def read_meta(self, resource_id: str) -> dict[str, Any] | None:
         """The record written last, or None. Blocking."""
 
+    def remove(self, resource_id: str) -> int:
+        """Delete the bytes, line index and record (what is already gone is skipped); returns
+        the bytes freed. Blocking."""
+
+    def used_bytes(self) -> int:
+        """The bytes of everything stored. Blocking."""
+
 
 @dataclass(frozen=True)
 class CatalogEntry:
@@ -80,6 +88,40 @@ class CatalogEntry:
     updated_at: float
     kind: ResourceKind = ResourceKind.UPLOAD
     sources: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A place in the order of creation: (creation time, id)."""
+
+    created_at: float
+    resource_id: str
+
+    @classmethod
+    def of(cls, entry: CatalogEntry) -> Cursor:
+        return cls(entry.created_at, entry.resource_id)
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """Up to ``limit`` entries after ``after`` in the order of creation (newest first, or
+    oldest first), of one context only when ``context_id`` is given, in ``statuses`` only when
+    given, created before ``created_before`` if given."""
+
+    after: Cursor | None
+    limit: int
+    context_id: str | None = None
+    statuses: frozenset[TransferStatus] | None = None
+    newest_first: bool = True
+    created_before: float | None = None
+
+
+@dataclass(frozen=True)
+class CatalogPage:
+    """Entries in order, and where the next page starts (None: nothing follows)."""
+
+    entries: list[CatalogEntry]
+    next: Cursor | None
 
 
 class Catalog(Protocol):
@@ -140,6 +182,27 @@ class Catalog(Protocol):
         """Entries still INITIATED or IN_PROGRESS (after a crash: their uploads are gone)."""
 
     async def count_in_context(self, upload_context_id: str) -> int: ...
+
+    async def page(self, query: PageQuery) -> CatalogPage:
+        """The entries ``query`` asks for; a catalog may apply ``query.statuses`` loosely (its
+        unfinished statuses can lag behind the live ones): the caller filters again."""
+
+    async def delete(
+        self, resource_id: str, status: ResourceStatus, deleted_at: float
+    ) -> CatalogEntry | None:
+        """Remove the entry (announcing ``status``, its FAILED ``deleted``, to its watchers
+        where the catalog carries statuses) and keep a tombstone dated ``deleted_at``; returns
+        the entry removed, None when there was none (deleting twice is harmless)."""
+
+    async def deleted_at(self, resource_id: str) -> float | None:
+        """When ``resource_id`` was deleted, while its tombstone is kept."""
+
+    async def purge_tombstones(self, deleted_before: float) -> list[str]:
+        """Forget the tombstones of resources deleted before ``deleted_before``; their ids."""
+
+    async def claim_sweep(self, seconds: float) -> bool:
+        """Whether this process should run the shared part of a sweep now: True for one
+        process per ``seconds`` (always, for a catalog only one process uses)."""
 
     async def close(self) -> None: ...
 

@@ -261,6 +261,26 @@ class ResourceInfo(WireModel):
     derived: list[DerivedResource] = Field(default_factory=list)  # made from this one
 
 
+class ResourceSummary(WireModel):
+    """A resource as ``GET /resources`` lists it."""
+
+    id: str
+    metadata: ResourceMetadata
+    status: ResourceStatus
+    upload_context_id: str | None = None
+    kind: ResourceKind = ResourceKind.UPLOAD
+    sources: list[str] = Field(default_factory=list)
+    created_at: float = Field(description="when it was created (Unix time, seconds)")
+
+
+class ResourcePage(WireModel):
+    """One page of a listing, newest first. ``next_cursor`` asks for the next page; a page may
+    hold fewer resources than asked for even when more follow: go on while it is set."""
+
+    resources: list[ResourceSummary]
+    next_cursor: str | None = None
+
+
 class UploadContextInfo(WireModel):
     """An upload context as ``POST /contexts`` and ``GET /contexts/{id}`` describe it."""
 

@@ -30,3 +30,7 @@ class LruCache(Generic[K, V]):
         if len(self._items) > self._capacity:
             return self._items.popitem(last=False)[1]
         return None
+
+    def pop(self, key: K) -> V | None:
+        """Forget ``key`` (a deleted resource); returns its value, if it was kept."""
+        return self._items.pop(key, None)

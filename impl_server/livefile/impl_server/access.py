@@ -10,10 +10,12 @@ refusal never reveals whether a resource exists.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,10 @@ class Grant:
     resource_id: str | None = None  # a download token for this resource only
     context_id: str | None = None  # an upload token for this upload context only
     subject: str | None = None
+    # Which token this is (its ``jti``, else a digest of it): the resources an upload creates
+    # remember it, so that the same token may delete them while they run. Not part of what
+    # the grant allows, so not compared.
+    token_id: str | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -189,7 +195,11 @@ class TokenAuthority:
             raise AuthenticationError("token signature is invalid") from None
         except jwt.InvalidTokenError as exc:
             raise AuthenticationError(f"invalid token: {exc}"[:100]) from None
-        return _grant_of(claims)
+        jti: Any = claims.get("jti")
+        token_id = (
+            jti if isinstance(jti, str) and jti else hashlib.sha256(token.encode()).hexdigest()
+        )
+        return dataclasses.replace(_grant_of(claims), token_id=token_id)
 
     def mint(
         self,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from livefile.api.errors import ServerError
-from livefile.api.interfaces import CatalogEntry
+from livefile.api.interfaces import CatalogEntry, CatalogPage, Cursor, PageQuery
 from livefile.api.model import (
     ResourceError,
     ResourceKind,
@@ -51,7 +51,15 @@ CREATE TABLE IF NOT EXISTS derivations (
     derived TEXT NOT NULL,
     PRIMARY KEY (source, derived)
 );
+CREATE INDEX IF NOT EXISTS resources_created ON resources (created_at, id);
+CREATE INDEX IF NOT EXISTS resources_context_created
+    ON resources (upload_context_id, created_at, id);
+CREATE TABLE IF NOT EXISTS tombstones (
+    id TEXT PRIMARY KEY,
+    deleted_at REAL NOT NULL
+);
 """
+_UNFINISHED = frozenset({TransferStatus.INITIATED, TransferStatus.IN_PROGRESS})
 # Columns added after the first release; an older catalog gets them on open.
 _ADDED_COLUMNS = {
     "revision": "INTEGER",
@@ -191,6 +199,8 @@ class SqliteCatalog:
         return entry.status
 
     async def restore(self, entry: CatalogEntry) -> None:
+        if await self.deleted_at(entry.resource_id) is not None:
+            return  # deleted: a record a racing writer left behind must not bring it back
         row = (
             entry.resource_id,
             entry.metadata.filename,
@@ -250,6 +260,78 @@ class SqliteCatalog:
             "SELECT COUNT(*) FROM resources WHERE upload_context_id = ?", (upload_context_id,)
         ).fetchone()
         return int(row[0])
+
+    async def page(self, query: PageQuery) -> CatalogPage:
+        after, limit, context_id = query.after, query.limit, query.context_id
+        statuses, newest_first = query.statuses, query.newest_first
+        conditions: list[str] = []
+        values: list[object] = []
+        if context_id is not None:
+            conditions.append("upload_context_id = ?")
+            values.append(context_id)
+        if statuses is not None:
+            # The stored status of an unfinished resource is its first one (only ends are
+            # written): either unfinished status asks for both.
+            wanted = set(statuses) | (_UNFINISHED if statuses & _UNFINISHED else set())
+            conditions.append(f"transfer_status IN ({', '.join('?' * len(wanted))})")
+            values.extend(sorted(status.value for status in wanted))
+        if query.created_before is not None:
+            conditions.append("created_at < ?")
+            values.append(query.created_before)
+        if after is not None:
+            beyond = "<" if newest_first else ">"
+            conditions.append(f"(created_at {beyond} ? OR (created_at = ? AND id {beyond} ?))")
+            values.extend([after.created_at, after.created_at, after.resource_id])
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        order = "DESC" if newest_first else "ASC"
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM resources{where}"
+            f" ORDER BY created_at {order}, id {order} LIMIT ?",
+            (*values, limit + 1),
+        ).fetchall()
+        entries = [_entry(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return CatalogPage(entries, Cursor.of(entries[-1]) if more and entries else None)
+
+    async def delete(
+        self, resource_id: str, status: ResourceStatus, deleted_at: float
+    ) -> CatalogEntry | None:
+        entry = await self.get(resource_id)
+        if entry is None:
+            return None
+        with _writing():
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM resources WHERE id = ?", (resource_id,))
+                self._db.execute(
+                    "DELETE FROM derivations WHERE source = ? OR derived = ?",
+                    (resource_id, resource_id),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO tombstones VALUES (?, ?)", (resource_id, deleted_at)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return entry
+
+    async def deleted_at(self, resource_id: str) -> float | None:
+        row = self._db.execute(
+            "SELECT deleted_at FROM tombstones WHERE id = ?", (resource_id,)
+        ).fetchone()
+        return float(row[0]) if row else None
+
+    async def purge_tombstones(self, deleted_before: float) -> list[str]:
+        with _writing():
+            rows = self._db.execute(
+                "DELETE FROM tombstones WHERE deleted_at < ? RETURNING id", (deleted_before,)
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    async def claim_sweep(self, seconds: float) -> bool:
+        return True  # one process owns this catalog
 
     async def close(self) -> None:
         self._db.close()

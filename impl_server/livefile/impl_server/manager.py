@@ -10,6 +10,11 @@ the catalog takes it, so no reader ever sees an ended resource as still running.
 ever held: a COMPLETED the catalog did not take in time becomes FAILED (``unrecorded``), since
 its uploader is told of a failure.
 
+A resource can be deleted (``delete``): its watchers hear a FAILED ``deleted`` status and are
+closed, its producer is stopped, then its catalog entry (a tombstone stays for a while), bytes,
+line index and record go. A running upload older than the upload expiry is ended FAILED
+``expired`` (``expire_running``, ``expire_orphan``; the sweeper calls them).
+
 Beside each resource's bytes, its record (``resource_record.py``) is kept up to date — at
 creation, and with the terminal status before anyone is told of it — so a catalog that lost the
 entry (Redis restarted empty) gets it back from the shared volume (``entry``, lease renewal).
@@ -29,6 +34,8 @@ from livefile.api.errors import PolicyViolationError, QuotaExceededError, Server
 from livefile.api.interfaces import (
     Catalog,
     CatalogEntry,
+    CatalogPage,
+    PageQuery,
     StatusBus,
     StatusSubscription,
     Storage,
@@ -50,11 +57,14 @@ from livefile.impl_common.checksums import Digest, new_digest, parse_stored
 from livefile.impl_common.lines import line_count
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
+from livefile.impl_server.deletions import DeletionWatchers, deleted_error
+from livefile.impl_server.lifecycle import Lifecycle, expired_error
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count, truncate_index
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.resource_record import entry_of, record_of
 from livefile.impl_server.storage import storage_error
+from livefile.impl_server.storage_usage import StorageUsage
 from livefile.impl_server.upload import UploadProducer
 from livefile.impl_server.writer import EndNotRecorded, LiveWriter
 
@@ -78,6 +88,7 @@ UNRECORDED = ResourceError(
 )
 
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
+DELETIONS_REMEMBERED = 10_000  # ids deleted lately, whose ends are no longer recorded
 
 
 # Makes the reader of a resource: its entry, the storage, its current status, its statuses.
@@ -116,8 +127,16 @@ class ResourceManager:
         quotas: Quotas,
         checkpoint_interval: float,
         durable: bool = True,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.storage = storage
+        self.lifecycle = lifecycle or Lifecycle()
+        self.usage = StorageUsage(storage)
+        self.deletions = DeletionWatchers()
+        # Tells the other processes of a deletion (the Redis feed); None: this one is alone.
+        self.announce_deletion: Callable[[str, ResourceStatus], Awaitable[None]] | None = None
+        self._deleted: LruCache[str, bool] = LruCache(DELETIONS_REMEMBERED)
+        self._created_at: dict[str, float] = {}  # of the resources this process produces
         self.catalog = catalog
         self.bus = bus
         self.contexts = contexts
@@ -189,6 +208,7 @@ class ResourceManager:
         metadata: ResourceMetadata,
         context_id: str | None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
+        uploader: str | None = None,
     ) -> UploadProducer:
         """Create a resource for a client's upload (its context's count quota checked first);
         INITIATED is published at once. The metadata fields the server describes are not the
@@ -205,7 +225,10 @@ class ResourceManager:
                 raise
         try:
             writer = await self.create_resource(
-                metadata, context_id=context_id, checksum_algorithm=checksum_algorithm
+                metadata,
+                context_id=context_id,
+                checksum_algorithm=checksum_algorithm,
+                uploader=uploader,
             )
         except BaseException:
             if context_id is not None:
@@ -224,11 +247,21 @@ class ResourceManager:
         context_id: str | None = None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         stage: str | None = None,
+        uploader: str | None = None,
     ) -> LiveWriter:
         """Create a resource and return its writer; INITIATED (with ``stage``) is published at
-        once. Every producer starts here."""
+        once. Every producer starts here. ``uploader`` identifies the token that created it
+        (its own token may delete it while it runs). ``StorageQuotaError`` when the data
+        directory holds the most bytes allowed."""
         return await self._create(
-            metadata, kind, sources, context_id, checksum_algorithm, stage, owned=True
+            metadata,
+            kind,
+            sources,
+            context_id,
+            checksum_algorithm,
+            stage,
+            owned=True,
+            uploader=uploader,
         )
 
     async def create_unowned(
@@ -320,6 +353,7 @@ class ResourceManager:
             lambda status, checksum: self._persist_end(resource_id, status, checksum),
             algorithm,
             durable=self.durable,
+            on_stored=self.usage.stored,
             **options,
         )
 
@@ -357,7 +391,9 @@ class ResourceManager:
         stage: str | None,
         *,
         owned: bool,
+        uploader: str | None = None,
     ) -> LiveWriter:
+        await self.usage.check(self.lifecycle.max_storage_bytes)
         resource_id = new_resource_id()
         await self._check_catalog()
         storage_writer = None
@@ -371,7 +407,13 @@ class ResourceManager:
             if storage_writer is not None:
                 storage_writer.close()
             raise storage_error(exc) from exc
-        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
+        writer = self._writer(
+            resource_id,
+            storage_writer,
+            index,
+            checksum_algorithm,
+            stage=stage,
+        )
         initial = writer.status
         now = time.time()
         entry = CatalogEntry(
@@ -381,6 +423,8 @@ class ResourceManager:
             try:
                 # Not fsync'd: nothing is promised about a resource before its end.
                 record = record_of(entry)
+                if uploader is not None:
+                    record["uploader"] = uploader
                 await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
             except OSError as exc:  # a full disk
                 raise storage_error(exc) from exc
@@ -395,6 +439,7 @@ class ResourceManager:
             self._publish(resource_id, initial)
             return writer
         self._active[resource_id] = writer
+        self._created_at[resource_id] = now
         if context_id is not None:
             self._context_of[resource_id] = context_id
             self.contexts.resource_created(context_id, resource_id, metadata)
@@ -441,10 +486,13 @@ class ResourceManager:
         ``EndNotRecorded`` (with the FAILED status held instead) when it could not be recorded
         in time."""
         try:
+            if self._deleted.get(resource_id):
+                return status  # deleted: nothing is left to record it in
             return await self._end(resource_id, status, checksum)
         finally:
             # Whatever the catalog said, this process no longer produces the resource.
             self._active.pop(resource_id, None)
+            self._created_at.pop(resource_id, None)
 
     async def _end(
         self, resource_id: str, status: ResourceStatus, checksum: str | None
@@ -506,6 +554,8 @@ class ResourceManager:
         self, resource_id: str, status: ResourceStatus, checksum: str | None
     ) -> None:
         """Put ``status`` into the record beside the bytes (fsync'd when durable)."""
+        if self._deleted.get(resource_id):
+            return  # its record is gone, or about to go: never write it again
         record = await asyncio.to_thread(self.storage.read_meta, resource_id)
         if record is None:  # a resource older than records
             try:
@@ -522,6 +572,8 @@ class ResourceManager:
 
     async def _restore(self, resource_id: str) -> CatalogEntry | None:
         """Give the catalog back an entry it lost, from the record beside the bytes."""
+        if self._deleted.get(resource_id):
+            return None  # not lost: deleted (its record may not be removed yet)
         record = await asyncio.to_thread(self.storage.read_meta, resource_id)
         entry = entry_of(record) if record is not None else None
         if entry is None or entry.resource_id != resource_id:
@@ -706,3 +758,141 @@ class ResourceManager:
             lambda: self.status(resource_id),
             lambda: self.subscribe(resource_id),
         )
+
+    # The lifecycle: deletion, expiry, listing.
+
+    async def uploader(self, resource_id: str) -> str | None:
+        """Which token created ``resource_id`` (``Grant.token_id``), as its record says."""
+        if not is_valid_id(resource_id):
+            return None
+        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        uploader = record.get("uploader") if record is not None else None
+        return uploader if isinstance(uploader, str) else None
+
+    async def gone(self, resource_id: str) -> bool:
+        """Whether ``resource_id`` was deleted lately enough that its tombstone is kept (410)."""
+        if not is_valid_id(resource_id):
+            return False
+        deleted_at = await self.catalog.deleted_at(resource_id)
+        if deleted_at is None:
+            return False
+        return time.time() - deleted_at < self.lifecycle.tombstone_seconds
+
+    async def delete(
+        self, resource_id: str, reason: str = "deleted through DELETE /resources/{id}"
+    ) -> ResourceStatus | None:
+        """Delete a resource: its producer is stopped, its watchers (here and, through
+        ``announce_deletion``, in every process) get its last status, FAILED ``deleted``, and
+        are closed; then its catalog entry (a tombstone stays), bytes, line index and record
+        go. Returns that last status; None when there is no such resource. Safe to call twice,
+        and from two processes at once. Resources derived from it stay (their ``sources``
+        still name it)."""
+        entry = await self.entry(resource_id)
+        if entry is None:
+            return None
+        self._deleted.put(resource_id, True)
+        error = deleted_error(reason)
+        writer = self._active.get(resource_id)
+        if writer is not None:
+            # Its FAILED is published here at once; it is not recorded (see _persist_end).
+            status = await writer.stop(error)
+            if status.error != error:  # it had ended just before: its end stood until now
+                status = _failed_after(status, error)
+                self.bus.publish(resource_id, status)
+        else:
+            current = await self.status(resource_id) or entry.status
+            status = _failed_after(current, error)
+            self.bus.publish(resource_id, status)
+            if entry.upload_context_id is not None:
+                self.contexts.status_changed(entry.upload_context_id, resource_id, status)
+        await self.catalog.delete(resource_id, status, time.time())
+        self._forget(resource_id)
+        self.deletions.deleted(resource_id, status)
+        if self.announce_deletion is not None:
+            try:
+                await self.announce_deletion(resource_id, status)
+            except Exception as exc:  # the others' watchers then learn it from the catalog
+                logger.warning("could not announce the deletion of %s: %s", resource_id, exc)
+        freed = await asyncio.to_thread(self.storage.remove, resource_id)
+        self.usage.freed(freed)
+        logger.info("resource %s deleted (%s): %d bytes freed", resource_id, reason, freed)
+        return status
+
+    async def deleted_elsewhere(self, resource_id: str, status: ResourceStatus) -> None:
+        """Another process deleted ``resource_id``: stop producing it, close its watchers here,
+        forget what is cached."""
+        self._deleted.put(resource_id, True)
+        writer = self._active.get(resource_id)
+        if writer is not None and status.error is not None:
+            await writer.stop(status.error)
+        self._forget(resource_id)
+        self.deletions.deleted(resource_id, status)
+
+    def _forget(self, resource_id: str) -> None:
+        self._finished.pop(resource_id)
+        self._unrecorded.pop(resource_id, None)
+        self._context_of.pop(resource_id, None)
+
+    async def expire_running(self, now: float) -> int:
+        """End FAILED ``expired`` the uploads this process produces that are older than the
+        upload expiry; returns how many."""
+        limit = self.lifecycle.upload_expiry
+        if limit is None:
+            return 0
+        expired = 0
+        for resource_id, writer in list(self._active.items()):
+            created_at = self._created_at.get(resource_id)
+            if created_at is not None and now - created_at >= limit:
+                status = await writer.stop(expired_error(limit))
+                if status.error is not None and status.error.code == "expired":
+                    expired += 1
+                    logger.warning("upload %s expired after %g s", resource_id, limit)
+        return expired
+
+    async def expire_orphan(self, entry: CatalogEntry) -> bool:
+        """End FAILED ``expired`` an unfinished resource no process here produces (a resumable
+        upload waiting for its client); refused while another live process holds its lease
+        (that process's own sweep ends it). Whether it ended now."""
+        limit = self.lifecycle.upload_expiry
+        if limit is None or entry.resource_id in self._active or entry.status.is_terminal:
+            return False
+        status = _failed_after(entry.status, expired_error(limit))
+        recorded = await self._record(entry.resource_id, status, None, reaping=True)
+        if recorded is None or recorded.error != status.error:
+            return False
+        self.bus.publish(entry.resource_id, recorded)
+        if entry.upload_context_id is not None:
+            self.contexts.status_changed(entry.upload_context_id, entry.resource_id, recorded)
+        logger.warning("unfinished resource %s expired after %g s", entry.resource_id, limit)
+        return True
+
+    def live_status(self, entry: CatalogEntry) -> ResourceStatus:
+        """The entry's status, or the newer one this process knows (its producer's, or an end
+        the catalog has not recorded yet)."""
+        writer = self._active.get(entry.resource_id)
+        if writer is not None:
+            return writer.status
+        if entry.resource_id in self._unrecorded:
+            return self._unrecorded[entry.resource_id][0]
+        return entry.status
+
+    async def page(self, query: PageQuery) -> CatalogPage:
+        """The resources ``query`` asks for, with their live statuses. A page may hold fewer
+        than ``query.limit`` even when more follow (entries of other statuses were passed
+        over): go on while ``next`` is set."""
+        found: list[CatalogEntry] = []
+        limit, statuses, cursor = query.limit, query.statuses, query.after
+        examined = 0
+        while True:
+            page = await self.catalog.page(
+                dataclasses.replace(query, after=cursor, limit=limit - len(found))
+            )
+            examined += len(page.entries)
+            for entry in page.entries:
+                entry = dataclasses.replace(entry, status=self.live_status(entry))
+                if statuses is None or entry.status.transfer_status in statuses:
+                    found.append(entry)
+            cursor = page.next
+            # Bounded work per request: a page that passed over many entries ends early.
+            if cursor is None or len(found) >= limit or examined >= 10 * limit:
+                return CatalogPage(found, cursor)

@@ -15,6 +15,11 @@ Keys (``P`` is the configurable prefix, ``livefile`` by default):
 - ``P:lease:{id}``: the id of the process taking the upload, with a TTL its owner renews. When
   it has been missing for a whole lease period while Redis answered (the owner died), any
   process marks the resource FAILED.
+- ``P:created`` and ``P:context-resources:{context}`` sorted sets: every resource (of one
+  context), scored by creation time, for listings newest first and the sweeper oldest first.
+- ``P:tombstones`` sorted set: deleted resources, scored by deletion time (410 while kept).
+- ``P:deletions`` pub/sub channel: every deletion, so each process closes its watchers and its
+  uploader of the resource and forgets what it cached. ``P:sweep``: which process sweeps now.
 
 Statuses are written and published by one Lua script, so the stored status and the published
 one never disagree and a terminal status is never overwritten. A terminal status has its own
@@ -46,7 +51,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from livefile.api.interfaces import CatalogEntry
+from livefile.api.interfaces import CatalogEntry, CatalogPage, Cursor, PageQuery
 from livefile.api.model import ResourceKind, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import StatusMailbox
 
@@ -147,12 +152,37 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: resource hash, active set. ARGV: id, "1" when unfinished, then field, value, ...
+# KEYS: resource hash, active set, tombstones. ARGV: id, "1" when unfinished, field, value, ...
+# A deleted resource is not brought back by a record a racing writer left behind.
 _RESTORE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) end
 return 1
+"""
+
+# KEYS: resource hash, status channel, active set, lease, created set, tombstones, derived set.
+# ARGV: id, status JSON (FAILED deleted), deletion time, key prefix.
+# Removes the entry and everything that names it, keeps a tombstone, and tells the resource's
+# watchers; returns the entry's fields, or nothing when it was gone already (idempotent).
+_DELETE = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return false end
+local context = redis.call('HGET', KEYS[1], 'uploadContextId')
+local sources = redis.call('HGET', KEYS[1], 'sources') or ''
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[7])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if context and context ~= '' then
+    redis.call('ZREM', ARGV[4] .. ':context-resources:' .. context, ARGV[1])
+end
+for source in string.gmatch(sources, '%S+') do
+    redis.call('ZREM', ARGV[4] .. ':derived:' .. source, ARGV[1])
+end
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
+return fields
 """
 
 SAFETY_NET_PERIOD = 1.0  # seconds between re-reads of the watched statuses
@@ -178,6 +208,25 @@ class RedisKeys:
     @property
     def active(self) -> str:
         return f"{self.prefix}:active"
+
+    @property
+    def created(self) -> str:
+        return f"{self.prefix}:created"
+
+    def context_resources(self, context_id: str) -> str:
+        return f"{self.prefix}:context-resources:{context_id}"
+
+    @property
+    def tombstones(self) -> str:
+        return f"{self.prefix}:tombstones"
+
+    @property
+    def deletions(self) -> str:
+        return f"{self.prefix}:deletions"
+
+    @property
+    def sweep(self) -> str:
+        return f"{self.prefix}:sweep"
 
 
 def _status_from(fields: dict[str, str]) -> ResourceStatus:
@@ -213,6 +262,7 @@ class RedisStore:
         self.renew = self.client.register_script(_RENEW)
         self.adopt = self.client.register_script(_ADOPT)
         self.restore = self.client.register_script(_RESTORE)
+        self.delete = self.client.register_script(_DELETE)
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -322,28 +372,71 @@ class RedisCatalog:
             if owned:
                 pipe.set(keys.lease(resource_id), self._store.node_id, px=self._lease_ms)
             pipe.sadd(keys.active, resource_id)
+            pipe.zadd(keys.created, {resource_id: now})
+            if upload_context_id is not None:
+                pipe.zadd(keys.context_resources(upload_context_id), {resource_id: now})
             await pipe.execute()
 
     async def get(self, resource_id: str) -> CatalogEntry | None:
         fields = await self._store.fields(self._store.keys.resource(resource_id))
+        return _entry_from(resource_id, fields) if fields else None
+
+    async def page(self, query: PageQuery) -> CatalogPage:
+        # ``statuses`` is left to the caller: a status lives in each entry's hash.
+        keys, limit, context_id = self._store.keys, query.limit, query.context_id
+        key = keys.created if context_id is None else keys.context_resources(context_id)
+        ids = await _ordered_ids(self._store.client, key, query)
+        entries = []
+        for resource_id in ids[:limit]:
+            entry = await self.get(resource_id)
+            if entry is not None:  # deleted between the two reads
+                entries.append(entry)
+        more = len(ids) > limit
+        last = ids[limit - 1] if more else None
+        next_cursor = None
+        if last is not None:
+            score = await self._store.client.zscore(key, last)
+            next_cursor = Cursor(float(score), last) if score is not None else None
+            if next_cursor is None and entries:
+                next_cursor = Cursor.of(entries[-1])
+        return CatalogPage(entries, next_cursor)
+
+    async def delete(
+        self, resource_id: str, status: ResourceStatus, deleted_at: float
+    ) -> CatalogEntry | None:
+        keys = self._store.keys
+        fields = await self._store.delete(
+            keys=[keys.resource(resource_id), keys.channel(resource_id), keys.active,
+                  keys.lease(resource_id), keys.created, keys.tombstones,
+                  keys.derived(resource_id)],
+            args=[resource_id, status.model_dump_json(by_alias=True), deleted_at, keys.prefix],
+        )  # fmt: skip
         if not fields:
             return None
-        return CatalogEntry(
-            resource_id=resource_id,
-            metadata=ResourceMetadata.model_construct(
-                filename=fields["filename"],
-                mime_type=fields["mimeType"],
-                supports_line_access=fields["supportsLineAccess"] == "1",
-                **json.loads(fields.get("description") or "{}"),
-            ),
-            status=_status_from(fields),
-            upload_context_id=fields.get("uploadContextId") or None,
-            checksum=fields.get("checksum") or None,
-            created_at=float(fields["createdAt"]),
-            updated_at=float(fields["updatedAt"]),
-            kind=ResourceKind(fields.get("kind") or ResourceKind.UPLOAD.value),
-            sources=tuple((fields.get("sources") or "").split()),
+        pairs = cast(list[str], fields)
+        return _entry_from(resource_id, dict(zip(pairs[::2], pairs[1::2], strict=True)))
+
+    async def deleted_at(self, resource_id: str) -> float | None:
+        score = await self._store.client.zscore(self._store.keys.tombstones, resource_id)
+        return None if score is None else float(score)
+
+    async def purge_tombstones(self, deleted_before: float) -> list[str]:
+        key = self._store.keys.tombstones
+        ids = cast(
+            list[str], await self._store.client.zrangebyscore(key, "-inf", f"({deleted_before}")
         )
+        if ids:
+            await self._store.client.zrem(key, *ids)
+        return ids
+
+    async def claim_sweep(self, seconds: float) -> bool:
+        """One process per sweep period runs the shared part (the others would find the same
+        work and do nothing harmful, only the same work again)."""
+        keys = self._store.keys
+        claimed = await self._store.client.set(
+            keys.sweep, self._store.node_id, nx=True, px=max(1, int(seconds * 1000))
+        )
+        return bool(claimed)
 
     async def derived_from(self, resource_id: str) -> list[tuple[str, ResourceKind]]:
         keys = self._store.keys
@@ -407,13 +500,17 @@ class RedisCatalog:
         ]  # fmt: skip
         unfinished = "0" if status.is_terminal else "1"
         restored = await self._store.restore(
-            keys=[keys.resource(entry.resource_id), keys.active],
+            keys=[keys.resource(entry.resource_id), keys.active, keys.tombstones],
             args=[entry.resource_id, unfinished, *fields],
         )
         if restored == 1:
+            client, rid = self._store.client, entry.resource_id
             for source in entry.sources:
-                await self._store.client.zadd(
-                    keys.derived(source), {entry.resource_id: entry.created_at}
+                await client.zadd(keys.derived(source), {rid: entry.created_at})
+            await client.zadd(keys.created, {rid: entry.created_at})
+            if entry.upload_context_id is not None:
+                await client.zadd(
+                    keys.context_resources(entry.upload_context_id), {rid: entry.created_at}
                 )
 
     async def unfinished(self) -> list[CatalogEntry]:
@@ -490,6 +587,63 @@ class RedisCatalog:
 
     async def close(self) -> None:
         await self._store.close()
+
+
+def _entry_from(resource_id: str, fields: dict[str, str]) -> CatalogEntry:
+    return CatalogEntry(
+        resource_id=resource_id,
+        metadata=ResourceMetadata.model_construct(
+            filename=fields["filename"],
+            mime_type=fields["mimeType"],
+            supports_line_access=fields["supportsLineAccess"] == "1",
+            **json.loads(fields.get("description") or "{}"),
+        ),
+        status=_status_from(fields),
+        upload_context_id=fields.get("uploadContextId") or None,
+        checksum=fields.get("checksum") or None,
+        created_at=float(fields["createdAt"]),
+        updated_at=float(fields["updatedAt"]),
+        kind=ResourceKind(fields.get("kind") or ResourceKind.UPLOAD.value),
+        sources=tuple((fields.get("sources") or "").split()),
+    )
+
+
+async def _ordered_ids(client: aioredis.Redis, key: str, query: PageQuery) -> list[str]:
+    """Up to ``query.limit + 1`` members of sorted set ``key`` after ``query.after`` in (score,
+    member) order (both descending when ``newest_first``), scored below ``created_before`` if
+    given. Members of equal score come in the member's order, so a cursor at a tie goes on
+    exactly where the previous page stopped."""
+    after, count, newest_first = query.after, query.limit + 1, query.newest_first
+    created_before = query.created_before
+    bound = "+inf" if created_before is None else f"({created_before}"
+    edge = bound if after is None else str(after.created_at)
+    if created_before is not None and after is not None and after.created_at >= created_before:
+        return []
+    found: list[str] = []
+    offset = 0
+    while len(found) < count:
+        batch = count - len(found) + 16
+        if newest_first:
+            rows = await client.zrevrangebyscore(
+                key, edge, "-inf", start=offset, num=batch, withscores=True
+            )
+        else:
+            low = "-inf" if after is None else str(after.created_at)
+            rows = await client.zrangebyscore(
+                key, low, bound, start=offset, num=batch, withscores=True
+            )
+        for member, score in cast(list[tuple[str, float]], rows):
+            if after is not None and score == after.created_at:
+                seen = member >= after.resource_id if newest_first else member <= after.resource_id
+                if seen:
+                    continue
+            found.append(member)
+            if len(found) == count:
+                break
+        if len(rows) < batch:
+            break
+        offset += len(rows)
+    return found
 
 
 class RedisStatusBus:
@@ -635,6 +789,67 @@ class RedisStatusBus:
             task.cancel()
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class RedisDeletionFeed:
+    """Deletions across processes: the deleting process publishes each on ``P:deletions``;
+    every other process hears it and calls ``on_deleted`` (its watchers of the resource are
+    closed, its upload of it stopped, its caches forget it). A process that misses one (Redis
+    away at that moment) still finds the resource gone at its next read of the catalog."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        on_deleted: Callable[[str, ResourceStatus], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._on_deleted = on_deleted
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start listening; returns once subscribed, so no deletion after it is missed."""
+        self._task = asyncio.create_task(self._listen(), name="livefile-redis-deletions")
+        await asyncio.wait_for(self._subscribed.wait(), 10)
+
+    async def announce(self, resource_id: str, status: ResourceStatus) -> None:
+        message = json.dumps(
+            {"id": resource_id, "node": self._store.node_id, "status": status.to_wire()}
+        )
+        await self._store.client.publish(self._store.keys.deletions, message)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._store.client.pubsub()
+            try:
+                await pubsub.subscribe(self._store.keys.deletions)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._subscribed.set()
+                    elif message["type"] == "message":
+                        await self._heard(message["data"])
+            except (RedisError, ConnectionError) as exc:
+                logger.warning("deletions connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _heard(self, data: str) -> None:
+        try:
+            notice = json.loads(data)
+            if notice["node"] == self._store.node_id:
+                return  # ours: done already
+            status = ResourceStatus.model_validate(notice["status"])
+            await self._on_deleted(str(notice["id"]), status)
+        except Exception:
+            logger.exception("a deletion notice could not be handled")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 async def _retrying(

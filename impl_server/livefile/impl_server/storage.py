@@ -128,6 +128,42 @@ class FilesystemStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return FileWriter(path)
 
+    def remove(self, resource_id: str) -> int:
+        """Delete the resource's bytes, line index and record; returns the bytes freed.
+        Idempotent: what is already gone is skipped (a second worker, or a second pass, deleting
+        the same resource finds nothing). The hashed folders stay: removing one could race with
+        a creation in it."""
+        freed = 0
+        bin_path = self.path(resource_id)
+        for path in (bin_path, self.index_path(resource_id), self.meta_path(resource_id)):
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            freed += size
+        return freed
+
+    def used_bytes(self) -> int:
+        """The bytes of every file below the root (resources, line indexes, records). Blocking,
+        and proportional to the number of files: the sweeper calls it in a thread."""
+        total = 0
+        pending = [self.root]
+        while pending:
+            try:
+                with os.scandir(pending.pop()) as entries:
+                    for entry in entries:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                pending.append(Path(entry.path))
+                            elif entry.is_file(follow_symlinks=False):
+                                total += entry.stat(follow_symlinks=False).st_size
+                        except FileNotFoundError:  # deleted meanwhile
+                            continue
+            except FileNotFoundError:
+                continue
+        return total
+
     def size(self, resource_id: str) -> int:
         try:
             return self.path(resource_id).stat().st_size

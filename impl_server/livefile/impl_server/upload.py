@@ -78,7 +78,9 @@ class UploadProducer:
         self.writer.check_storage()
 
     async def write(self, data: bytes) -> None:
-        """Take one data message; raises when the upload must stop (quota, storage failure)."""
+        """Take one data message; raises when the upload must stop (quota, storage failure,
+        ``StoppedError`` once its resource was deleted or expired)."""
+        self.writer.check_stopped()
         if self.ended:
             raise ServerError(f"The upload has already ended {self.status.transfer_status.value}")
         self.writer.check_storage()
@@ -112,6 +114,7 @@ class UploadProducer:
     async def finish(self, client_checksum: str) -> ResourceStatus:
         """Store what is queued, compare the checksums, and end COMPLETED (FAILED on a
         mismatch, raising ``ChecksumMismatchError``)."""
+        self.writer.check_stopped()
         if self.ended:
             raise ServerError(f"The upload has already ended {self.status.transfer_status.value}")
         if self._utf8 is not None and (bad := self._check_utf8(b"", final=True)) is not None:

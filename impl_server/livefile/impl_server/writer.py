@@ -59,6 +59,15 @@ class EndNotRecorded(ServerError):
         self.status = status
 
 
+class StoppedError(ServerError):
+    """The resource was ended by someone other than its producer — deleted, or expired — and
+    takes nothing more; ``error`` says why (its FAILED status's error)."""
+
+    def __init__(self, error: ResourceError) -> None:
+        super().__init__(error.message or error.code)
+        self.error = error
+
+
 class LiveWriter:
     """Writes one resource between its creation and its terminal status (``ResourceWriter``)."""
 
@@ -76,10 +85,12 @@ class LiveWriter:
         durable: bool = False,
         resumed: ResourceStatus | None = None,
         digest: Digest | None = None,
+        on_stored: Callable[[int], None] | None = None,
     ) -> None:
         """``resumed``: go on after this published status (a producer taken over), whose bytes
         ``digest`` has already hashed; ``writer`` and ``index`` append after them."""
         self._resource_id = resource_id
+        self._on_stored = on_stored  # hears how many bytes each append stored (storage usage)
         self._durable = durable  # fsync the bytes (and line index) before COMPLETED
         self._ending = False  # the end is being recorded: nothing more is published
         self._abandoned = False  # another process produces the resource now
@@ -112,6 +123,11 @@ class LiveWriter:
         # Done when storing failed: a producer waiting for its next input (a client's next
         # message) stops waiting, so even one that has gone quiet learns of it at once.
         self.storage_failed: asyncio.Future[None] = self._loop.create_future()
+        # Done, with the reason, when the resource was ended by someone other than its producer
+        # (``stop``): a producer waiting for its next input stops waiting, as for a failure.
+        self.stopped: asyncio.Future[ResourceError] = self._loop.create_future()
+        # One end at a time: a deletion arriving while COMPLETED is being recorded waits for it.
+        self._end_lock = asyncio.Lock()
         self._writer_task = asyncio.create_task(self._drain(), name=f"writer-{resource_id}")
 
     @property
@@ -141,9 +157,15 @@ class LiveWriter:
         """Bytes stored so far (published or about to be)."""
         return self._written
 
+    def check_stopped(self) -> None:
+        """Raise ``StoppedError`` when the resource was deleted or expired meanwhile."""
+        if self.stopped.done():
+            raise StoppedError(self.stopped.result())
+
     async def append(self, data: bytes) -> None:
         if self._abandoned:
             raise ServerError("Another worker produces this resource now")
+        self.check_stopped()
         if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self.check_storage()
@@ -192,6 +214,11 @@ class LiveWriter:
         recorded in time (``EndNotRecorded``: the resource is FAILED)."""
         if self._abandoned:
             raise ServerError("Another worker produces this resource now")
+        async with self._end_lock:
+            return await self._complete(size=size, checksum=checksum)
+
+    async def _complete(self, *, size: int | None, checksum: str | None) -> ResourceStatus:
+        self.check_stopped()
         if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self._ending = True
@@ -199,7 +226,8 @@ class LiveWriter:
         await self._stop_writer(sync=self._durable)
         if self._write_error is not None:
             self._ending = False
-            await self.fail(ResourceError(code="storage_failed", message=str(self._write_error)))
+            error = ResourceError(code="storage_failed", message=str(self._write_error))
+            await self._fail(error)
             raise storage_error(self._write_error)
         if size is not None:
             if self._written:
@@ -223,6 +251,20 @@ class LiveWriter:
     async def fail(self, error: ResourceError) -> ResourceStatus:
         """End FAILED: published here at once, then recorded. Never raises for the catalog: a
         refused record is held and retried by the manager."""
+        async with self._end_lock:
+            return await self._fail(error)
+
+    async def stop(self, error: ResourceError) -> ResourceStatus:
+        """End FAILED from outside the producer (a deletion, an expiry): as ``fail``, and the
+        producer hears of it through ``stopped``. A resource that has ended already keeps its
+        end; its status is returned."""
+        async with self._end_lock:
+            status = await self._fail(error)
+        if not self.stopped.done() and status.error == error:
+            self.stopped.set_result(error)
+        return status
+
+    async def _fail(self, error: ResourceError) -> ResourceStatus:
         if not self.ended and not self._abandoned:
             await self._stop_writer()
             self._end(TransferStatus.FAILED, error)
@@ -301,6 +343,8 @@ class LiveWriter:
                 self.storage_failed.set_result(None)
             return
         self._written += len(data)
+        if self._on_stored is not None:
+            self._on_stored(len(data))
         if self._clock.on_write(self._loop.time()):
             self._checkpoint()
         else:

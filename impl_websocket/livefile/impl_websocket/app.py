@@ -30,12 +30,14 @@ from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.redis_backend import (
     LeaseKeeper,
     RedisCatalog,
+    RedisDeletionFeed,
     RedisStatusBus,
     RedisStore,
 )
 from livefile.impl_server.redis_jobs import RedisJobQueue
 from livefile.impl_server.repack_job import RepackHandler
 from livefile.impl_server.storage import FilesystemStorage
+from livefile.impl_server.sweeper import Sweeper
 from livefile.impl_server.transfer_job import TransferHandler
 from livefile.impl_websocket.access import (
     AccessControlMiddleware,
@@ -50,6 +52,7 @@ from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
 from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
+from livefile.impl_websocket.http_lifecycle import router as lifecycle_router
 from livefile.impl_websocket.http_metrics import TrafficCounter
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.image_api import router as image_router
@@ -94,9 +97,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
             checkpoint_interval=settings.checkpoint_interval,
             durable=settings.durable,
+            lifecycle=settings.lifecycle(),
         )
+        manager.deletions.add_listener(app.state.finished_files.forget)
+        deletion_feed: RedisDeletionFeed | None = None
         if settings.redis_url:
             redis_bus.restore_missing = manager.entry
+            deletion_feed = RedisDeletionFeed(store, manager.deleted_elsewhere)
+            await deletion_feed.start()
+            manager.announce_deletion = deletion_feed.announce
         runner = JobRunner(settings.job_limits())
         derivations = app.state.derivations = Derivations(manager, runner)
         derivations.register(
@@ -148,17 +157,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             derivations.share(shared_jobs)
             await shared_jobs.start()
+        sweeper = Sweeper(manager)
+        sweeper.start()
         app.state.manager = manager
         logger.info("livefile serving data in %s", data_dir)
         try:
             yield
         finally:
+            await sweeper.close()
             await connections.close_all()
             # Jobs of this process alone end FAILED (interrupted); shared ones are handed over.
             await derivations.close()
             await manager.shutdown()
             if leases is not None:
                 await leases.close()
+            if deletion_feed is not None:
+                await deletion_feed.close()
             await contexts.stop()
             await bus.close()
             await catalog.close()
@@ -206,12 +220,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(transfers_router)
     app.include_router(image_router)
+    app.include_router(lifecycle_router)
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:
         context_id = websocket.query_params.get(CONTEXT_PARAMETER) or None
         try:
-            context_id = grant_of(websocket).authorize_upload(context_id)
+            grant = grant_of(websocket)
+            context_id = grant.authorize_upload(context_id)
         except AccessDeniedError as exc:
             await close_denied(websocket, exc)
             return
@@ -226,6 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     app.state.derivations,
                     authority,
                     dialect,
+                    uploader=grant.token_id,
                 ).run()
 
     @app.websocket("/ws/streaming/download/{resource_id}", name="download")

@@ -183,12 +183,44 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="lifetime of the download token in references, e.g. 7d (LIVEFILE_REFERENCE_TOKEN_TTL)",
     )
     _add_image_arguments(parser)
+    _add_lifecycle_arguments(parser)
     flags = {
         action.dest: action.option_strings[-1]
         for action in parser._actions
         if action.option_strings and action.dest != "help"
     }
     parser.set_defaults(handler=serve, setting_flags=flags)
+
+
+def _add_lifecycle_arguments(parser: argparse.ArgumentParser) -> None:
+    """The lifecycle of resources: deletion tombstones, expiry, retention, storage quota."""
+    for flag, text in (
+        (
+            "--tombstone-seconds",
+            "seconds a deleted resource answers 410 Gone before 404; 0: 404 at once"
+            " (LIVEFILE_TOMBSTONE_SECONDS, 86400)",
+        ),
+        (
+            "--upload-expiry",
+            "seconds after its start an unfinished upload ends FAILED (expired); 0: never"
+            " (LIVEFILE_UPLOAD_EXPIRY, 86400)",
+        ),
+        (
+            "--retention",
+            "seconds after its end a finished resource is deleted; 0: kept (LIVEFILE_RETENTION, 0)",
+        ),
+        (
+            "--max-storage-bytes",
+            "bytes the resources may take in the data directory; beyond, new uploads are"
+            " refused (LIVEFILE_MAX_STORAGE_BYTES, no limit)",
+        ),
+        (
+            "--sweep-interval",
+            "seconds between two sweeps applying expiry, retention and tombstones"
+            " (LIVEFILE_SWEEP_INTERVAL, 60)",
+        ),
+    ):
+        parser.add_argument(flag, dest=flag[2:].replace("-", "_"), help=text)
 
 
 def _add_key_arguments(parser: argparse.ArgumentParser) -> None:

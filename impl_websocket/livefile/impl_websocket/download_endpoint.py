@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -42,6 +43,7 @@ SendFile = Callable[..., Awaitable[None]]  # (fd, offset, count, first=True, las
 # Under an ASGI server without livefile's send_file, a step-streaming chunk reply (one message)
 # is read whole before it is sent: a larger range closes the connection instead.
 WHOLE_MESSAGE_LIMIT = 64 * 1024 * 1024
+GONE_REASON = "Resource deleted"
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class DownloadSession:
         self.dialect = dialect
         self._plain = dialect is Dialect.STEP_STREAMING
         self._last_sent: ResourceStatus | None = None  # step-streaming's form, last one sent
+        self._last_status: ResourceStatus | None = None  # the last status sent
         self.manager = manager
         self.settings = settings
         self.resource_id = resource_id
@@ -86,39 +89,69 @@ class DownloadSession:
             await self._close(close_codes.INTERNAL_ERROR, "Service unavailable: try again later")
             return
         if subscription is None or self._reader is None:
+            gone = await self.manager.gone(self.resource_id)
+            code, reason = ("GONE", GONE_REASON) if gone else ("NOT_FOUND", "Unknown resource id")
             if not self._plain:  # step-streaming's clients know no Error: the close says it
-                error = Error(code="NOT_FOUND", message="Unknown resource id")
-                await self._send_text(error.to_json())
-            await self._close(close_codes.POLICY_VIOLATION, "Unknown resource id")
+                await self._send_text(Error(code=code, message=reason).to_json())
+            await self._close(close_codes.POLICY_VIOLATION, reason)
             return
         statuses = asyncio.create_task(self._forward_statuses(subscription))
+        deletion = self.manager.deletions.watch(self.resource_id)
         try:
-            await self._serve_requests()
+            await self._serve_until_deleted(deletion, statuses)
         except (WebSocketDisconnect, ConnectionError):
             pass
         except Exception:
             logger.exception("download connection failed")
             await self._close(close_codes.INTERNAL_ERROR, "Internal server error")
         finally:
+            self.manager.deletions.unwatch(self.resource_id, deletion)
             await cancel_quietly(statuses)
             subscription.close()
             if self._fd is not None:
                 os.close(self._fd)
 
+    async def _serve_until_deleted(
+        self, deletion: asyncio.Future[ResourceStatus], statuses: asyncio.Task[None]
+    ) -> None:
+        """Serve requests until the client leaves, or until the resource is deleted: then its
+        last status (FAILED ``deleted``) is sent, unless it was already, and the connection is
+        closed with 1008 and the reason."""
+        serving = asyncio.ensure_future(self._serve_requests())
+        either: set[asyncio.Future[Any]] = {serving, deletion}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not serving.done():
+                await cancel_quietly(serving)
+        if not serving.cancelled():
+            serving.result()  # the client left (or a failure to report)
+            return
+        await cancel_quietly(statuses)
+        last = deletion.result()
+        if self._last_status is None or not self._last_status.same_state(last):
+            await self._send_status(last)
+        reason = last.error.message if last.error else "deleted"
+        await self._close(close_codes.POLICY_VIOLATION, f"{close_codes.DELETED_PREFIX}{reason}")
+
     async def _forward_statuses(self, subscription: StatusSubscription) -> None:
         try:
             async for status in subscription:
-                if self._plain:
-                    # Its three fields only; a change of none of them (a stage, a percent) is
-                    # no news to a client that orders nothing by revision.
-                    plain = status.step_streaming()
-                    if plain == self._last_sent:
-                        continue
-                    self._last_sent = plain
-                message = StatusChanged(resource_status=status)
-                await self._send_text(message.to_json(self.dialect))
+                await self._send_status(status)
         except (WebSocketDisconnect, RuntimeError, ConnectionError):
             pass
+
+    async def _send_status(self, status: ResourceStatus) -> None:
+        if self._plain:
+            # Its three fields only; a change of none of them (a stage, a percent) is no news
+            # to a client that orders nothing by revision.
+            plain = status.step_streaming()
+            if plain == self._last_sent:
+                return
+            self._last_sent = plain
+        self._last_status = status
+        message = StatusChanged(resource_status=status)
+        await self._send_text(message.to_json(self.dialect))
 
     async def _serve_requests(self) -> None:
         while True:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from livefile.api.errors import JobRefusedError, ResourceNotFoundError
+from livefile.api.errors import JobRefusedError, ResourceNotFoundError, StorageQuotaError
 from livefile.api.model import (
     ResourceInfo,
     ResourceKind,
@@ -30,6 +30,7 @@ from livefile.impl_websocket.access import (
     download_access,
 )
 from livefile.impl_websocket.download_links import DownloadLinks
+from livefile.impl_websocket.http_lifecycle import NOT_THERE, not_there
 
 router = APIRouter()
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -59,17 +60,14 @@ async def healthz() -> Health:
     response_model=ResourceInfo,
     response_model_by_alias=True,
     dependencies=[Depends(download_access)],
-    responses={
-        **ACCESS_RESPONSES,
-        404: {"model": ErrorBody, "description": "No resource with that id"},
-    },
+    responses={**ACCESS_RESPONSES, **NOT_THERE},
     tags=["resources"],
 )
 async def get_resource(resource_id: str, request: Request) -> ResourceInfo:
     """The metadata and current status of a resource."""
     info = await _manager(request).info(resource_id)
     if info is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id")
+        raise await not_there(_manager(request), resource_id)
     return info
 
 
@@ -85,8 +83,9 @@ class DerivationStarted(WireModel):
 # What a route starting a derived resource may answer besides 202.
 DERIVATION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ACCESS_RESPONSES,
-    404: {"model": ErrorBody, "description": "No resource with that id"},
+    **NOT_THERE,
     503: {"model": ErrorBody, "description": "The job queue is full: try again later"},
+    507: {"model": ErrorBody, "description": "The storage quota is reached"},
 }
 
 
@@ -94,11 +93,13 @@ async def derivation_started(
     request: Request, resource_id: str, kind: ResourceKind, start: Callable[[str], Awaitable[str]]
 ) -> DerivationStarted:
     """Start deriving from ``resource_id`` (``start`` is the kind's starter of ``Derivations``)
-    and describe the new resource, or raise the route's 404 or 503."""
+    and describe the new resource, or raise the route's 404/410, 503 or 507."""
     try:
         derived_id = await start(resource_id)
     except ResourceNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id") from None
+        raise await not_there(_manager(request), resource_id) from None
+    except StorageQuotaError as exc:
+        raise HTTPException(status.HTTP_507_INSUFFICIENT_STORAGE, str(exc)) from None
     except JobRefusedError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     settings = request.app.state.settings

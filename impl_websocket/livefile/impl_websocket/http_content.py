@@ -36,6 +36,7 @@ from livefile.impl_websocket.content_plan import (
     ResourceFacts,
     plan_content,
 )
+from livefile.impl_websocket.http_lifecycle import NOT_THERE, not_there
 from livefile.impl_websocket.zero_copy import HTTP_ABORT_EXTENSION
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ async def _reader_and_status(
 ) -> tuple[Reader, ResourceStatus]:
     reader = await manager.reader(resource_id)
     if reader is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id")
+        raise await not_there(manager, resource_id)
     return reader, await reader.status()
 
 
@@ -226,7 +227,7 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The client's copy is current",
         "headers": {STATUS_HEADER: _STATUS_HEADERS[STATUS_HEADER], **_VALIDATORS},
     },
-    404: {"model": ErrorBody, "description": "No resource with that id"},
+    **NOT_THERE,
     416: {
         "model": RangeNotSatisfiable,
         "description": "The range is not within the (published) size",
@@ -323,7 +324,7 @@ _NEXT_LINE = _header("Where the next page starts (nextStart)", {"type": "integer
             },
         },
         400: {"model": ErrorBody, "description": "A start beyond the published lines"},
-        404: {"model": ErrorBody, "description": "No resource with that id"},
+        **NOT_THERE,
         409: {"model": ErrorBody, "description": "The resource has no line access"},
     },
     tags=["resources"],
@@ -379,7 +380,7 @@ async def get_lines(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
-        404: {"model": ErrorBody, "description": "No resource with that id"},
+        **NOT_THERE,
     },
     tags=["resources"],
 )
@@ -389,7 +390,7 @@ async def status_events(resource_id: str, request: Request) -> StreamingResponse
     manager: ResourceManager = request.app.state.manager
     subscription = await manager.subscribe(resource_id)
     if subscription is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id")
+        raise await not_there(manager, resource_id)
 
     async def stream() -> AsyncIterator[bytes]:
         try:

@@ -66,6 +66,14 @@ class FinishedFiles:
             os.close(pushed_out)
         return fd
 
+    def forget(self, resource_id: str) -> None:
+        """Drop a deleted resource: its facts, and its descriptor (which would keep serving,
+        and keep on disk, the bytes of a file no longer there)."""
+        self._facts.pop(resource_id)
+        fd = self._descriptors.pop(resource_id)
+        if fd is not None:
+            os.close(fd)
+
     def get(self, resource_id: str) -> ResourceFacts | None:
         cached = self._facts.get(resource_id)
         return cached[0] if cached is not None else None

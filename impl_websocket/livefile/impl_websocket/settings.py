@@ -13,6 +13,7 @@ from livefile.impl_server.image_job import ImageSettings
 from livefile.impl_server.images import ImageLimits, WebpOptions
 from livefile.impl_server.images.convert import PILLOW_PIXEL_LIMIT
 from livefile.impl_server.jobs import JobLimits
+from livefile.impl_server.lifecycle import Lifecycle
 from livefile.impl_server.repack import RepackLimits
 from livefile.impl_server.repack_job import RepackSettings
 from livefile.impl_server.transfer_guard import parse_networks
@@ -184,6 +185,42 @@ class Settings(BaseSettings):
     blurhash_cache_ttl: float = Field(
         default=7 * 24 * 3600.0, ge=0, description="seconds a BlurHash stays in Redis; 0 = ever"
     )
+    # The lifecycle of resources (issue 17): deletion, expiry, retention, storage quota.
+    tombstone_seconds: float = Field(
+        default=86400.0,
+        ge=0,
+        description="seconds a deleted resource answers 410 Gone; then 404 (0: 404 at once)",
+    )
+    upload_expiry: float = Field(
+        default=86400.0,
+        ge=0,
+        description="seconds after its start an unfinished upload ends FAILED (expired); 0 = never",
+    )
+    retention: float = Field(
+        default=0.0,
+        ge=0,
+        description="seconds after its end a finished resource is deleted; 0 = kept",
+    )
+    max_storage_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="bytes the resources may take in the data directory; at that, new uploads"
+        " are refused; None = no limit",
+    )
+    sweep_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds between two sweeps applying expiry, retention and tombstones",
+    )
+
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(
+            tombstone_seconds=self.tombstone_seconds,
+            upload_expiry=self.upload_expiry or None,
+            retention=self.retention or None,
+            max_storage_bytes=self.max_storage_bytes,
+            sweep_interval=self.sweep_interval,
+        )
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""

@@ -57,6 +57,7 @@ from livefile.impl_server.contexts import context_refusal
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import NotUtf8Error, UploadProducer
+from livefile.impl_server.writer import StoppedError
 from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.counters import COUNTERS
 from livefile.impl_websocket.download_links import DownloadLinks
@@ -89,8 +90,10 @@ class UploadSession:
         derivations: Derivations,
         authority: TokenAuthority | None = None,
         dialect: Dialect = Dialect.LIVEFILE,
+        uploader: str | None = None,
     ) -> None:
         self.websocket = websocket
+        self.uploader = uploader  # the token's id: it may delete its resources while they run
         self.dialect = dialect
         # Fragments of one binary message arrive one by one (``livefile serve``); elsewhere
         # the ASGI server would gather a step-streaming upload whole.
@@ -122,6 +125,13 @@ class UploadSession:
                 self.manager.contexts.creation_refused(self.context_id, None, exc.reason)
             close = (exc.code, exc.reason)
             error = ResourceError(code="protocol_violation", message=exc.reason)
+        except StoppedError as exc:  # deleted or expired while it ran: FAILED already
+            prefix = (
+                close_codes.EXPIRED_PREFIX
+                if exc.error.code == "expired"
+                else close_codes.DELETED_PREFIX
+            )
+            close = (close_codes.POLICY_VIOLATION, f"{prefix}{exc.error.message}")
         except JobRefusedError as exc:  # the derivation asked for cannot be queued now
             close = (close_codes.TRY_AGAIN_LATER, str(exc))
             error = ResourceError(code="refused", message=str(exc))
@@ -209,8 +219,10 @@ class UploadSession:
         receiving = asyncio.ensure_future(self.websocket.receive())
         waits: set[asyncio.Future[Any]] = {receiving}
         if self.upload is not None:
-            # Storing failed (e.g. the disk is full): end now, not at the next message.
+            # Storing failed (e.g. the disk is full), or the resource was deleted or expired:
+            # end now, not at the next message.
             waits.add(self.upload.writer.storage_failed)
+            waits.add(self.upload.writer.stopped)
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -221,6 +233,7 @@ class UploadSession:
         if not receiving.cancelled():
             return receiving.result()
         if self.upload is not None:
+            self.upload.writer.check_stopped()
             self.upload.check_storage()
         if waiting_for_start and self.protocol.completed:
             raise ProtocolViolation(
@@ -251,7 +264,7 @@ class UploadSession:
             )
             self.protocol.keep_open = False
         self.upload = await self.manager.create_upload(
-            request.metadata, self.context_id, request.checksum_algorithm
+            request.metadata, self.context_id, request.checksum_algorithm, self.uploader
         )
         self.protocol.resource_ready()
         resource_id = self.upload.resource_id

@@ -52,6 +52,8 @@ def test_metrics_are_prometheus_text_with_a_help_and_type_for_every_metric(
         "livefile_http_responses_total": "counter",
         "livefile_websocket_closes_total": "counter",
         "livefile_connections_closed_total": "counter",
+        "livefile_jobs_total": "counter",
+        "livefile_job_duration_seconds": "histogram",
     }
     assert metrics["process_resident_memory_bytes"] > 10 * 1024 * 1024
     assert 3 <= metrics["process_open_fds"] <= metrics["process_max_fds"]

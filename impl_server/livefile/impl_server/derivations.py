@@ -58,5 +58,5 @@ class Derivations:
             limits = dataclasses.replace(settings.limits, max_unpacked_bytes=quota)
             settings = dataclasses.replace(settings, limits=limits)
         job = RepackJob(source, writer, settings, self._manager.checkpoint_interval)
-        self._runner.submit(f"repack-{writer.resource_id}", job.run)
+        self._runner.submit(f"repack-{writer.resource_id}", job.run, "repack", writer)
         return writer

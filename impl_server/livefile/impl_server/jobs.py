@@ -14,14 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 from livefile.api.errors import JobRefusedError
+from livefile.impl_server.job_books import JobBooks
+from livefile.impl_server.writer import LiveWriter
 
 logger = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
+_TRACER = trace.get_tracer("livefile.impl_server")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class JobRunner:
         self.limits = limits
         self._slots = asyncio.Semaphore(limits.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.books = JobBooks()
 
     def check_room(self) -> None:
         """Raise ``JobRefusedError`` unless a job submitted now would run or wait: every slot
@@ -47,21 +54,40 @@ class JobRunner:
                 " jobs wait: try again later"
             )
 
-    def submit(self, name: str, job: Job) -> None:
-        """Run ``job`` when a slot is free; raises ``JobRefusedError`` when full."""
+    def submit(
+        self, name: str, job: Job, kind: str = "job", writer: LiveWriter | None = None
+    ) -> None:
+        """Run ``job`` when a slot is free; raises ``JobRefusedError`` when full. ``kind``
+        (repack, ...) and the final status of ``writer`` (the resource the job produces) name
+        it in traces and ``books``."""
         self.check_room()
-        task = asyncio.create_task(self._run(name, job), name=f"job-{name}")
+        task = asyncio.create_task(self._run(name, job, kind, writer), name=f"job-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, name: str, job: Job) -> None:
-        try:
-            async with self._slots:
-                await job()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("job %s failed", name)
+    async def _run(self, name: str, job: Job, kind: str, writer: LiveWriter | None) -> None:
+        result = "error"
+        started: float | None = None  # when it got a slot: its duration leaves the queue out
+        # A span per job (its stage changes are events: ``LiveWriter.progress``); a no-op
+        # unless the server installed a tracer provider.
+        with _TRACER.start_as_current_span(f"livefile.job.{kind}") as span:
+            if writer is not None:
+                span.set_attribute("livefile.resource_id", writer.resource_id)
+            try:
+                async with self._slots:
+                    started = time.monotonic()
+                    span.add_event("livefile.job.running")
+                    await job()
+                result = writer.status.transfer_status.value.lower() if writer else "done"
+            except asyncio.CancelledError:
+                result = "cancelled"
+                raise
+            except Exception:
+                logger.exception("job %s failed", name)
+            finally:
+                span.set_attribute("livefile.job.result", result)
+                seconds = 0.0 if started is None else time.monotonic() - started
+                self.books.record(kind, result, seconds)
 
     async def close(self) -> None:
         """Cancel every job (shutdown): each ends its resource FAILED as it unwinds."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
+from starlette.middleware.cors import CORSMiddleware
 
 from livefile.api.errors import AccessDeniedError
 from livefile.api.interfaces import Catalog, StatusBus
@@ -29,6 +32,7 @@ from livefile.impl_server.redis_backend import (
 )
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_websocket.access import (
+    DOCS_ASSETS_PATH,
     AccessControlMiddleware,
     authorize_read,
     close_denied,
@@ -36,13 +40,19 @@ from livefile.impl_websocket.access import (
     grant_of,
 )
 from livefile.impl_websocket.connections import Connections
+from livefile.impl_websocket.cors import cors_options
 from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
 from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
-from livefile.impl_websocket.http_metrics import TrafficCounter
+from livefile.impl_websocket.http_metrics import TrafficCounter, route_template
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.tracing import (
+    TracingMiddleware,
+    install,
+    tracer_provider_from_environment,
+)
 from livefile.impl_websocket.upload_endpoint import UploadSession
 
 logger = logging.getLogger("livefile")
@@ -50,6 +60,7 @@ logger = logging.getLogger("livefile")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    tracer_provider = tracer_provider_from_environment()
     connections = Connections()
     authority = settings.token_authority()
 
@@ -85,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.redis_url:
             redis_bus.restore_missing = manager.entry
-        runner = JobRunner(settings.job_limits())
+        runner = app.state.job_runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
         recovered = await manager.recover()
         if recovered:
@@ -112,8 +123,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await contexts.stop()
             await bus.close()
             await catalog.close()
+            if tracer_provider is not None:
+                await asyncio.to_thread(tracer_provider.shutdown)  # exports the last spans
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets shipped in the fastapi-offline package, not a CDN, so
+    # that /docs and /redoc work on a machine without internet.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_PATH,
         title="livefile",
         summary="Files downloadable while they are still being uploaded.",
         version="0.1.0",
@@ -133,8 +149,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(
                 "access control on without a signing key: references carry no download token"
             )
+    # Outside access control: preflights carry no token, and refusals must be readable.
+    if origins := settings.cors_origin_list():
+        app.add_middleware(CORSMiddleware, **cors_options(origins))
+    app.state.cors_on = bool(origins)
     # Outermost: every response is counted, refusals by access control included.
     app.add_middleware(TrafficCounter)
+    # Around that, when the OTEL_* variables ask for it: a span per request and connection.
+    app.state.tracing_on = tracer_provider is not None
+    if tracer_provider is not None:
+        install(tracer_provider)
+        app.add_middleware(TracingMiddleware, provider=tracer_provider, route_of=route_template)
     app.include_router(router)
 
     @app.exception_handler(AccessDeniedError)

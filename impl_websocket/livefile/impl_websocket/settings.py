@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livefile.impl_server.access import TokenAuthority
 from livefile.impl_server.jobs import JobLimits
 from livefile.impl_server.repack import RepackLimits
 from livefile.impl_server.repack_job import RepackSettings
+from livefile.impl_websocket.cors import parse_origins
 
 MiB = 1024 * 1024
 
@@ -120,6 +121,21 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    # HTTP for browsers (cors.py): pages on these origins may read the HTTP API.
+    cors_origins: str = Field(
+        default="",
+        description="comma-separated origins (scheme://host[:port]) whose pages may read the"
+        " HTTP API, or * for every origin; empty = none",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        parse_origins(value)
+        return value
+
+    def cors_origin_list(self) -> list[str]:
+        return parse_origins(self.cors_origins)
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""

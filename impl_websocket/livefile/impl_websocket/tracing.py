@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from opentelemetry import trace
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from livefile.api.model import ResourceStatus
 from livefile.impl_websocket.access import TOKEN_PARAMETER
@@ -134,7 +134,7 @@ class TracingMiddleware:
             return name, {"http.route": route}
 
         self.app = OpenTelemetryMiddleware(
-            _RestoreQuery(app),
+            _RestoreQuery(app, route_of),
             default_span_details=span_details,
             tracer_provider=provider,
             exclude_spans=["receive", "send"],
@@ -149,15 +149,31 @@ class TracingMiddleware:
 
 
 class _RestoreQuery:
-    """Gives the application the query string as the client sent it."""
+    """Gives the application the query string as the client sent it, and names the span after
+    the route that answers, once routing has run (included routers cannot be matched ahead of
+    it): when the answer starts, since the instrumentation ends an HTTP span with its body."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, route_of: Callable[[Scope], str]) -> None:
         self.app = app
+        self.route_of = route_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if _RAW_QUERY in scope:
             scope = {**scope, "query_string": scope[_RAW_QUERY]}
-        await self.app(scope, receive, send)
+        span = trace.get_current_span()
+        named = False
+
+        async def naming_send(message: Message) -> None:
+            nonlocal named
+            if not named and scope.get("route") is not None:  # set in this dict by routing
+                named = True
+                route = self.route_of(scope)
+                kind = scope["type"]
+                span.update_name(route if kind == "websocket" else f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+            await send(message)
+
+        await self.app(scope, receive, naming_send)
 
 
 def _redacted(query: bytes) -> bytes:

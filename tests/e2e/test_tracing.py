@@ -6,18 +6,17 @@ with their stages; and the job figures of ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import subprocess
 import sys
 import urllib.request
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from livefile.impl_websocket.tracing import tracer_provider_from_environment, tracing_requested
+from tests.e2e.test_repack import zip_bytes
 from tests.support.metrics import scrape
 from tests.support.otlp_collector import Collector, Span, running_collector
 from tests.support.server import LivefileProcess
@@ -112,18 +111,10 @@ def read_range(url: str) -> bytes:
         return body
 
 
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 async def test_a_repack_job_is_a_span_with_its_stages_and_is_counted_in_metrics(
     traced_server: LivefileProcess, collector: Collector
 ) -> None:
-    archive = zip_of({"a.txt": b"alpha\n" * 1000, "b/c.txt": b"gamma\n" * 500})
+    archive = zip_bytes({"a.txt": b"alpha\n" * 1000, "b/c.txt": b"gamma\n" * 500})
     source_id = await upload(traced_server, [archive], "project.zip")
     code, started = get_json(
         f"{traced_server.http_url}/resources/{source_id}/repack", method="POST"

@@ -47,6 +47,7 @@ from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
 from livefile.impl_websocket.http_metrics import TrafficCounter, route_template
 from livefile.impl_websocket.http_metrics import router as metrics_router
+from livefile.impl_websocket.offline_docs import DocsPolicy
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.tracing import (
     TracingMiddleware,
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(tracer_provider.shutdown)  # exports the last spans
 
     # Swagger UI and ReDoc from assets shipped in the fastapi-offline package, not a CDN, so
-    # that /docs and /redoc work on a machine without internet.
+    # that /docs and /redoc work on a machine without internet (offline_docs.py).
     app = FastAPIOffline(
         static_url=DOCS_ASSETS_PATH,
         title="livefile",
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_authority = authority
     app.state.finished_files = FinishedFiles()
     # Middleware added last runs first: access control, then the fast path for finished files.
+    app.add_middleware(DocsPolicy)
     app.add_middleware(CompletedContentFastPath)
     if authority is not None:
         app.add_middleware(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from websockets.asyncio.client import ClientConnection
 
 from tests.support.server import LivefileProcess
 from tests.support.wire import finish_upload, open_ws, start_upload
@@ -104,6 +105,19 @@ async def chromium_page(browser: Browser, url: str | None = None) -> AsyncIterat
         await context.close()
 
 
+@asynccontextmanager
+async def page_and_upload(
+    browser: Browser, page_server: int, server: LivefileProcess
+) -> AsyncIterator[tuple[Page, ClientConnection, str]]:
+    """A page on the listed origin, an upload just started, and its resource's URL."""
+    async with (
+        chromium_page(browser, f"http://127.0.0.1:{page_server}/") as page,
+        open_ws(f"{server.ws_url}/ws/streaming/upload") as ws,
+    ):
+        resource_id = await start_upload(ws, {"filename": "live.log", "mimeType": "text/plain"})
+        yield page, ws, f"{server.http_url}/resources/{resource_id}"
+
+
 async def stored(server: LivefileProcess, data: bytes) -> str:
     async with open_ws(f"{server.ws_url}/ws/streaming/upload") as ws:
         resource_id = await start_upload(ws, {"filename": "a.log", "mimeType": "text/plain"})
@@ -150,14 +164,9 @@ FOLLOW = """async (url) => {
 async def test_fetch_follows_a_growing_resource_to_its_end(
     cors_server: LivefileProcess, page_server: int, chromium: Browser
 ) -> None:
-    async with (
-        chromium_page(chromium, f"http://127.0.0.1:{page_server}/") as page,
-        open_ws(f"{cors_server.ws_url}/ws/streaming/upload") as ws,
-    ):
-        resource_id = await start_upload(ws, {"filename": "b.log", "mimeType": "text/plain"})
+    async with page_and_upload(chromium, page_server, cors_server) as (page, ws, resource):
         await ws.send(b"first line\n")
-        url = f"{cors_server.http_url}/resources/{resource_id}/content"
-        following = asyncio.ensure_future(page.evaluate(FOLLOW, url))
+        following = asyncio.ensure_future(page.evaluate(FOLLOW, f"{resource}/content"))
         await page.wait_for_function("window.received === 'first line\\n'")
         await ws.send(b"second line\n")
         await page.wait_for_function("window.received.endsWith('second line\\n')")
@@ -180,12 +189,8 @@ EVENTS = """(url) => {
 async def test_event_source_from_another_origin_hears_every_status_to_the_end(
     cors_server: LivefileProcess, page_server: int, chromium: Browser
 ) -> None:
-    async with (
-        chromium_page(chromium, f"http://127.0.0.1:{page_server}/") as page,
-        open_ws(f"{cors_server.ws_url}/ws/streaming/upload") as ws,
-    ):
-        resource_id = await start_upload(ws, {"filename": "c.log", "mimeType": "text/plain"})
-        await page.evaluate(EVENTS, f"{cors_server.http_url}/resources/{resource_id}/events")
+    async with page_and_upload(chromium, page_server, cors_server) as (page, ws, resource):
+        await page.evaluate(EVENTS, f"{resource}/events")
         await page.wait_for_function("window.statuses.length >= 1")
         await ws.send(b"0123456789")
         await page.wait_for_function("window.statuses.some((status) => status.currentSize === 10)")

@@ -193,6 +193,14 @@ def process_metrics() -> list[Metric]:
         metrics.append(
             _gauge("process_max_fds", "Maximum number of open file descriptors.", soft_limit)
         )
+    if (started := _start_time()) is not None:
+        metrics.append(
+            _gauge(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds (tells workers apart).",
+                started,
+            )
+        )
     times = os.times()
     metrics.append(
         Metric(
@@ -203,6 +211,19 @@ def process_metrics() -> list[Metric]:
         )
     )
     return metrics
+
+
+def _start_time() -> float | None:
+    """When this process started, from ``/proc`` (its start in clock ticks after boot)."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as system:
+            boot = next(line for line in system if line.startswith(b"btime "))
+    except (OSError, StopIteration):
+        return None
+    ticks = int(fields[19])  # field 22, counted after the command name's closing parenthesis
+    return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def service_metrics(connections: Connections, manager: ResourceManager | None) -> list[Metric]:

@@ -220,6 +220,24 @@ async def test_a_page_on_an_origin_not_listed_cannot_read_the_answer(
     assert error == "TypeError"  # "Failed to fetch": the browser withheld the answer
 
 
+async def test_a_request_with_credentials_is_refused_by_the_browser(
+    cors_server: LivefileProcess, page_server: int, chromium: Browser
+) -> None:
+    """livefile never allows credentials (it takes tokens, not cookies)."""
+    resource_id = await stored(cors_server, b"0123456789")
+    url = f"{cors_server.http_url}/resources/{resource_id}/content"
+    async with chromium_page(chromium, f"http://127.0.0.1:{page_server}/") as page:
+        plain, with_credentials = await page.evaluate(
+            """async (url) => {
+                const plain = await (await fetch(url)).text();
+                try { await fetch(url, {credentials: "include"}); return [plain, null]; }
+                catch (error) { return [plain, error.name]; }
+            }""",
+            url,
+        )
+    assert (plain, with_credentials) == ("0123456789", "TypeError")
+
+
 @pytest.mark.parametrize(
     ("path", "operation"),
     [("/docs", ".opblock"), ("/redoc", "[data-section-id^='operation/']")],

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from livefile.impl_websocket.tracing import tracer_provider_from_environment, tracing_requested
+from livefile.impl_websocket.tracing import (
+    TracingUnavailableError,
+    tracer_provider_from_environment,
+    tracing_requested,
+)
 from tests.e2e.test_repack import zip_bytes
 from tests.support.metrics import scrape
 from tests.support.otlp_collector import Collector, Span, running_collector
@@ -179,15 +183,32 @@ def test_an_otlp_protocol_livefile_does_not_know_is_refused() -> None:
         )
 
 
-def test_grpc_is_the_otlp_exporter_when_asked_for() -> None:
-    provider = tracer_provider_from_environment(
-        {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}
-    )
+@pytest.mark.parametrize(
+    ("environ", "exporter"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "exporter.otlp.proto.http"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "proto.grpc"),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ci-logs"}, "sdk.trace.export"),
+    ],
+)
+def test_the_exporter_and_service_name_are_those_the_variables_name(
+    environ: dict[str, str], exporter: str
+) -> None:
+    provider = tracer_provider_from_environment(environ)
     assert provider is not None
     try:
-        exporters = [p.span_exporter for p in provider._active_span_processor._span_processors]
-        assert [type(e).__module__ for e in exporters] == [
-            "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
-        ]
+        processors = provider._active_span_processor._span_processors
+        (module,) = [type(processor.span_exporter).__module__ for processor in processors]
+        assert exporter in module
+        named = environ.get("OTEL_SERVICE_NAME", "livefile")
+        assert provider.resource.attributes["service.name"] == named
     finally:
         provider.shutdown()
+
+
+def test_tracing_asked_for_without_the_sdk_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed
+    with pytest.raises(TracingUnavailableError, match=r"livefile-impl-websocket\[tracing\]"):
+        tracer_provider_from_environment({"OTEL_TRACES_EXPORTER": "otlp"})

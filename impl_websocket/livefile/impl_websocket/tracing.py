@@ -73,8 +73,10 @@ def tracer_provider_from_environment(environ: Mapping[str, str] = os.environ) ->
         raise TracingUnavailableError(
             f"OTEL_* variables ask for tracing, but {exc.name} is not installed: {EXTRA_HINT}"
         ) from exc
+    # OTEL_SERVICE_NAME first, then a service.name in OTEL_RESOURCE_ATTRIBUTES, then livefile.
+    service = environ.get("OTEL_SERVICE_NAME")
     named = "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    attributes = {} if environ.get("OTEL_SERVICE_NAME") or named else {SERVICE_NAME: "livefile"}
+    attributes = {} if named and not service else {SERVICE_NAME: service or "livefile"}
     provider = TracerProvider(resource=Resource.create(attributes))
     for name in _names(environ.get("OTEL_TRACES_EXPORTER", "otlp")):
         if name not in ("", "none"):

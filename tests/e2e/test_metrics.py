@@ -19,6 +19,7 @@ from tests.support.metrics import (
     scrape_async,
     wait_for_metrics,
 )
+from tests.support.redis_server import RedisProcess
 from tests.support.server import LivefileProcess
 from tests.support.wire import get_json
 
@@ -53,6 +54,9 @@ def test_metrics_are_prometheus_text_with_a_help_and_type_for_every_metric(
         "livefile_websocket_closes_total": "counter",
         "livefile_connections_closed_total": "counter",
         "livefile_blurhash_lookups_total": "counter",
+        "livefile_jobs_total": "counter",
+        "livefile_job_duration_seconds": "histogram",
+        "process_start_time_seconds": "gauge",
     }
     assert metrics["process_resident_memory_bytes"] > 10 * 1024 * 1024
     assert 3 <= metrics["process_open_fds"] <= metrics["process_max_fds"]
@@ -108,3 +112,22 @@ def test_metrics_want_an_admin_token_when_access_control_is_on(
             scrape(server.http_url, token)
         assert refused.value.code == refusal
     assert scrape(server.http_url, mint("admin"))[UPLOADS] == 0
+
+
+def test_with_several_workers_each_scrape_is_the_figures_of_the_one_worker_that_answers(
+    start_server: ServerFactory, redis_server: RedisProcess
+) -> None:
+    """What docs/architecture.md tells Prometheus users: workers share one port, a scrape
+    reaches whichever worker accepts its connection, and its figures are that process's alone
+    (nothing is summed across workers)."""
+    server = start_server("--workers", "2", "--redis-url", redis_server.url)
+    scrapes = [scrape(server.http_url) for _ in range(40)]  # each on a new connection
+    scraped = 'livefile_http_responses_total{method="GET",route="/metrics",status="200"}'
+    by_worker: dict[float, list[float]] = {}
+    for metrics in scrapes:
+        answered = metrics.samples.get(scraped, 0.0)  # counted once an answer is complete
+        by_worker.setdefault(metrics["process_start_time_seconds"], []).append(answered)
+    assert len(by_worker) == 2, by_worker  # two processes answered, told apart by start time
+    for counts in by_worker.values():
+        # Each worker counts the scrapes it answered before, and only those.
+        assert counts == [float(n) for n in range(len(counts))]

@@ -46,7 +46,8 @@ def parse_exposition(text: str) -> tuple[dict[str, float], dict[str, str]]:
             types[type_line.group(1)] = type_line.group(2)
         elif sample := _SAMPLE.fullmatch(line):
             name, labels, value = sample.group(1), sample.group(2) or "", sample.group(3)
-            if name not in helped or name not in types:
+            family = _family(name, types)
+            if family not in helped or family not in types:
                 raise ValueError(f"line {number}: {name} has no HELP or TYPE before it")
             series = name + labels
             if series in samples:
@@ -55,6 +56,16 @@ def parse_exposition(text: str) -> tuple[dict[str, float], dict[str, str]]:
         else:
             raise ValueError(f"line {number} is not in the text format: {line!r}")
     return samples, types
+
+
+def _family(name: str, types: dict[str, str]) -> str:
+    """The metric a sample belongs to: a histogram's ``_bucket``, ``_sum`` and ``_count``
+    samples belong to the histogram."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        family = name.removesuffix(suffix)
+        if family != name and types.get(family) == "histogram":
+            return family
+    return name
 
 
 def scrape(http_url: str, token: str | None = None) -> Scrape:

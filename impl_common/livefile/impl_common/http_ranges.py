@@ -110,8 +110,9 @@ def ascii_filename(filename: str) -> str:
     return "".join(kept) or "download"
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the exact name in RFC 5987 form (RFC 6266).
+def content_disposition(filename: str, kind: str = "attachment") -> str:
+    """``attachment`` (or ``inline``) with an ASCII fallback and the exact name in RFC 5987
+    form (RFC 6266).
 
     Browsers and wget use ``filename*``; curl's ``-J`` reads only ``filename`` (its manual:
     "it does not yet support the filename* field"), so the fallback is as close to the name
@@ -119,7 +120,7 @@ def content_disposition(filename: str) -> str:
     quoted fallback, so no name can end the header or inject another one.
     """
     encoded = quote(filename.translate(_INVISIBLE), safe="")
-    return f"attachment; filename=\"{ascii_filename(filename)}\"; filename*=UTF-8''{encoded}"
+    return f"{kind}; filename=\"{ascii_filename(filename)}\"; filename*=UTF-8''{encoded}"
 
 
 def http_date(timestamp: float) -> str:

@@ -23,7 +23,14 @@ from livefile.api.interfaces import CatalogEntry, ResourceWriter
 from livefile.api.model import ResourceError, ResourceKind, ResourceMetadata
 from livefile.impl_server.image_job import WEBP_MIME_TYPE, webp_name
 from livefile.impl_server.job_replay import ReplayingWriter
-from livefile.impl_server.jobs import STAGE_WAITING, JobHandler, JobRunner, JobSpec, SharedJobs
+from livefile.impl_server.jobs import (
+    STAGE_WAITING,
+    JobHandler,
+    JobRunner,
+    JobSpec,
+    SharedJobs,
+    run_traced,
+)
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.writer import LiveWriter
 
@@ -57,6 +64,7 @@ class Derivations:
         self._shared: SharedJobs | None = None
         self._handlers: dict[ResourceKind, JobHandler] = {}
         self._claimed: dict[str, LiveWriter] = {}  # shared jobs running here, by resource
+        self.books = runner.books  # the jobs this process ran, for /metrics
 
     def share(self, jobs: SharedJobs) -> None:
         """Queue every job for whichever worker claims it, instead of running it here."""
@@ -97,7 +105,10 @@ class Derivations:
             metadata, kind=kind, sources=sources, context_id=context_id, stage=STAGE_WAITING
         )
         spec = JobSpec(kind, writer.resource_id, sources, dict(params or {}))
-        self._runner.submit(f"{kind.value}-{writer.resource_id}", lambda: handler.run(spec, writer))
+        self._runner.submit(
+            f"{kind.value}-{writer.resource_id}",
+            lambda: run_traced(self.books, spec, writer, lambda: handler.run(spec, writer)),
+        )
         return writer.resource_id
 
     async def start_repack(self, source_id: str) -> str:
@@ -131,7 +142,7 @@ class Derivations:
             if writer.status.current_size:
                 read = partial(self._manager.storage.read, spec.resource_id)
                 job_writer = ReplayingWriter(writer, read)
-            await handler.run(spec, job_writer)
+            await run_traced(self.books, spec, writer, lambda: handler.run(spec, job_writer))
         finally:
             self._claimed.pop(spec.resource_id, None)
         return not writer.abandoned

@@ -16,17 +16,22 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry import trace
+
 from livefile.api.errors import JobRefusedError
 from livefile.api.interfaces import ResourceWriter
 from livefile.api.model import ResourceKind
+from livefile.impl_server.job_books import JobBooks
 
 logger = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
+_TRACER = trace.get_tracer("livefile.impl_server")
 # The stage of a job's resource until its job can start producing (waiting for a slot, or for
 # its sources); each handler names its own working stages.
 STAGE_WAITING = "waiting"
@@ -96,6 +101,7 @@ class JobRunner:
         self.limits = limits
         self._slots = asyncio.Semaphore(limits.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.books = JobBooks()  # every job's end, on whichever worker ran it (``run_traced``)
 
     def check_room(self) -> None:
         """Raise ``JobRefusedError`` unless a job submitted now would run or wait: every slot
@@ -129,3 +135,23 @@ class JobRunner:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+async def run_traced(
+    books: JobBooks, spec: JobSpec, writer: ResourceWriter, work: Callable[[], Awaitable[None]]
+) -> None:
+    """Run one job's ``work`` (once it has a slot, on whichever worker runs it) in a span of its
+    own — its stage changes are events (``LiveWriter.progress``); a no-op unless the server
+    installed a tracer provider — and record its result and duration in ``books``."""
+    result, started = "error", time.monotonic()
+    with _TRACER.start_as_current_span(f"livefile.job.{spec.kind.value}") as span:
+        span.set_attribute("livefile.resource_id", spec.resource_id)
+        try:
+            await work()
+            result = writer.status.transfer_status.value.lower()
+        except asyncio.CancelledError:
+            result = "cancelled"
+            raise
+        finally:
+            span.set_attribute("livefile.job.result", result)
+            books.record(spec.kind.value, result, time.monotonic() - started)

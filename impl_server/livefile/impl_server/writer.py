@@ -19,6 +19,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from opentelemetry import trace
+
 from livefile.api.errors import LivefileError, ServerError
 from livefile.api.interfaces import StorageWriter
 from livefile.api.model import (
@@ -188,6 +190,8 @@ class LiveWriter:
         if not new_stage and percent == self._percent:
             return
         self._stage, self._percent = stage, percent
+        if new_stage:  # an event of the job's span, when tracing is on
+            trace.get_current_span().add_event("livefile.stage", {"livefile.stage": stage or ""})
         if self._clock.on_write(self._loop.time()) or new_stage:
             self._checkpoint(force=True)
         else:

@@ -35,6 +35,9 @@ OPEN_PATHS = frozenset({"/healthz"})
 # The API's description, open with ``--public-docs``: it says what the routes are, not what
 # the resources are.
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Swagger UI's and ReDoc's scripts and styles (fastapi-offline's files): the same public files
+# for every server, open always, so that the pages' own requests need no token.
+DOCS_ASSETS_PATH = "/docs/assets"
 
 
 def token_of(connection: HTTPConnection) -> str | None:
@@ -90,7 +93,12 @@ class AccessControlMiddleware:
         self.open_paths = OPEN_PATHS | DOCS_PATHS if public_docs else OPEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
+        path = scope.get("path", "")
+        if (
+            scope["type"] not in ("http", "websocket")
+            or path in self.open_paths
+            or (path.startswith(DOCS_ASSETS_PATH + "/") and ".." not in path)
+        ):
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)

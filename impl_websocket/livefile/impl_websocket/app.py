@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
+from starlette.middleware.cors import CORSMiddleware
 
 from livefile.api.errors import AccessDeniedError
 from livefile.api.interfaces import Catalog, StatusBus
@@ -40,6 +43,7 @@ from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_server.sweeper import Sweeper
 from livefile.impl_server.transfer_job import TransferHandler
 from livefile.impl_websocket.access import (
+    DOCS_ASSETS_PATH,
     AccessControlMiddleware,
     authorize_read,
     close_denied,
@@ -48,15 +52,22 @@ from livefile.impl_websocket.access import (
 )
 from livefile.impl_websocket.bundles_api import router as bundles_router
 from livefile.impl_websocket.connections import Connections
+from livefile.impl_websocket.cors import cors_options
 from livefile.impl_websocket.download_endpoint import DownloadSession
 from livefile.impl_websocket.http_api import router
 from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
 from livefile.impl_websocket.http_lifecycle import router as lifecycle_router
-from livefile.impl_websocket.http_metrics import TrafficCounter
+from livefile.impl_websocket.http_metrics import TrafficCounter, route_template
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.image_api import router as image_router
+from livefile.impl_websocket.offline_docs import DocsPolicy
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.tracing import (
+    TracingMiddleware,
+    install,
+    tracer_provider_from_environment,
+)
 from livefile.impl_websocket.transfers_api import router as transfers_router
 from livefile.impl_websocket.upload_endpoint import UploadSession
 
@@ -65,6 +76,7 @@ logger = logging.getLogger("livefile")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    tracer_provider = tracer_provider_from_environment()
     connections = Connections()
     authority = settings.token_authority()
 
@@ -106,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             deletion_feed = RedisDeletionFeed(store, manager.deleted_elsewhere)
             await deletion_feed.start()
             manager.announce_deletion = deletion_feed.announce
-        runner = JobRunner(settings.job_limits())
+        runner = app.state.job_runner = JobRunner(settings.job_limits())
         derivations = app.state.derivations = Derivations(manager, runner)
         derivations.register(
             ResourceKind.REPACK, RepackHandler(manager, settings.repack_settings())
@@ -176,8 +188,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await contexts.stop()
             await bus.close()
             await catalog.close()
+            if tracer_provider is not None:
+                await asyncio.to_thread(tracer_provider.shutdown)  # exports the last spans
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets shipped in the fastapi-offline package, not a CDN, so
+    # that /docs and /redoc work on a machine without internet (offline_docs.py).
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_PATH,
         title="livefile",
         summary="Files downloadable while they are still being uploaded.",
         version="0.1.0",
@@ -188,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_authority = authority
     app.state.finished_files = FinishedFiles()
     # Middleware added last runs first: access control, then the fast path for finished files.
+    app.add_middleware(DocsPolicy)
     app.add_middleware(CompletedContentFastPath)
     if authority is not None:
         app.add_middleware(
@@ -197,8 +215,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(
                 "access control on without a signing key: references carry no download token"
             )
+    # Outside access control: preflights carry no token, and refusals must be readable.
+    if origins := settings.cors_origin_list():
+        app.add_middleware(CORSMiddleware, **cors_options(origins))
+    app.state.cors_on = bool(origins)
     # Outermost: every response is counted, refusals by access control included.
     app.add_middleware(TrafficCounter)
+    # Around that, when the OTEL_* variables ask for it: a span per request and connection.
+    app.state.tracing_on = tracer_provider is not None
+    if tracer_provider is not None:
+        install(tracer_provider)
+        app.add_middleware(TracingMiddleware, provider=tracer_provider, route_of=route_template)
     app.include_router(router)
 
     @app.exception_handler(AccessDeniedError)

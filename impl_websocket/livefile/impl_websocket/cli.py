@@ -184,6 +184,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_image_arguments(parser)
     _add_lifecycle_arguments(parser)
+    parser.add_argument(
+        "--cors-origins",
+        dest="cors_origins",
+        metavar="ORIGINS",
+        help="comma-separated origins whose pages may read the HTTP API, e.g."
+        " https://ci.example.com,http://localhost:3000, or * (LIVEFILE_CORS_ORIGINS, none)",
+    )
     flags = {
         action.dest: action.option_strings[-1]
         for action in parser._actions

@@ -19,7 +19,7 @@ else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from livefile.api.interfaces import CatalogEntry
@@ -33,10 +33,13 @@ from livefile.impl_common.http_ranges import (
     parse_range,
     range_start,
 )
+from livefile.impl_websocket.presentation import Disposition, presentation_of
 
 STATUS_HEADER = "X-Livefile-Transfer-Status"
 SIZE_HEADER = "X-Livefile-Current-Size"
 REVISION_HEADER = "X-Livefile-Revision"
+NEXT_LINE_HEADER = "X-Livefile-Next-Line"  # of /lines pages
+DISPOSITION = "Content-Disposition"
 _CONDITIONAL_KEPT = ("ETag", "Last-Modified", "Cache-Control", STATUS_HEADER)
 # RFC 8673's "very large" position (2^53): past anything a resource reaches, so a range that
 # ends there (or has no end) of a growing resource means "until it ends".
@@ -54,6 +57,7 @@ class ContentRequest:
     if_range: str | None = None
     if_none_match: str | None = None
     if_modified_since: str | None = None
+    disposition: Disposition | None = None  # forces inline or attachment (?disposition=)
 
     @property
     def conditional(self) -> bool:
@@ -69,12 +73,17 @@ class ResourceFacts:
     updated_at: float
     headers: dict[str, str]
     encoded: list[tuple[bytes, bytes]] = field(default_factory=list)
+    filename: str = ""
+    disposition: Disposition = Disposition.ATTACHMENT
 
     @classmethod
     def of(cls, entry: CatalogEntry, status: ResourceStatus) -> ResourceFacts:
+        presentation = presentation_of(entry.metadata)
+        filename = entry.metadata.filename
         headers = {
-            "Content-Type": entry.metadata.mime_type,
-            "Content-Disposition": content_disposition(entry.metadata.filename),
+            "Content-Type": presentation.content_type,
+            DISPOSITION: content_disposition(filename, presentation.disposition),
+            **presentation.headers(),
             "Accept-Ranges": "bytes",
             STATUS_HEADER: status.transfer_status.value,
             SIZE_HEADER: str(status.current_size),
@@ -90,7 +99,7 @@ class ResourceFacts:
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in headers.items()
         ]
-        return cls(status, entry.updated_at, headers, encoded)
+        return cls(status, entry.updated_at, headers, encoded, filename, presentation.disposition)
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,7 @@ class ContentPlan:
             base = {
                 name: value
                 for name, value in base.items()
-                if name not in ("Content-Type", "Content-Disposition")
+                if name not in ("Content-Type", DISPOSITION)
             }
         return {**base, **self.extra}
 
@@ -140,13 +149,25 @@ class ContentPlan:
         assert self.only is None
         assert self.problem is None
         extra = [(name.lower().encode(), value.encode()) for name, value in self.extra.items()]
-        return [*self.facts.encoded, *extra]
+        facts = self.facts.encoded
+        if DISPOSITION in self.extra:  # forced: it replaces the facts' own
+            facts = [(name, value) for name, value in facts if name != b"content-disposition"]
+        return [*facts, *extra]
 
 
 def plan_content(facts: ResourceFacts, request: ContentRequest) -> ContentPlan:
     """The answer to ``request`` about a resource described by ``facts`` (RFC 9110 ranges and
     conditionals; see the module's docstring and docs/protocol.md for growing and FAILED
-    resources)."""
+    resources), with the disposition the request forces, if any (``presentation.py``)."""
+    plan = _plan(facts, request)
+    forced = request.disposition
+    if forced in (None, facts.disposition) or plan.problem is not None or plan.only:
+        return plan
+    disposition = content_disposition(facts.filename, forced)
+    return replace(plan, extra={**plan.extra, DISPOSITION: disposition})
+
+
+def _plan(facts: ResourceFacts, request: ContentRequest) -> ContentPlan:
     status = facts.status
     size = status.current_size
     growing = not status.is_terminal

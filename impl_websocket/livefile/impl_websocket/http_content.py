@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -29,6 +29,7 @@ from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import NoLineAccessError, Reader
 from livefile.impl_websocket.access import ACCESS_RESPONSES, download_access
 from livefile.impl_websocket.content_plan import (
+    NEXT_LINE_HEADER,
     SIZE_HEADER,
     STATUS_HEADER,
     ContentPlan,
@@ -37,6 +38,7 @@ from livefile.impl_websocket.content_plan import (
     plan_content,
 )
 from livefile.impl_websocket.http_lifecycle import NOT_THERE, not_there
+from livefile.impl_websocket.presentation import Disposition
 from livefile.impl_websocket.zero_copy import HTTP_ABORT_EXTENSION
 
 logger = logging.getLogger(__name__)
@@ -239,6 +241,12 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+DISPOSITION_DESCRIPTION = (
+    "Content-Disposition to send: inline (shown by a browser) or attachment (saved); by"
+    " default inline for text, images and PDF, attachment otherwise"
+)
+
+
 # Two routes rather than one with methods=["GET", "HEAD"], which would give both operations of
 # the OpenAPI description the same operationId.
 @router.get(
@@ -268,6 +276,7 @@ async def get_content(
     if_range: str | None = Header(None, description="the range applies only to this version"),
     if_none_match: str | None = Header(None, description="ETags the client has (304 if current)"),
     if_modified_since: str | None = Header(None, description="an HTTP date (304 if not newer)"),
+    disposition: Annotated[Disposition | None, Query(description=DISPOSITION_DESCRIPTION)] = None,
 ) -> Response:
     """The bytes of a resource; a growing one is followed until it ends (see docs/protocol.md)."""
     reader, current = await _reader_and_status(request.app.state.manager, resource_id)
@@ -281,6 +290,7 @@ async def get_content(
             if_range=if_range,
             if_none_match=if_none_match,
             if_modified_since=if_modified_since,
+            disposition=disposition,
         ),
     )
     if plan.cut_short:
@@ -305,7 +315,6 @@ class LinesReply(WireModel):
     status: ResourceStatus = Field(description="the status the lines were read at")
 
 
-NEXT_LINE_HEADER = "X-Livefile-Next-Line"
 _NEXT_LINE = _header("Where the next page starts (nextStart)", {"type": "integer"}, True)
 
 

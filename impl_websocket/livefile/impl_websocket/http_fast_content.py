@@ -20,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +38,7 @@ from livefile.impl_websocket.content_plan import (
     ResourceFacts,
     plan_content,
 )
+from livefile.impl_websocket.presentation import forced_disposition
 
 CONTENT_PATH = re.compile(r"/resources/([0-9a-f]{32})/content")
 RESOURCES_CACHED = 4096
@@ -119,6 +121,12 @@ def plan_answer(scope: Scope, facts: ResourceFacts) -> Answer | None:
     for name, value in scope["headers"]:
         if name in _PLANNED_HEADERS:
             wanted[name] = value.decode("latin-1")
+    disposition = None
+    if b"disposition" in scope["query_string"]:
+        try:
+            disposition = forced_disposition(_query_value(scope, "disposition"))
+        except ValueError:
+            return None  # the full route refuses it (422)
     plan = plan_content(
         facts,
         ContentRequest(
@@ -127,9 +135,15 @@ def plan_answer(scope: Scope, facts: ResourceFacts) -> Answer | None:
             if_range=wanted.get(b"if-range"),
             if_none_match=wanted.get(b"if-none-match"),
             if_modified_since=wanted.get(b"if-modified-since"),
+            disposition=disposition,
         ),
     )
     return _deliverable(plan)
+
+
+def _query_value(scope: Scope, name: str) -> str | None:
+    values = parse_qs(scope["query_string"].decode("latin-1")).get(name)
+    return values[-1] if values else None
 
 
 _PLANNED_HEADERS = frozenset({b"range", b"if-range", b"if-none-match", b"if-modified-since"})
@@ -158,6 +172,16 @@ def granted(state: Any, scope: Scope, resource_id: str, grant: object = None) ->
     return True
 
 
+def needs_asgi(state: Any, scope: Scope) -> bool:
+    """Whether a request must go through the ASGI middleware rather than be answered at once:
+    every request while tracing is on (each is a span), and one from a browser page (it
+    carries an ``Origin``) while CORS is on, so that ``CORSMiddleware`` alone decides its
+    headers."""
+    if state.tracing_on:
+        return True
+    return bool(state.cors_on) and any(name == b"origin" for name, _ in scope["headers"])
+
+
 @dataclass(frozen=True)
 class ImmediateAnswer:
     """An answer the HTTP protocol can give at once: ``answer``'s bytes are those of ``fd``
@@ -171,7 +195,7 @@ def answer_now(state: Any, scope: Scope) -> ImmediateAnswer | None:
     """The answer, without waiting, to a request for at most ``INLINE_READ_MAX`` bytes of a
     resource whose headers are cached; None for anything else."""
     resource_id = content_request(scope)
-    if resource_id is None:
+    if resource_id is None or needs_asgi(state, scope):
         return None
     finished_files: FinishedFiles = state.finished_files
     facts = finished_files.get(resource_id)

@@ -4,7 +4,8 @@ The figures are those of the worker process that answers: with ``--workers N`` e
 its own, and a scrape reaches whichever worker accepts it. Process figures come from ``/proc``
 (Linux); where it is missing they are left out rather than reported as zero. Counters (bytes,
 uploads, HTTP responses, WebSocket closes) come from ``counters.COUNTERS``, which the endpoints
-and ``TrafficCounter`` (the outermost ASGI middleware) add to.
+and ``TrafficCounter`` (the outermost ASGI middleware) add to; jobs from the job runner's
+``JobBooks``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from fastapi.responses import PlainTextResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from livefile.impl_server.job_books import JobBooks
+from livefile.impl_server.jobs import JobRunner
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_websocket import admission
 from livefile.impl_websocket.access import ACCESS_RESPONSES, admin_access
@@ -47,6 +50,7 @@ class PrometheusResponse(PlainTextResponse):
 class Sample:
     value: float
     labels: tuple[tuple[str, str], ...] = ()
+    suffix: str = ""  # a histogram's _bucket, _sum and _count
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class Metric:
         for sample in self.samples:
             labels = ",".join(f'{key}="{value}"' for key, value in sample.labels)
             selector = f"{{{labels}}}" if labels else ""
-            lines.append(f"{self.name}{selector} {_number(sample.value)}")
+            lines.append(f"{self.name}{sample.suffix}{selector} {_number(sample.value)}")
         return "\n".join(lines) + "\n"
 
 
@@ -140,6 +144,37 @@ def counter_metrics(counters: Counters = COUNTERS) -> list[Metric]:
     return metrics
 
 
+def job_metrics(books: JobBooks) -> list[Metric]:
+    """The jobs this process's runner has ended (repack, ...), and how long they ran."""
+    ended = [
+        Sample(count, (("kind", kind), ("result", result)))
+        for (kind, result), count in sorted(books.ended.items())
+    ]
+    durations: list[Sample] = []
+    for kind, histogram in sorted(books.durations.items()):
+        for bound, count in zip(histogram.buckets, histogram.counts, strict=True):
+            durations.append(Sample(count, (("kind", kind), ("le", _number(bound))), "_bucket"))
+        durations += [
+            Sample(histogram.count, (("kind", kind), ("le", "+Inf")), "_bucket"),
+            Sample(histogram.total, (("kind", kind),), "_sum"),
+            Sample(histogram.count, (("kind", kind),), "_count"),
+        ]
+    return [
+        _counter(
+            "livefile_jobs_total",
+            "Server jobs ended, by kind (repack, ...) and result (completed, failed, cancelled,"
+            " error).",
+            ended,
+        ),
+        Metric(
+            "livefile_job_duration_seconds",
+            "histogram",
+            "How long server jobs ran once they had a slot (queueing left out), by kind.",
+            tuple(durations),
+        ),
+    ]
+
+
 def process_metrics() -> list[Metric]:
     """Memory, descriptors and CPU of this process (blocking reads of ``/proc``: run them in a
     thread)."""
@@ -168,6 +203,14 @@ def process_metrics() -> list[Metric]:
         metrics.append(
             _gauge("process_max_fds", "Maximum number of open file descriptors.", soft_limit)
         )
+    if (started := _start_time()) is not None:
+        metrics.append(
+            _gauge(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds (tells workers apart).",
+                started,
+            )
+        )
     times = os.times()
     metrics.append(
         Metric(
@@ -178,6 +221,19 @@ def process_metrics() -> list[Metric]:
         )
     )
     return metrics
+
+
+def _start_time() -> float | None:
+    """When this process started, from ``/proc`` (its start in clock ticks after boot)."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as system:
+            boot = next(line for line in system if line.startswith(b"btime "))
+    except (OSError, StopIteration):
+        return None
+    ticks = int(fields[19])  # field 22, counted after the command name's closing parenthesis
+    return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def service_metrics(connections: Connections, manager: ResourceManager | None) -> list[Metric]:
@@ -223,12 +279,15 @@ def service_metrics(connections: Connections, manager: ResourceManager | None) -
 async def metrics(request: Request) -> PrometheusResponse:
     """This process's runtime figures (memory, file descriptors, CPU, asyncio tasks, connections,
     running uploads) and counters (bytes received and sent, uploads completed and failed, HTTP
-    responses, WebSocket closes, connections closed before a request) for Prometheus. Figures
-    are per worker process."""
+    responses, WebSocket closes, connections closed before a request, jobs by kind and result
+    with their durations) for Prometheus. Figures are per worker process."""
     state = request.app.state
     service = service_metrics(state.connections, getattr(state, "manager", None))
     process = await asyncio.to_thread(process_metrics)
     metrics = [*process, *service, *counter_metrics()]
+    runner: JobRunner | None = getattr(state, "job_runner", None)
+    if runner is not None:  # None only before the lifespan has started
+        metrics += job_metrics(runner.books)
     return PrometheusResponse("".join(metric.exposition() for metric in metrics))
 
 
@@ -269,7 +328,7 @@ class TrafficCounter:
             raise
         finally:
             if status:
-                route = _route_template(scope)
+                route = route_template(scope)
                 counters.http_responses[(scope["method"], route, status)] += 1
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -296,7 +355,7 @@ class TrafficCounter:
             self.counters.websocket_closes[(kind, code, by)] += 1
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):

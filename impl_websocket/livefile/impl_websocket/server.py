@@ -45,6 +45,7 @@ from livefile.impl_websocket.counters import CONTENT_ROUTE, COUNTERS
 from livefile.impl_websocket.http_fast_content import answer_now
 from livefile.impl_websocket.logging_config import log_config
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.tracing import TracingUnavailableError, check_tracing
 from livefile.impl_websocket.zero_copy import (
     ABORT_EXTENSION,
     FRAGMENT_KEY,
@@ -450,6 +451,11 @@ def run(settings: Settings) -> int:
         settings.token_authority()
     except (ValueError, OSError) as exc:
         print(f"livefile serve: cannot use the JWT key: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_tracing()
+    except (TracingUnavailableError, ValueError) as exc:
+        print(f"livefile serve: cannot trace: {exc}", file=sys.stderr)
         return 2
     raise_open_file_limit()
     config = uvicorn_config(settings)

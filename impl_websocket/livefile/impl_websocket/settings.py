@@ -19,6 +19,7 @@ from livefile.impl_server.repack_job import RepackSettings
 from livefile.impl_server.transfer_guard import parse_networks
 from livefile.impl_server.transfer_http import FetchLimits
 from livefile.impl_server.transfer_job import TransferSettings
+from livefile.impl_websocket.cors import parse_origins
 
 MiB = 1024 * 1024
 
@@ -221,6 +222,22 @@ class Settings(BaseSettings):
             max_storage_bytes=self.max_storage_bytes,
             sweep_interval=self.sweep_interval,
         )
+
+    # HTTP for browsers (cors.py): pages on these origins may read the HTTP API.
+    cors_origins: str = Field(
+        default="",
+        description="comma-separated origins (scheme://host[:port]) whose pages may read the"
+        " HTTP API, or * for every origin; empty = none",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        parse_origins(value)
+        return value
+
+    def cors_origin_list(self) -> list[str]:
+        return parse_origins(self.cors_origins)
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from typing import Any
 
+from opentelemetry import trace
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -62,6 +63,7 @@ from livefile.impl_websocket.connections import cancel_quietly
 from livefile.impl_websocket.counters import COUNTERS
 from livefile.impl_websocket.download_links import DownloadLinks
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.tracing import TRACER, upload_ended
 from livefile.impl_websocket.zero_copy import FRAGMENT_KEY, FRAGMENTS_EXTENSION
 
 # After UploadAcknowledged a step-streaming client closes the connection itself (1000 "Upload
@@ -110,6 +112,7 @@ class UploadSession:
         self._started_at = 0.0  # loop time of the current upload's StartUpload
         self._end_logged = False  # the current upload's end is in the log
         self._links = DownloadLinks(websocket, authority, settings.reference_token_ttl)
+        self._span = trace.get_current_span()  # the connection's, when tracing is on
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
@@ -255,6 +258,7 @@ class UploadSession:
             return
         await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
 
+    @TRACER.start_as_current_span("livefile.upload.start")
     async def _start(self, request: StartUpload) -> None:
         if self.dialect is Dialect.STEP_STREAMING:
             # step-streaming's protocol: MD5, one upload per connection, nothing derived.
@@ -293,6 +297,7 @@ class UploadSession:
         if self.dialect is Dialect.LIVEFILE:  # step-streaming's uploader hears nothing more
             self._forwarder = asyncio.create_task(self._forward_statuses(resource_id))
 
+    @TRACER.start_as_current_span("livefile.upload.finish")
     async def _finish(self, request: FinishUpload) -> None:
         assert self.upload is not None
         await self._stop_forwarder()
@@ -320,6 +325,7 @@ class UploadSession:
         seconds = asyncio.get_running_loop().time() - self._started_at
         failed = status.transfer_status is TransferStatus.FAILED
         COUNTERS.uploads["failed" if failed else "completed"] += 1
+        upload_ended(self._span, status, seconds)
         lines = "" if status.number_of_lines is None else f", {status.number_of_lines} lines"
         why = f" ({status.error.code}: {status.error.message})" if status.error else ""
         logger.log(

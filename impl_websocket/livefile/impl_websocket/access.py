@@ -34,6 +34,9 @@ OPEN_PATHS = frozenset({"/healthz"})
 # The API's description, open with ``--public-docs``: it says what the routes are, not what
 # the resources are.
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# The browser pages (viewer.py): static files that hold no resource data. The page's requests
+# for data carry the token and are checked like any other.
+OPEN_PREFIXES = ("/view/",)
 
 
 def token_of(connection: HTTPConnection) -> str | None:
@@ -89,7 +92,11 @@ class AccessControlMiddleware:
         self.open_paths = OPEN_PATHS | DOCS_PATHS if public_docs else OPEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or scope["path"] in self.open_paths
+            or (scope["type"] == "http" and scope["path"].startswith(OPEN_PREFIXES))
+        ):
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)

@@ -42,8 +42,10 @@ from livefile.impl_websocket.http_content import router as content_router
 from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, FinishedFiles
 from livefile.impl_websocket.http_metrics import TrafficCounter
 from livefile.impl_websocket.http_metrics import router as metrics_router
+from livefile.impl_websocket.http_search import router as search_router
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.upload_endpoint import UploadSession
+from livefile.impl_websocket.viewer import router as viewer_router
 
 logger = logging.getLogger("livefile")
 
@@ -153,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(content_router)
     app.include_router(metrics_router)
+    app.include_router(search_router)
+    app.include_router(viewer_router)
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:

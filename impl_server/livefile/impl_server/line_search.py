@@ -1,0 +1,127 @@
+"""Finding the lines of a text resource that contain a piece of text, a bounded piece at a time.
+
+A search reads the resource's bytes from a line on, in the order of its line index, and stops
+after ``max_scan_bytes`` or ``limit`` matching lines, whichever comes first: one request does
+bounded work whatever the resource's size, and says where the next one continues. The browser
+page pages through a 10-million-line log this way without ever loading its lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+
+from livefile.api.model import ResourceStatus
+from livefile.impl_server.line_index import read_ends
+from livefile.impl_server.reader import NoLineAccessError, Reader, check_lines
+
+# How many index entries are read at a time (6 bytes each): 384 KiB.
+INDEX_BATCH = 65_536
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """Matching line numbers (from 0) among lines ``start .. next_start - 1``, read at
+    ``status``."""
+
+    start: int
+    matches: list[int]
+    next_start: int
+    status: ResourceStatus
+
+    @property
+    def scanned_all(self) -> bool:
+        """Whether the scan reached the last line published at ``status``."""
+        return self.next_start >= (self.status.number_of_lines or 0)
+
+
+def find_lines(
+    data_path: Path,
+    index_path: Path,
+    needle: bytes,
+    start: int,
+    total: int,
+    size: int,
+    limit: int,
+    max_scan_bytes: int,
+    ignore_case: bool,
+) -> tuple[list[int], int]:
+    """Lines from ``start`` (of ``total`` published, in ``size`` bytes) that contain
+    ``needle``, at most ``limit`` of them, scanning at most ``max_scan_bytes`` (but always one
+    line); and the line where the scan stopped. ``needle`` holds no line break and, with
+    ``ignore_case``, is lower case already (ASCII letters are compared without case)."""
+    matches: list[int] = []
+    line = start
+    budget = max_scan_bytes
+    fd = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while line < total and budget > 0 and len(matches) < limit:
+            first = line - 1 if line > 0 else 0
+            batch = min(INDEX_BATCH, total - line)
+            ends = read_ends(index_path, first, batch + (1 if line > 0 else 0))
+            begin = ends.pop(0) if line > 0 else 0
+            if len(ends) < batch:
+                ends.append(size)  # the final line of an ended resource has no line break
+            ends = ends[:batch]
+            # As many whole lines as the budget holds, at least one.
+            fits = max(1, bisect_right(ends, begin + budget))
+            ends = ends[:fits]
+            chunk = os.pread(fd, ends[-1] - begin, begin)
+            budget -= len(chunk)
+            if ignore_case:
+                chunk = chunk.lower()
+            position = chunk.find(needle)
+            scanned_to = line + len(ends)
+            while position >= 0:
+                found = line + bisect_right(ends, begin + position)
+                matches.append(found)
+                if len(matches) == limit:
+                    scanned_to = found + 1
+                    break
+                # One match per line: go on from the next line's start.
+                position = chunk.find(needle, ends[found - line] - begin)
+            line = scanned_to
+    finally:
+        os.close(fd)
+    return matches, line
+
+
+async def search_lines(
+    reader: Reader,
+    text: str,
+    start: int,
+    limit: int,
+    max_scan_bytes: int,
+    *,
+    ignore_case: bool = True,
+    status: ResourceStatus | None = None,
+) -> SearchPage:
+    """The lines from ``start`` on that contain ``text`` (one line, not empty), among the lines
+    published at ``status`` (the newest if None). ``NoLineAccessError`` without a line index,
+    ``RangeNotReadableError`` for a start beyond the published lines."""
+    if not text or "\n" in text:
+        raise ValueError("the text to find must be one line, not empty")
+    status = status or await reader.status()
+    total = status.number_of_lines
+    if total is None:
+        raise NoLineAccessError("The resource has no line access")
+    check_lines(status, start, 0)
+    needle = text.encode("utf-8")
+    if ignore_case:
+        needle = needle.lower()
+    matches, next_start = await asyncio.to_thread(
+        find_lines,
+        reader.path,
+        reader.index_path,
+        needle,
+        start,
+        total,
+        status.current_size,
+        limit,
+        max_scan_bytes,
+        ignore_case,
+    )
+    return SearchPage(start, matches, next_start, status)

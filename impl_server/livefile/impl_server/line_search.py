@@ -66,8 +66,12 @@ def find_lines(
             if len(ends) < batch:
                 ends.append(size)  # the final line of an ended resource has no line break
             ends = ends[:batch]
-            # As many whole lines as the budget holds, at least one.
-            fits = max(1, bisect_right(ends, begin + budget))
+            # As many whole lines as the budget holds; at least one per call.
+            fits = bisect_right(ends, begin + budget)
+            if fits == 0:
+                if line > start:
+                    break
+                fits = 1
             ends = ends[:fits]
             chunk = os.pread(fd, ends[-1] - begin, begin)
             budget -= len(chunk)

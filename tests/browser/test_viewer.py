@@ -133,6 +133,20 @@ async def test_selecting_text_stops_auto_scroll(server: LivefileProcess, page: A
         await raw.finish()
 
 
+async def test_a_linked_line_of_a_growing_log_stays_in_view_as_lines_come(
+    server: LivefileProcess, page: Any
+) -> None:
+    async with RawUpload(server.ws_url, **TEXT) as raw:
+        await raw.write("".join(f"row {n}\n" for n in range(1, 301)).encode())
+        await page.goto(f"{server.http_url}/view/{raw.resource_id}#L120")
+        await wait_for_row(page, 120, "row 120")
+        assert await page.get_attribute('.row[data-line="120"]', "class") == "row highlight"
+        await raw.write(b"one more\n")
+        await page.wait_for_selector("#jump:has-text('(1 new line)')", timeout=WAIT_MS)
+        assert await page.is_visible('.row[data-line="120"]')
+        await raw.finish()
+
+
 async def test_a_million_line_resource_opens_at_a_linked_line_with_a_bounded_dom(
     server: LivefileProcess, page: Any, million: str
 ) -> None:

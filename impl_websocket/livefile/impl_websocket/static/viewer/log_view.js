@@ -151,7 +151,8 @@ export class LogView {
   // Stop following and show line `line` (from 0) a third of the way down, highlighted; a line
   // not published yet is shown as soon as it is.
   goTo(line) {
-    if (this.following) this.pause();
+    // New lines are counted from when the line is shown (a linked line may come later).
+    if (this.following || this.target !== null) this.pause();
     this.highlighted = line;
     if (line >= this.total) {
       this.target = line;

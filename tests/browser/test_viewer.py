@@ -5,7 +5,9 @@ loaded lines, binary resources and images, the context page."""
 
 from __future__ import annotations
 
+import io
 import struct
+import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +70,13 @@ async def wait_for_row(page: Any, number: int, text: str | None = None) -> None:
     )
 
 
+async def open_growing(page: Any, server: LivefileProcess, raw: RawUpload, lines: int) -> None:
+    """Upload lines ``row 1`` .. ``row <lines>`` and open the page, which follows them."""
+    await raw.write("".join(f"row {n}\n" for n in range(1, lines + 1)).encode())
+    await page.goto(f"{server.http_url}/view/{raw.resource_id}")
+    await wait_for_row(page, lines, f"row {lines}")
+
+
 async def test_a_log_uploaded_line_by_line_shows_every_line_in_order(
     server: LivefileProcess, page: Any
 ) -> None:
@@ -91,9 +100,7 @@ async def test_auto_scroll_stops_when_the_reader_scrolls_up_and_resumes_with_the
     server: LivefileProcess, page: Any
 ) -> None:
     async with RawUpload(server.ws_url, **TEXT) as raw:
-        await raw.write("".join(f"early {n}\n" for n in range(1, 201)).encode())
-        await page.goto(f"{server.http_url}/view/{raw.resource_id}")
-        await wait_for_row(page, 200, "early 200")
+        await open_growing(page, server, raw, 200)
         await page.hover("#scroller")
         await page.mouse.wheel(0, -900)
         await page.wait_for_selector("#jump:visible", timeout=WAIT_MS)
@@ -114,11 +121,24 @@ async def test_auto_scroll_stops_when_the_reader_scrolls_up_and_resumes_with_the
         await raw.finish()
 
 
+async def test_scrolling_back_to_the_end_resumes_following(
+    server: LivefileProcess, page: Any
+) -> None:
+    async with RawUpload(server.ws_url, **TEXT) as raw:
+        await open_growing(page, server, raw, 100)
+        await page.hover("#scroller")
+        await page.mouse.wheel(0, -300)
+        await page.wait_for_selector("#jump:visible", timeout=WAIT_MS)
+        await page.mouse.wheel(0, 3000)
+        await page.wait_for_selector("#jump", state="hidden", timeout=WAIT_MS)
+        await raw.write(b"followed again\n")
+        await wait_for_row(page, 101, "followed again")
+        await raw.finish()
+
+
 async def test_selecting_text_stops_auto_scroll(server: LivefileProcess, page: Any) -> None:
     async with RawUpload(server.ws_url, **TEXT) as raw:
-        await raw.write("".join(f"row {n}\n" for n in range(1, 101)).encode())
-        await page.goto(f"{server.http_url}/view/{raw.resource_id}")
-        await wait_for_row(page, 100, "row 100")
+        await open_growing(page, server, raw, 100)
         text = page.locator('.row[data-line="95"] .tx')
         box = await text.bounding_box()
         await page.mouse.move(box["x"] + 2, box["y"] + 5)
@@ -187,28 +207,34 @@ async def test_ansi_colours_and_bold_appear_as_styles_and_carriage_returns_overw
         "\x1b[38;5;208morange\x1b[39m and \x1b[48;2;10;20;30mdeep\x1b[0m\n"
         "progress  10%\rprogress 100%\n"
         "\x1b]0;window title\x07\x1b[2K\x1b[1Gcleared\x1b[K\n"
+        "\x1b[2;3;4mquiet\x1b[0m \x1b[33mnever reset\n"
+        "a fresh line\n"
     )
     resource = rid(await upload(server.ws_url, text.encode(), **TEXT))
     await page.goto(f"{server.http_url}/view/{resource}")
-    await wait_for_row(page, 4, "cleared")
+    await wait_for_row(page, 6, "a fresh line")
     assert [row[1] for row in await visible_rows(page)] == [
         "red plain bold green",
         "orange and deep",
         "progress 100%",
         "cleared",
+        "quiet never reset",
+        "a fresh line",
     ]
     styles = await page.eval_on_selector_all(
         ".tx span",
         """spans => spans.map(s => [s.textContent, getComputedStyle(s).color,
-            getComputedStyle(s).backgroundColor, getComputedStyle(s).fontWeight])""",
+            getComputedStyle(s).backgroundColor, getComputedStyle(s).fontWeight, s.className])""",
     )
     transparent = "rgba(0, 0, 0, 0)"
     assert styles == [
-        ["red", "rgb(240, 82, 79)", transparent, "400"],
-        ["bold green", "rgb(92, 150, 44)", transparent, "700"],
-        ["orange", "rgb(255, 135, 0)", transparent, "400"],
-        ["deep", "rgb(214, 214, 214)", "rgb(10, 20, 30)", "400"],
-    ]
+        ["red", "rgb(240, 82, 79)", transparent, "400", "f1"],
+        ["bold green", "rgb(92, 150, 44)", transparent, "700", "f2 bold"],
+        ["orange", "rgb(255, 135, 0)", transparent, "400", ""],
+        ["deep", "rgb(214, 214, 214)", "rgb(10, 20, 30)", "400", ""],
+        ["quiet", "rgb(214, 214, 214)", transparent, "400", "dim italic underline"],
+        ["never reset", "rgb(198, 144, 38)", transparent, "400", "f3"],
+    ]  # and the next line starts without a style
 
 
 async def test_a_failed_upload_shows_its_reason(server: LivefileProcess, page: Any) -> None:
@@ -288,3 +314,31 @@ async def test_the_context_page_lists_resources_as_they_appear(
     await row.locator("a").click()
     await wait_for_row(page, 2, "two")
     assert page.url == f"{server.http_url}/view/{raw.resource_id}"
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            archive.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def test_a_derived_resource_shows_its_stage_while_it_is_made(
+    server: LivefileProcess, page: Any
+) -> None:
+    archive = tar_gz({f"src/file{n}.txt": b"content %d\n" % n * 500 for n in range(20)})
+    async with RawUpload(server.ws_url, filename="src.tar.gz", options={"repack": True}) as raw:
+        (derived,) = raw.ready["derived"]
+        await page.goto(f"{server.http_url}/view/{derived['id']}")
+        # Its source has no bytes yet: the ZIP waits for them.
+        await page.wait_for_selector("#badge:has-text('IN_PROGRESS · waiting')", timeout=WAIT_MS)
+        await raw.write(archive)
+        await raw.finish()
+    await page.wait_for_selector("#badge.COMPLETED", timeout=WAIT_MS)
+    assert await page.text_content("#badge") == "COMPLETED"
+    facts = await page.text_content("#facts")
+    assert facts.endswith(f" · application/zip · repack of {raw.resource_id}")
+    assert await page.get_attribute("#progress", "value") == "1"

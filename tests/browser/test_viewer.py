@@ -237,6 +237,12 @@ async def test_ansi_colours_and_bold_appear_as_styles_and_carriage_returns_overw
     ]  # and the next line starts without a style
 
 
+async def test_a_very_long_line_is_cut_in_the_view(server: LivefileProcess, page: Any) -> None:
+    resource = rid(await upload(server.ws_url, b"short\n" + b"x" * 25_000 + b"\n", **TEXT))
+    await page.goto(f"{server.http_url}/view/{resource}")
+    await wait_for_row(page, 2, "x" * 10_000 + " … 15,000 more characters")
+
+
 async def test_a_failed_upload_shows_its_reason(server: LivefileProcess, page: Any) -> None:
     async with RawUpload(server.ws_url, filename="crash.log", **TEXT) as raw:
         await raw.write(b"starting\nworking\n")

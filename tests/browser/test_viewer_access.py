@@ -3,6 +3,7 @@ for every request without writing it to the server's log, and refuses without on
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.browser.test_viewer import TEXT, WAIT_MS, visible_rows, wait_for_row
-from tests.e2e.test_access_control import SECRET_ENV, mint
+from tests.e2e.test_access_control import SECRET_ENV, http, mint
 from tests.support.raw_upload import RawUpload
 from tests.support.server import LivefileProcess
 
@@ -78,3 +79,20 @@ async def test_the_page_refuses_without_a_token_or_with_another_resources_token(
     await page.wait_for_selector("#problem:visible", timeout=WAIT_MS)
     assert await page.text_content("#problem") == "Forbidden: token is for another resource"
     assert await visible_rows(page) == []
+
+
+async def test_the_context_page_passes_its_token_on_to_the_resources_pages(
+    guarded: LivefileProcess, page: Any
+) -> None:
+    admin = mint(scope="admin")
+    _, _, body = http(f"{guarded.http_url}/contexts", method="POST", token=admin)
+    context = json.loads(body)["contextId"]
+    await page.goto(f"{guarded.http_url}/view/contexts/{context}?token={admin}")
+    await page.wait_for_selector("#badge:has-text('OPEN')", timeout=WAIT_MS)
+    async with RawUpload(guarded.ws_url, token=admin, context_id=context, **TEXT) as raw:
+        await raw.write(b"inside the context\n")
+        await raw.finish()
+    link = page.locator(f'tr[data-resource="{raw.resource_id}"] a')
+    assert await link.get_attribute("href") == f"/view/{raw.resource_id}?token={admin}"
+    await link.click()
+    await wait_for_row(page, 1, "inside the context")

@@ -17,7 +17,8 @@ from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import NoLineAccessError
 from livefile.impl_websocket.access import ACCESS_RESPONSES, download_access
 
-# What one request reads of the resource at most: ~20 ms of scanning here.
+# What one request reads of the resource at most: 16 MiB took ~75 ms on a busy 2-core machine
+# (measured by hand: find_lines over a million 17-byte lines, without a match).
 SEARCH_SCAN_BYTES = 16 * 1024 * 1024
 MAX_MATCHES = 1000
 MAX_QUERY_CHARS = 1000

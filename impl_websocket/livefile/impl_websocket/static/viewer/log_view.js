@@ -14,6 +14,9 @@ import { renderLine } from "./ansi.js";
 const PAGE = 200; // lines asked for in one request
 const KEEP = 5000; // lines kept in memory at most
 const MAX_HEIGHT = 15_000_000; // pixels
+// A line longer than this is cut in the view (the download has it whole): drawing a
+// megabyte-long line cell by cell would stall the page.
+const MAX_LINE_CHARS = 10_000;
 
 export class LogView {
   constructor({ scroller, spacer, rows, jump }, fetchLines, onError) {
@@ -192,7 +195,13 @@ export class LogView {
         cell.textContent = "…";
       } else {
         cell.className = "tx";
-        renderLine(text, cell);
+        renderLine(text.slice(0, MAX_LINE_CHARS), cell);
+        if (text.length > MAX_LINE_CHARS) {
+          const rest = document.createElement("span");
+          rest.className = "cut";
+          rest.textContent = ` … ${(text.length - MAX_LINE_CHARS).toLocaleString("en")} more characters`;
+          cell.append(rest);
+        }
       }
     }
     row.classList.toggle("highlight", line === this.highlighted);

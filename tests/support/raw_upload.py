@@ -38,8 +38,10 @@ class RawUpload:
         supports_line_access: bool = False,
         options: dict[str, Any] | None = None,
         token: str | None = None,
+        context_id: str | None = None,
     ) -> None:
         self.ws_url = ws_url
+        self.context_id = context_id
         self.options = options or {}  # more StartUpload fields, e.g. {"repack": True}
         self.ready: dict[str, Any] = {}
         self.token = token
@@ -56,8 +58,9 @@ class RawUpload:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RawUpload:
+        joins = f"?streamingUploadContextId={self.context_id}" if self.context_id else ""
         self._ws = await connect(
-            f"{self.ws_url}/ws/streaming/upload",
+            f"{self.ws_url}/ws/streaming/upload{joins}",
             compression=None,
             subprotocols=LIVEFILE,
             open_timeout=WAIT,

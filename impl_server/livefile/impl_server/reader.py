@@ -91,6 +91,7 @@ class Reader:
         self.entry = entry
         self._storage = storage
         self.path = storage.path(entry.resource_id)
+        self.index_path = storage.index_path(entry.resource_id)
         self._current_status = current_status
         self._subscribe = subscribe
 
@@ -145,7 +146,7 @@ class Reader:
         raw = await asyncio.to_thread(
             read_lines,
             self.path,
-            self._storage.index_path(self.resource_id),
+            self.index_path,
             start,
             count,
             status.number_of_lines,

@@ -38,6 +38,9 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.js
 # Swagger UI's and ReDoc's scripts and styles (fastapi-offline's files): the same public files
 # for every server, open always, so that the pages' own requests need no token.
 DOCS_ASSETS_PATH = "/docs/assets"
+# The browser pages (viewer.py): static files that hold no resource data. The page's requests
+# for data carry the token and are checked like any other.
+OPEN_PREFIXES = ("/view/",)
 
 
 def token_of(connection: HTTPConnection) -> str | None:
@@ -98,6 +101,7 @@ class AccessControlMiddleware:
             scope["type"] not in ("http", "websocket")
             or path in self.open_paths
             or (path.startswith(DOCS_ASSETS_PATH + "/") and ".." not in path)
+            or (scope["type"] == "http" and path.startswith(OPEN_PREFIXES))
         ):
             await self.app(scope, receive, send)
             return

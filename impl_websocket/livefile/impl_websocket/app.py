@@ -60,6 +60,7 @@ from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, 
 from livefile.impl_websocket.http_lifecycle import router as lifecycle_router
 from livefile.impl_websocket.http_metrics import TrafficCounter, route_template
 from livefile.impl_websocket.http_metrics import router as metrics_router
+from livefile.impl_websocket.http_search import router as search_router
 from livefile.impl_websocket.image_api import router as image_router
 from livefile.impl_websocket.offline_docs import DocsPolicy
 from livefile.impl_websocket.settings import Settings
@@ -70,6 +71,7 @@ from livefile.impl_websocket.tracing import (
 )
 from livefile.impl_websocket.transfers_api import router as transfers_router
 from livefile.impl_websocket.upload_endpoint import UploadSession
+from livefile.impl_websocket.viewer import router as viewer_router
 
 logger = logging.getLogger("livefile")
 
@@ -248,6 +250,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(transfers_router)
     app.include_router(image_router)
     app.include_router(lifecycle_router)
+    app.include_router(search_router)
+    app.include_router(viewer_router)
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 READY_LINE = "Uvicorn running on"
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0  # a loaded machine imports slowly, and --workers N imports N times
 
 
 def free_port() -> int:

@@ -144,6 +144,21 @@ async def test_a_chunked_body_arrives_whole_without_a_percent(allowing: Livefile
     assert all(status.percent is None for status in seen)  # no length, no percent
 
 
+async def test_a_body_ended_by_the_close_of_the_connection_is_complete(
+    allowing: LivefileProcess,
+) -> None:
+    body = os.urandom(40_000)
+
+    async def http_1_0(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" + body)
+
+    async with Origin() as origin:
+        origin.routes["/old.bin"] = http_1_0
+        data, status = await outcome(await fetch(allowing, origin.url("/old.bin")))
+    assert status.transfer_status is TransferStatus.COMPLETED
+    assert data == body
+
+
 async def test_a_connection_dropped_mid_way_fails_keeping_what_arrived(
     allowing: LivefileProcess,
 ) -> None:

@@ -71,17 +71,11 @@ def check_url(url: str) -> SplitResult:
 class Response:
     """A 2xx answer; ``body()`` yields its bytes as they arrive."""
 
-    def __init__(
-        self,
-        url: str,
-        connection: _Connection,
-        response: h11.Response,
-    ) -> None:
-        self.url = url
+    def __init__(self, url: str, connection: _Connection, response: h11.Response) -> None:
+        self.url = url  # after redirects
         self.status = response.status_code
-        self._connection = connection
         self.content_length = _content_length(response)
-        self.content_type = _header(response, b"content-type")
+        self._connection = connection
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body's bytes; raises ``TransferError``: ``stalled``, ``shorter_than_declared``,

@@ -54,7 +54,7 @@ def _guessed_type(filename: str) -> str:
     status_code=status.HTTP_202_ACCEPTED,
     responses={
         **ACCESS_RESPONSES,
-        400: {"model": ErrorBody, "description": "Not an http(s) URL, or a bad file name"},
+        400: {"model": ErrorBody, "description": "Not an http(s) URL without credentials"},
         501: {"model": ErrorBody, "description": "A derivation this server does not produce"},
         503: {"model": ErrorBody, "description": "The job queue is full: try again later"},
     },

@@ -167,6 +167,21 @@ async def test_a_linked_line_of_a_growing_log_stays_in_view_as_lines_come(
         await raw.finish()
 
 
+async def test_a_click_on_a_line_number_links_to_it_and_the_view_stays(
+    server: LivefileProcess, page: Any
+) -> None:
+    resource = rid(
+        await upload(server.ws_url, b"".join(b"row %d\n" % n for n in range(1, 101)), **TEXT)
+    )
+    await page.goto(f"{server.http_url}/view/{resource}")
+    await wait_for_row(page, 100, "row 100")
+    before = await visible_rows(page)
+    await page.click('.row[data-line="95"] .ln')
+    await page.wait_for_selector('.row[data-line="95"].highlight', timeout=WAIT_MS)
+    assert page.url == f"{server.http_url}/view/{resource}#L95"
+    assert await visible_rows(page) == before
+
+
 async def test_a_million_line_resource_opens_at_a_linked_line_with_a_bounded_dom(
     server: LivefileProcess, page: Any, million: str
 ) -> None:

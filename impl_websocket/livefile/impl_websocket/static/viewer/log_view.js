@@ -151,8 +151,8 @@ export class LogView {
     this.jump.hidden = false;
   }
 
-  // Stop following and show line `line` (from 0) a third of the way down, highlighted; a line
-  // not published yet is shown as soon as it is.
+  // Stop following and highlight line `line` (from 0), brought a third of the way down the
+  // view unless it is on screen already; a line not published yet is shown as soon as it is.
   goTo(line) {
     // New lines are counted from when the line is shown (a linked line may come later).
     if (this.following || this.target !== null) this.pause();
@@ -163,7 +163,9 @@ export class LogView {
       return;
     }
     this.target = null;
-    this.show(line - Math.floor(this.visibleRows() / 3));
+    const onScreen = line >= this.top && line + 1 <= this.top + this.visibleRows();
+    if (onScreen) this.render(); // a click on a line's number: the view stays
+    else this.show(line - Math.floor(this.visibleRows() / 3));
   }
 
   render() {

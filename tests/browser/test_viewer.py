@@ -210,6 +210,7 @@ async def test_search_finds_a_line_far_outside_the_loaded_range(
     await page.press("#query", "Enter")
     await wait_for_row(page, NEEDLE_LINE, f"line {NEEDLE_LINE:07d} holds the needle-in-a-haystack")
     assert await page.text_content("#search-result") == "Match 1 of 1"
+    assert await page.text_content(f'.row[data-line="{NEEDLE_LINE}"] mark') == "needle-in"
     assert page.url.endswith(f"#L{NEEDLE_LINE}")
     assert len(await visible_rows(page)) <= MAX_ROWS
 

@@ -36,6 +36,7 @@ export class LogView {
     this.highlighted = null;
     this.target = null; // a line asked for that is not published yet
     this.expectedScrollTop = null;
+    this.marked = ""; // text searched for, marked in the rows (lower case)
     this.pool = [];
     this.rowHeight = this.measureRow();
     scroller.addEventListener("scroll", () => this.onScroll());
@@ -185,7 +186,7 @@ export class LogView {
 
   fill(row, line) {
     const text = this.lines.get(line);
-    const key = `${line}${text === undefined ? "?" : ""}`;
+    const key = `${line}${text === undefined ? "?" : ""}:${this.marked}`;
     if (row.dataset.key !== key) {
       row.dataset.key = key;
       row.dataset.line = String(line + 1);
@@ -198,6 +199,7 @@ export class LogView {
       } else {
         cell.className = "tx";
         renderLine(text.slice(0, MAX_LINE_CHARS), cell);
+        if (this.marked) mark(cell, this.marked);
         if (text.length > MAX_LINE_CHARS) {
           const rest = document.createElement("span");
           rest.className = "cut";
@@ -207,6 +209,12 @@ export class LogView {
       }
     }
     row.classList.toggle("highlight", line === this.highlighted);
+  }
+
+  // Mark `text` wherever the rows show it (nothing for "").
+  mark(text) {
+    this.marked = text.toLowerCase();
+    this.render();
   }
 
   // Fetch what is missing of lines [from, to), a page at a time.
@@ -245,5 +253,28 @@ export class LogView {
     for (const line of far.slice(0, this.lines.size - Math.floor(KEEP * 0.8))) {
       this.lines.delete(line);
     }
+  }
+}
+
+// Wrap each occurrence of `text` (lower case) within one run of text of `cell` in <mark>.
+function mark(cell, text) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  const runs = [];
+  while (walker.nextNode()) runs.push(walker.currentNode);
+  for (const run of runs) {
+    const lower = run.data.toLowerCase();
+    let at = lower.indexOf(text);
+    if (at < 0) continue;
+    const marked = document.createDocumentFragment();
+    let last = 0;
+    while (at >= 0) {
+      const hit = document.createElement("mark");
+      hit.textContent = run.data.slice(at, at + text.length);
+      marked.append(run.data.slice(last, at), hit);
+      last = at + text.length;
+      at = lower.indexOf(text, last);
+    }
+    marked.append(run.data.slice(last));
+    run.replaceWith(marked);
   }
 }

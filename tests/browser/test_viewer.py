@@ -6,6 +6,7 @@ loaded lines, binary resources and images, the context page."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import tarfile
 import zlib
@@ -350,13 +351,20 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
 async def test_a_derived_resource_shows_its_stage_while_it_is_made(
     server: LivefileProcess, page: Any
 ) -> None:
-    archive = tar_gz({f"src/file{n}.txt": b"content %d\n" % n * 500 for n in range(20)})
+    archive = tar_gz({f"src/file{n}.txt": os.urandom(10_000).hex().encode() for n in range(20)})
     async with RawUpload(server.ws_url, filename="src.tar.gz", options={"repack": True}) as raw:
         (derived,) = raw.ready["derived"]
         await page.goto(f"{server.http_url}/view/{derived['id']}")
         # Its source has no bytes yet: the ZIP waits for them.
         await page.wait_for_selector("#badge:has-text('IN_PROGRESS · waiting')", timeout=WAIT_MS)
-        await raw.write(archive)
+        await raw.write(archive[: len(archive) // 2])
+        # Half of it is there: the ZIP is being made, and the badge says how far.
+        await page.wait_for_function(
+            "re => new RegExp(re).test(document.querySelector('#badge').textContent)",
+            arg=r"^IN_PROGRESS · repacking \d+%$",
+            timeout=WAIT_MS,
+        )
+        await raw.write(archive[len(archive) // 2 :])
         await raw.finish()
     await page.wait_for_selector("#badge.COMPLETED", timeout=WAIT_MS)
     assert await page.text_content("#badge") == "COMPLETED"

@@ -1,5 +1,6 @@
 """Fixtures of the browser tests: one Chromium per module, a fresh page per test with a
-screenshot at its end (kept as an artifact when the test failed)."""
+screenshot at its end (kept as an artifact when the test failed); an uncaught error in the
+page's scripts fails the test too."""
 
 from __future__ import annotations
 
@@ -44,10 +45,10 @@ async def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> 
     opened = await context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.page_errors = errors
     yield opened
     screenshot = tmp_path / "page.png"
     await opened.screenshot(path=str(screenshot))
     if request.node.stash.get(_OUTCOMES, {}).get("call"):
         print(f"\nscreenshot of the failed page: {keep_artifact(screenshot, request.node.name)}")
     await context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"

@@ -75,6 +75,7 @@ REACHES: dict[str, set[int]] = {
     f"HEAD {CONTENT}": {200, 206, 304, 404, 416},
     "GET /resources/{resource_id}/lines": {200, 400, 404, 409, 422},
     "GET /resources/{resource_id}/events": {200, 404},
+    "GET /resources/{resource_id}/search": {200, 400, 404, 409, 422},
     "GET /metrics": {200},
     "DELETE /resources/{resource_id}": {204, 404, 410},
     "GET /resources": {200, 400},
@@ -326,6 +327,14 @@ def _explicit_cases(operation: Operation, seeded: Seeded) -> list[FuzzCase]:
             {"path_parameters": text, "query": {"start": 3, "count": 5}},
             {"path_parameters": text, "query": {"start": 1000, "count": 1}},
         ]
+    elif path == "/resources/{resource_id}/search":
+        variants += [
+            {"path_parameters": {"resource_id": rid}, "query": {"q": "line"}}
+            for rid in seeded.resource_ids
+        ]
+        variants.append(
+            {"path_parameters": {"resource_id": text_id}, "query": {"q": "x", "start": 1000}}
+        )
     # Explicit cases get no generated headers: the configured ones (the admin token) go here.
     configured = dict(operation.schema.config.headers or {})
     return [

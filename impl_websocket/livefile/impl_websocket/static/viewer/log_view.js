@@ -36,6 +36,7 @@ export class LogView {
     this.highlighted = null;
     this.target = null; // a line asked for that is not published yet
     this.expectedScrollTop = null;
+    this.marked = ""; // text searched for, marked in the rows (lower case)
     this.pool = [];
     this.rowHeight = this.measureRow();
     scroller.addEventListener("scroll", () => this.onScroll());
@@ -151,8 +152,8 @@ export class LogView {
     this.jump.hidden = false;
   }
 
-  // Stop following and show line `line` (from 0) a third of the way down, highlighted; a line
-  // not published yet is shown as soon as it is.
+  // Stop following and highlight line `line` (from 0), brought a third of the way down the
+  // view unless it is on screen already; a line not published yet is shown as soon as it is.
   goTo(line) {
     // New lines are counted from when the line is shown (a linked line may come later).
     if (this.following || this.target !== null) this.pause();
@@ -163,7 +164,9 @@ export class LogView {
       return;
     }
     this.target = null;
-    this.show(line - Math.floor(this.visibleRows() / 3));
+    const onScreen = line >= this.top && line + 1 <= this.top + this.visibleRows();
+    if (onScreen) this.render(); // a click on a line's number: the view stays
+    else this.show(line - Math.floor(this.visibleRows() / 3));
   }
 
   render() {
@@ -183,7 +186,7 @@ export class LogView {
 
   fill(row, line) {
     const text = this.lines.get(line);
-    const key = `${line}${text === undefined ? "?" : ""}`;
+    const key = `${line}${text === undefined ? "?" : ""}:${this.marked}`;
     if (row.dataset.key !== key) {
       row.dataset.key = key;
       row.dataset.line = String(line + 1);
@@ -196,6 +199,7 @@ export class LogView {
       } else {
         cell.className = "tx";
         renderLine(text.slice(0, MAX_LINE_CHARS), cell);
+        if (this.marked) mark(cell, this.marked);
         if (text.length > MAX_LINE_CHARS) {
           const rest = document.createElement("span");
           rest.className = "cut";
@@ -205,6 +209,12 @@ export class LogView {
       }
     }
     row.classList.toggle("highlight", line === this.highlighted);
+  }
+
+  // Mark `text` wherever the rows show it (nothing for "").
+  mark(text) {
+    this.marked = text.toLowerCase();
+    this.render();
   }
 
   // Fetch what is missing of lines [from, to), a page at a time.
@@ -243,5 +253,28 @@ export class LogView {
     for (const line of far.slice(0, this.lines.size - Math.floor(KEEP * 0.8))) {
       this.lines.delete(line);
     }
+  }
+}
+
+// Wrap each occurrence of `text` (lower case) within one run of text of `cell` in <mark>.
+function mark(cell, text) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  const runs = [];
+  while (walker.nextNode()) runs.push(walker.currentNode);
+  for (const run of runs) {
+    const lower = run.data.toLowerCase();
+    let at = lower.indexOf(text);
+    if (at < 0) continue;
+    const marked = document.createDocumentFragment();
+    let last = 0;
+    while (at >= 0) {
+      const hit = document.createElement("mark");
+      hit.textContent = run.data.slice(at, at + text.length);
+      marked.append(run.data.slice(last, at), hit);
+      last = at + text.length;
+      at = lower.indexOf(text, last);
+    }
+    marked.append(run.data.slice(last));
+    run.replaceWith(marked);
   }
 }

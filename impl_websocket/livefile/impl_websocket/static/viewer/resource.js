@@ -104,6 +104,7 @@ class Search {
 
   start(query) {
     this.reset(query);
+    this.view.mark(query);
     if (query) this.step(1);
     else this.say("");
   }

@@ -181,7 +181,10 @@ class _BundleJob:
                 )
             members.append(_Member(member["path"], reader))
         statuses = [await member.reader.status() for member in members]
-        if all(s.transfer_status is TransferStatus.COMPLETED for s in statuses):
+        # A job run again (its worker was lost) keeps the form of the bytes already published.
+        kept = await asyncio.to_thread(self._handler._forms.get, self._writer.resource_id)
+        finished = all(s.transfer_status is TransferStatus.COMPLETED for s in statuses)
+        if finished and kept != STORED:
             await self._compose(members, [s.current_size for s in statuses])
         else:
             await self._stream(members, [s.transfer_status for s in statuses])

@@ -4,18 +4,34 @@ jobs on the job runner.
 Each start creates its resource first — so its id and reference can be handed out at once, and
 watchers can follow it from stage ``waiting`` on — and then queues its ``JobSpec``, which the
 handler registered for its kind runs. A full queue is refused before anything is created.
+
+Alone, a process runs its jobs itself (``JobRunner``). With workers sharing Redis, the resource
+is created without an owner and the job goes to the shared stream (``redis_jobs.py``); the
+worker that claims it adopts the resource and runs it (``run_claimed``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from livefile.api.errors import ResourceNotFoundError
-from livefile.api.model import ResourceKind, ResourceMetadata
-from livefile.impl_server.jobs import STAGE_WAITING, JobHandler, JobRunner, JobSpec
+from livefile.api.interfaces import ResourceWriter
+from livefile.api.model import ResourceError, ResourceKind, ResourceMetadata
+from livefile.impl_server.job_replay import ReplayingWriter
+from livefile.impl_server.jobs import STAGE_WAITING, JobHandler, JobRunner, JobSpec, SharedJobs
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.writer import LiveWriter
+
+logger = logging.getLogger(__name__)
+
+GIVEN_UP = ResourceError(
+    code="worker_lost",
+    message="every worker that took this job on was lost (it may be what kills them)",
+)
 
 ZIP_MIME_TYPE = "application/zip"
 # What a repacked archive's name loses before ".zip" is added.
@@ -37,7 +53,13 @@ class Derivations:
     def __init__(self, manager: ResourceManager, runner: JobRunner) -> None:
         self._manager = manager
         self._runner = runner
+        self._shared: SharedJobs | None = None
         self._handlers: dict[ResourceKind, JobHandler] = {}
+        self._claimed: dict[str, LiveWriter] = {}  # shared jobs running here, by resource
+
+    def share(self, jobs: SharedJobs) -> None:
+        """Queue every job for whichever worker claims it, instead of running it here."""
+        self._shared = jobs
 
     def register(self, kind: ResourceKind, handler: JobHandler) -> None:
         """``handler`` runs every job of ``kind`` (one producer module per kind)."""
@@ -59,6 +81,13 @@ class Derivations:
         for source_id in sources:
             if await self._manager.entry(source_id) is None:
                 raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+        if self._shared is not None:
+            await self._shared.check_room()
+            resource_id = await self._manager.create_unowned(
+                metadata, kind=kind, sources=sources, stage=STAGE_WAITING
+            )
+            await self._shared.submit(JobSpec(kind, resource_id, sources, dict(params or {})))
+            return resource_id
         self._runner.check_room()
         writer = await self._manager.create_resource(
             metadata, kind=kind, sources=sources, context_id=context_id, stage=STAGE_WAITING
@@ -76,3 +105,46 @@ class Derivations:
             filename=repacked_name(source.metadata.filename), mime_type=ZIP_MIME_TYPE
         )
         return await self.start(ResourceKind.REPACK, metadata, sources=(source_id,))
+
+    async def run_claimed(self, spec: JobSpec, again: bool) -> bool:
+        """Run a job this worker claimed from the shared queue (``again``: taken over from a
+        lost worker); True when it ended here, False when another worker produces it now."""
+        writer = await self._manager.adopt(spec.resource_id)
+        if writer is None:
+            return True  # ended, gone, or produced by a live worker: nothing to run here
+        self._claimed[spec.resource_id] = writer
+        logger.info(
+            "running the %s job of %s here%s",
+            spec.kind.value,
+            spec.resource_id,
+            " (taken over from a lost worker)" if again else "",
+        )
+        try:
+            handler = self._handlers.get(spec.kind)
+            if handler is None:  # a worker of another version queued it
+                error = f"this worker cannot run {spec.kind.value} jobs"
+                await writer.fail(ResourceError(code="internal_error", message=error))
+                return True
+            job_writer: ResourceWriter = writer
+            if writer.status.current_size:
+                read = partial(self._manager.storage.read, spec.resource_id)
+                job_writer = ReplayingWriter(writer, read)
+            await handler.run(spec, job_writer)
+        finally:
+            self._claimed.pop(spec.resource_id, None)
+        return not writer.abandoned
+
+    async def give_up(self, spec: JobSpec) -> None:
+        """End a job that was handed out too often FAILED ``worker_lost``."""
+        writer = await self._manager.adopt(spec.resource_id)
+        if writer is not None:
+            await writer.fail(GIVEN_UP)
+
+    async def close(self) -> None:
+        """Shutdown. Shared jobs running here are handed over (another worker, or this one
+        started again, takes them over); jobs of this process alone end FAILED ``interrupted``."""
+        for resource_id in list(self._claimed):
+            await self._manager.release(resource_id)
+        if self._shared is not None:
+            await self._shared.close()
+        await self._runner.close()

@@ -64,6 +64,17 @@ class JobSpec:
         )
 
 
+class SharedJobs(Protocol):
+    """Jobs shared by every worker (``redis_jobs.RedisJobQueue``): whichever claims one runs it."""
+
+    async def check_room(self) -> None:
+        """Raise ``JobRefusedError`` when no more jobs may wait."""
+
+    async def submit(self, spec: JobSpec) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class JobHandler(Protocol):
     """Runs the jobs of one kind (one producer module each: ``repack_job.py``, …)."""
 

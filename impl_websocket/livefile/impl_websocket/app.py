@@ -31,6 +31,7 @@ from livefile.impl_server.redis_backend import (
     RedisStatusBus,
     RedisStore,
 )
+from livefile.impl_server.redis_jobs import RedisJobQueue
 from livefile.impl_server.repack_job import RepackHandler
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_websocket.access import (
@@ -114,13 +115,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 manager.restore_entries,
             )
             leases.start()
+            # Jobs go to whichever worker claims them; a dead worker's are taken over.
+            redis_catalog.on_taken = manager.taken_over
+            shared_jobs = RedisJobQueue(
+                store.client,
+                settings.redis_prefix,
+                store.node_id,
+                settings.job_limits(),
+                settings.lease_seconds,
+                derivations.run_claimed,
+                derivations.give_up,
+            )
+            derivations.share(shared_jobs)
+            await shared_jobs.start()
         app.state.manager = manager
         logger.info("livefile serving data in %s", data_dir)
         try:
             yield
         finally:
             await connections.close_all()
-            await runner.close()  # each job ends its resource FAILED (interrupted)
+            # Jobs of this process alone end FAILED (interrupted); shared ones are handed over.
+            await derivations.close()
             await manager.shutdown()
             if leases is not None:
                 await leases.close()

@@ -11,11 +11,13 @@ import io
 import json
 import os
 import random
+import struct
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +255,17 @@ async def test_a_bundle_follows_a_member_still_uploading_to_its_end(
             assert status.transfer_status is TransferStatus.IN_PROGRESS
             assert status.stage == "bundling"
             assert await watcher.read(0, 4) == b"PK\x03\x04"
+            # Every byte the member has so far is in the bundle while it waits for more.
+            status = await watcher.wait_for_status(lambda s: s.current_size > 50_000, WAIT)
+            assert status.transfer_status is TransferStatus.IN_PROGRESS
+            head = await watcher.read(0, status.current_size)
+            # The growing member's entry follows the finished one's: inflate what it has.
+            header = head.index(b"PK\x03\x04", 4)
+            name_length, extra_length = struct.unpack_from("<HH", head, header + 26)
+            assert head[header + 30 : header + 30 + name_length] == b"live/growing.bin"
+            start = header + 30 + name_length + extra_length
+            entry = zlib.decompressobj(-15).decompress(head[start:])
+            assert entry.startswith(growing[:50_000])
         await raw.trickle(growing[50_000:], seconds=0.5)
         await raw.finish()
         data, seen = await asyncio.wait_for(following, WAIT)

@@ -49,7 +49,7 @@ from livefile.impl_server.bundle.store import STORED, BundleForms
 from livefile.impl_server.jobs import JobSpec
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import READ_PIECE, Reader
-from livefile.impl_server.repack.zipout import ZipWriter
+from livefile.impl_server.repack.zipout import EntryStream, ZipWriter
 from livefile.impl_server.repack_job import SourceFeed, StopRepack, ZipSink
 
 logger = logging.getLogger(__name__)
@@ -302,15 +302,22 @@ class _BundleJob:
     ) -> tuple[int, int]:
         """A growing member, followed to its end into a streamed entry: its CRC-32 and size."""
 
+        streams: list[EntryStream] = []  # the entry, once the worker thread has opened it
+
         def starve() -> None:
-            zip_writer.flush()  # what the ZIP has so far goes out before we wait
+            # What the ZIP has so far goes out before we wait, Deflate's held bytes included.
+            for open_entry in streams:
+                open_entry.sync()
+            zip_writer.flush()
             self._sink.flush()
 
         feed = self._feed = SourceFeed(self._loop, starve)
         pump = asyncio.create_task(feed.pump(member.reader), name="bundle-feed")
 
         def copy() -> tuple[int, int]:
+            # In the worker thread, like every write: the sink may wait for the event loop.
             stream = zip_writer.open_entry(member.path, mtime, level=0, large=False)
+            streams.append(stream)
             try:
                 while piece := feed.read(READ_PIECE):
                     stream.write(piece)

@@ -11,11 +11,13 @@ import io
 import json
 import os
 import random
+import struct
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ from livefile.api.model import ResourceStatus, TransferStatus
 from livefile.client_download import AsyncDownloadClient
 from tests.conftest import ServerFactory
 from tests.e2e.test_repack import follow_to_end, tool
+from tests.e2e.test_shared_jobs import cluster, runs_of
 from tests.support.raw_upload import RawUpload, upload
+from tests.support.redis_server import RedisProcess
 from tests.support.server import LivefileProcess
 from tests.support.wire import get_json
 
@@ -251,6 +255,17 @@ async def test_a_bundle_follows_a_member_still_uploading_to_its_end(
             assert status.transfer_status is TransferStatus.IN_PROGRESS
             assert status.stage == "bundling"
             assert await watcher.read(0, 4) == b"PK\x03\x04"
+            # Every byte the member has so far is in the bundle while it waits for more.
+            status = await watcher.wait_for_status(lambda s: s.current_size > 50_000, WAIT)
+            assert status.transfer_status is TransferStatus.IN_PROGRESS
+            head = await watcher.read(0, status.current_size)
+            # The growing member's entry follows the finished one's: inflate what it has.
+            header = head.index(b"PK\x03\x04", 4)
+            name_length, extra_length = struct.unpack_from("<HH", head, header + 26)
+            assert head[header + 30 : header + 30 + name_length] == b"live/growing.bin"
+            start = header + 30 + name_length + extra_length
+            entry = zlib.decompressobj(-15).decompress(head[start:])
+            assert entry.startswith(growing[:50_000])
         await raw.trickle(growing[50_000:], seconds=0.5)
         await raw.finish()
         data, seen = await asyncio.wait_for(following, WAIT)
@@ -396,3 +411,30 @@ async def test_creating_needs_read_access_to_every_member_and_reading_needs_the_
     data = curl(f"{url}?token={bundle_token}").stdout
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == ["a", "b", "MANIFEST.json"]
+
+
+async def test_a_bundle_made_by_one_worker_is_composed_by_any_other(
+    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    # The front node runs no jobs: a worker makes the bundle, the front and the other worker
+    # read its layout from the shared data directory.
+    front, workers = cluster(start_server, redis_server, tmp_path / "data")
+    files = {"x/one.bin": os.urandom(50_000), "two.txt": b"two\n"}
+    ids = await uploaded(front, files)
+    body = {"filename": "w.zip", "members": members_of([(r, p) for p, r in ids.items()])}
+    code, created = post_bundle(front, body)
+    assert code == 201, created
+    async with AsyncDownloadClient(created["reference"]["uri"], timeout=WAIT) as watcher:
+        final = await watcher.wait_for_end(WAIT)
+    assert final.transfer_status is TransferStatus.COMPLETED
+    assert len(runs_of(workers, created["id"])) == 1
+    wholes = []
+    for server in (front, *workers):
+        status, headers, whole = http_get(server, f"/resources/{created['id']}/content", {})
+        assert status == 200
+        assert int(headers["content-length"]) == len(whole) == final.current_size
+        wholes.append(whole)
+        ranged = {"Range": "bytes=100-199"}
+        assert http_get(server, f"/resources/{created['id']}/content", ranged)[2] == whole[100:200]
+    assert wholes[0] == wholes[1] == wholes[2]
+    assert_zip_holds(wholes[0], files, tmp_path)

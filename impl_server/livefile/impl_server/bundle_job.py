@@ -49,7 +49,7 @@ from livefile.impl_server.bundle.store import STORED, BundleForms
 from livefile.impl_server.jobs import JobSpec
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import READ_PIECE, Reader
-from livefile.impl_server.repack.zipout import ZipWriter
+from livefile.impl_server.repack.zipout import EntryStream, ZipWriter
 from livefile.impl_server.repack_job import SourceFeed, StopRepack, ZipSink
 
 logger = logging.getLogger(__name__)
@@ -120,20 +120,18 @@ class BundleHandler:
     def __init__(
         self, manager: ResourceManager, forms: BundleForms, settings: BundleSettings
     ) -> None:
-        self._manager = manager
-        self._forms = forms
-        self._settings = settings
+        self.manager = manager
+        self.forms = forms  # where each bundle's form is kept
+        self.settings = settings
         self._crcs: LruCache[str, tuple[int, int]] = LruCache(CHECKSUMS_CACHED)
 
     async def run(self, spec: JobSpec, writer: ResourceWriter) -> None:
         job = _BundleJob(self, spec, writer)
         try:
-            async with asyncio.timeout(self._settings.seconds):
+            async with asyncio.timeout(self.settings.seconds):
                 await job.run()
         except TimeoutError:
-            await job.fail(
-                "time_limit", f"the bundle took longer than {self._settings.seconds:g} s"
-            )
+            await job.fail("time_limit", f"the bundle took longer than {self.settings.seconds:g} s")
         except asyncio.CancelledError:
             await asyncio.shield(job.fail("interrupted", "the server stopped the bundle"))
             raise
@@ -161,8 +159,8 @@ class BundleHandler:
 class _BundleJob:
     def __init__(self, handler: BundleHandler, spec: JobSpec, writer: ResourceWriter) -> None:
         self._handler = handler
-        self._manager = handler._manager
-        self._settings = handler._settings
+        self._manager = handler.manager
+        self._settings = handler.settings
         self._spec = spec
         self._writer = writer
         self._filename = str(spec.params["filename"])
@@ -181,7 +179,10 @@ class _BundleJob:
                 )
             members.append(_Member(member["path"], reader))
         statuses = [await member.reader.status() for member in members]
-        if all(s.transfer_status is TransferStatus.COMPLETED for s in statuses):
+        # A job run again (its worker was lost) keeps the form of the bytes already published.
+        kept = await asyncio.to_thread(self._handler.forms.get, self._writer.resource_id)
+        finished = all(s.transfer_status is TransferStatus.COMPLETED for s in statuses)
+        if finished and kept != STORED:
             await self._compose(members, [s.current_size for s in statuses])
         else:
             await self._stream(members, [s.transfer_status for s in statuses])
@@ -211,7 +212,7 @@ class _BundleJob:
         layout = await asyncio.to_thread(BundleLayout, self._filename, parts)
         self._check_size(layout.size)
         checksum = await asyncio.to_thread(layout.crc32c)
-        await asyncio.to_thread(self._handler._forms.write, self._writer.resource_id, layout)
+        await asyncio.to_thread(self._handler.forms.write, self._writer.resource_id, layout)
         await self._writer.complete(
             size=layout.size, checksum=stored_form(ChecksumAlgorithm.CRC32C, f"{checksum:08x}")
         )
@@ -225,7 +226,7 @@ class _BundleJob:
             )
 
     async def _stream(self, members: list[_Member], started: list[TransferStatus]) -> None:
-        await asyncio.to_thread(self._handler._forms.write, self._writer.resource_id, STORED)
+        await asyncio.to_thread(self._handler.forms.write, self._writer.resource_id, STORED)
         self._writer.progress(STAGE_BUNDLING, 0)
         zip_writer = ZipWriter(self._sink)
         finished_first = sorted(
@@ -301,15 +302,22 @@ class _BundleJob:
     ) -> tuple[int, int]:
         """A growing member, followed to its end into a streamed entry: its CRC-32 and size."""
 
+        streams: list[EntryStream] = []  # the entry, once the worker thread has opened it
+
         def starve() -> None:
-            zip_writer.flush()  # what the ZIP has so far goes out before we wait
+            # What the ZIP has so far goes out before we wait, Deflate's held bytes included.
+            for open_entry in streams:
+                open_entry.sync()
+            zip_writer.flush()
             self._sink.flush()
 
         feed = self._feed = SourceFeed(self._loop, starve)
         pump = asyncio.create_task(feed.pump(member.reader), name="bundle-feed")
 
         def copy() -> tuple[int, int]:
+            # In the worker thread, like every write: the sink may wait for the event loop.
             stream = zip_writer.open_entry(member.path, mtime, level=0, large=False)
+            streams.append(stream)
             try:
                 while piece := feed.read(READ_PIECE):
                     stream.write(piece)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -99,7 +100,7 @@ ReaderFactory = Callable[
         Callable[[], Awaitable[ResourceStatus | None]],
         Callable[[], Awaitable[StatusSubscription | None]],
     ],
-    Reader,
+    Awaitable[Reader],
 ]
 
 
@@ -751,13 +752,12 @@ class ResourceManager:
         entry = await self.entry(resource_id)
         if entry is None:
             return None
-        factory = self._reader_types.get(entry.kind, Reader)
-        return factory(
-            entry,
-            self.storage,
-            lambda: self.status(resource_id),
-            lambda: self.subscribe(resource_id),
-        )
+        current = functools.partial(self.status, resource_id)
+        statuses = functools.partial(self.subscribe, resource_id)
+        factory = self._reader_types.get(entry.kind)
+        if factory is not None:
+            return await factory(entry, self.storage, current, statuses)
+        return Reader(entry, self.storage, current, statuses)
 
     # The lifecycle: deletion, expiry, listing.
 

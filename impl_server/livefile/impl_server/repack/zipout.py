@@ -170,6 +170,10 @@ class _SerialDeflate:
     def flush(self) -> bytes:
         return self._deflate.flush()
 
+    def sync(self) -> bytes:
+        """Everything given so far, byte-aligned, the stream left open (Z_SYNC_FLUSH)."""
+        return self._deflate.flush(zlib_ng.Z_SYNC_FLUSH)
+
 
 _CHUNK = 1 << 20
 _WINDOW = 32 * 1024
@@ -246,6 +250,14 @@ class EntryStream:
         out = self._deflate.compress(data)
         record.compressed_size += len(out)
         self._writer._emit(out)
+
+    def sync(self) -> None:
+        """Emit what a serial Deflate holds back (at level 0, up to a block), so that a reader
+        of the growing ZIP has every byte written so far: for an entry whose input pauses."""
+        if isinstance(self._deflate, _SerialDeflate) and not self._done:
+            out = self._deflate.sync()
+            self.record.compressed_size += len(out)
+            self._writer._emit(out)
 
     def _finish(self, *, keep: bool) -> None:
         if self._done:

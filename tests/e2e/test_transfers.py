@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from livefile.api.errors import ServerError
 from livefile.api.model import ResourceStatus, TransferStatus
 from livefile.api.transfers import TransferStarted
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUploadClient, UploadClient
+from tests.e2e.test_bundles import post_bundle
 from tests.support.certificates import LocalAuthority, make_authority
 from tests.support.origin import LAST_CHUNK, Origin, chunk, head, redirecting, serving
 from tests.support.server import LivefileProcess
@@ -478,3 +480,90 @@ async def test_answers_that_are_not_http_or_redirect_nowhere_fail(
         assert_failed(status, "protocol_error")
         _, status = await outcome(await fetch(allowing, origin.url("/nowhere")))
         assert_failed(status, "bad_redirect")
+
+
+async def test_a_transfer_asked_for_an_image_derives_its_webp(allowing: LivefileProcess) -> None:
+    picture = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(picture, "PNG")
+    async with Origin() as origin:
+        origin.routes["/red.png"] = serving(picture.getvalue(), content_type="image/png")
+        started = await fetch(allowing, origin.url("/red.png"), image=True)
+        ((derived),) = started.derived
+        assert derived.kind == "image"
+        async with AsyncDownloadClient(derived.reference.uri, timeout=WAIT) as watcher:
+            webp = b"".join([piece async for piece in watcher.iter_bytes()])
+            assert watcher.status.transfer_status is TransferStatus.COMPLETED
+    with Image.open(io.BytesIO(webp)) as converted:
+        assert (converted.format, converted.size) == ("WEBP", (40, 30))
+    info = get_json(f"{allowing.http_url}/resources/{derived.id}")[1]
+    assert info["sources"] == [started.id]
+    assert (info["metadata"]["width"], info["metadata"]["height"]) == (40, 30)
+
+
+async def test_a_bundle_member_given_by_url_is_fetched_into_the_zip_while_it_arrives(
+    allowing: LivefileProcess,
+) -> None:
+    local = os.urandom(5000)
+    remote = os.urandom(200_000)  # within the module server's transfer quota
+    release = asyncio.Event()
+
+    async def slow(writer: asyncio.StreamWriter) -> None:
+        writer.write(head(content_length=len(remote)) + remote[:1000])
+        await writer.drain()
+        await release.wait()
+        writer.write(remote[1000:])
+
+    async with AsyncUploadClient(allowing.ws_url, timeout=WAIT) as client:
+        uploaded = await client.upload_bytes(local, filename="local.bin")
+    async with Origin() as origin:
+        origin.routes["/remote.bin"] = slow
+        code, created = post_bundle(
+            allowing,
+            {
+                "filename": "both.zip",
+                "members": [
+                    {"resource": uploaded.resource_id, "path": "a/local.bin"},
+                    {"url": origin.url("/remote.bin"), "path": "b/remote.bin"},
+                ],
+            },
+        )
+        assert code == 201, created
+        async with AsyncDownloadClient(created["reference"]["uri"], timeout=WAIT) as watcher:
+            # The finished member is in the ZIP while the remote one is still arriving.
+            growing = await watcher.wait_for_status(lambda s: s.current_size > len(local))
+            assert growing.transfer_status is TransferStatus.IN_PROGRESS
+            release.set()
+            data = b"".join([piece async for piece in watcher.iter_bytes()])
+            assert watcher.status.transfer_status is TransferStatus.COMPLETED
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("a/local.bin") == local
+        assert archive.read("b/remote.bin") == remote
+        manifest = json.loads(archive.read("MANIFEST.json"))
+    assert [member["path"] for member in manifest["members"]] == ["a/local.bin", "b/remote.bin"]
+
+
+async def test_a_bundle_whose_url_member_fails_ends_failed_naming_it(
+    allowing: LivefileProcess,
+) -> None:
+    async def dropped(writer: asyncio.StreamWriter) -> None:
+        writer.write(head(content_length=10_000) + b"x" * 100)
+
+    async with Origin() as origin:
+        origin.routes["/broken.bin"] = dropped
+        code, created = post_bundle(
+            allowing,
+            {"filename": "b.zip", "members": [{"url": origin.url("/broken.bin"), "path": "x"}]},
+        )
+        assert code == 201, created
+        async with AsyncDownloadClient(created["reference"]["uri"], timeout=WAIT) as watcher:
+            status = await watcher.wait_for_end(WAIT)
+            data = await watcher.read(0, status.current_size)
+    assert_failed(status, "member_failed")
+    assert status.error is not None
+    assert "x" in status.error.message
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:  # still a valid ZIP
+        assert "MANIFEST.json" in archive.namelist()
+    code, refused = post_bundle(
+        allowing, {"filename": "c.zip", "members": [{"url": "ftp://example.com/x", "path": "x"}]}
+    )
+    assert code == 400, refused

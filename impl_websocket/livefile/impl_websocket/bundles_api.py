@@ -9,6 +9,7 @@ resource like any other, followed and downloaded through its reference.
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -29,6 +30,9 @@ from livefile.impl_server.derivations import ZIP_MIME_TYPE, Derivations
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.repack import RepackError
 from livefile.impl_server.repack.names import NameRegistry, safe_entry_name
+from livefile.impl_server.transfer_guard import TransferError
+from livefile.impl_server.transfer_http import check_url
+from livefile.impl_server.transfer_job import filename_of, start_transfer
 from livefile.impl_websocket.access import (
     ACCESS_RESPONSES,
     Credentials,
@@ -43,10 +47,12 @@ MAX_PATH_BYTES = 1024  # the repack engine's default for entry names
 
 
 class BundleMemberSpec(WireModel):
-    """One member: a resource (or, later, a URL) and its path inside the ZIP."""
+    """One member: a resource or a URL (fetched by a transfer), and its path inside the ZIP."""
 
     resource: str | None = Field(default=None, description="the id of a resource")
-    url: str | None = Field(default=None, description="a URL (not supported yet: 422)")
+    url: str | None = Field(
+        default=None, description="an http(s) URL the server fetches (a transfer) into the ZIP"
+    )
     path: str = Field(description="where it goes in the ZIP: relative, '/'-separated")
 
 
@@ -75,22 +81,35 @@ class Refusal(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
+def _fetched_metadata(url: str, path: str) -> ResourceMetadata:
+    """A URL member's transfer: named after its path in the bundle (or the URL's own name)."""
+    filename = path.rsplit("/", 1)[-1] or filename_of(url)
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return ResourceMetadata(filename=filename, mime_type=guessed or "application/octet-stream")
+
+
 def _refuse(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail)
 
 
 def _checked_paths(members: list[BundleMemberSpec], limit: int) -> list[tuple[str, str]]:
-    """``(resource, safe path)`` of each member, or a 422 saying which member is wrong."""
+    """``(resource or URL, safe path)`` of each member, or a 422 saying which member is
+    wrong (a URL member: 400 unless it is an http(s) URL without credentials)."""
     if len(members) > limit:
         raise _refuse(f"A bundle holds at most {limit} members, not {len(members)}")
     names = NameRegistry()
     names.claim(MANIFEST_NAME)  # the bundle's own last entry
     checked = []
     for number, member in enumerate(members):
-        if member.resource is None:
-            raise _refuse(
-                f"member {number}: URL members are not supported by this server; give a resource id"
-            )
+        if (member.resource is None) == (member.url is None):
+            raise _refuse(f"member {number}: give either a resource id or a URL")
+        if member.url is not None:
+            try:
+                check_url(member.url)
+            except TransferError as exc:
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST, f"member {number}: {exc.code}: {exc.message}"
+                ) from None
         try:
             path = safe_entry_name(member.path, MAX_PATH_BYTES)
             if path == MANIFEST_NAME:
@@ -98,7 +117,7 @@ def _checked_paths(members: list[BundleMemberSpec], limit: int) -> list[tuple[st
             names.claim(path)
         except RepackError as exc:
             raise _refuse(f"member {number}: {exc.message}") from None
-        checked.append((member.resource, path))
+        checked.append((member.resource or member.url or "", path))
     return checked
 
 
@@ -123,8 +142,9 @@ async def create_bundle(
     grant.authorize_upload(None)
     settings: BundleSettings = request.app.state.settings.bundle_settings()
     members = _checked_paths(body.members, settings.max_members)
+    urls = {spec.url for spec in body.members if spec.url is not None}
     manager: ResourceManager = request.app.state.manager
-    sources = list(dict.fromkeys(resource for resource, _ in members))
+    sources = list(dict.fromkeys(resource for resource, _ in members if resource not in urls))
     for resource in sources:
         await authorize_read(grant, manager, resource)
     finished_bytes = 0
@@ -146,6 +166,14 @@ async def create_bundle(
         )
     derivations: Derivations = request.app.state.derivations
     try:
+        # Every other member is checked: each URL becomes a transfer, a member still growing.
+        fetched = {}
+        for url in urls:
+            path = next(p for member, p in members if member == url)
+            started = await start_transfer(derivations, url, _fetched_metadata(url, path))
+            fetched[url] = started.resource_id
+        members = [(fetched.get(member, member), path) for member, path in members]
+        sources = list(dict.fromkeys(resource for resource, _ in members))
         bundle_id = await derivations.start(
             ResourceKind.BUNDLE,
             ResourceMetadata(filename=body.filename, mime_type=ZIP_MIME_TYPE),

@@ -1,27 +1,86 @@
-"""Running the server's producer jobs (repack, later images, bundles, transfers) in this process:
-bounded concurrency, a bounded queue with a clear refusal when it is full, and a wall-clock
-limit per job, so that one hostile input cannot starve the others or the event loop (the
-blocking work of a job runs in worker threads; see ``repack_job.py``).
+"""Running the server's producer jobs (repack, images, bundles, transfers): bounded
+concurrency, a bounded queue with a clear refusal when it is full, and a wall-clock limit per
+job, so that one hostile input cannot starve the others or the event loop (the blocking work of
+a job runs in worker threads; see ``repack_job.py``).
 
-A job is a coroutine function that owns its writer and ends it itself: COMPLETED, or FAILED
-with an ``error`` code (its own wall-clock limit included: only the job knows how to stop its
-worker thread). The runner bounds how many run and wait, and cancels them
-at shutdown.
+A job is described by a ``JobSpec`` — plain data any worker can run — and run by the
+``JobHandler`` registered for its kind. The handler owns the writer it is given and ends it
+itself: COMPLETED, or FAILED with an ``error`` code (its own wall-clock limit included: only
+the job knows how to stop its worker thread). The runner bounds how many run and wait, and
+cancels them at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from livefile.api.errors import JobRefusedError
+from livefile.api.interfaces import ResourceWriter
+from livefile.api.model import ResourceKind
 
 logger = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
+# The stage of a job's resource until its job can start producing (waiting for a slot, or for
+# its sources); each handler names its own working stages.
+STAGE_WAITING = "waiting"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job as plain data: what it produces, from what, with which parameters. It holds
+    nothing of the process that made it, so that any worker can run it (JSON on the wire)."""
+
+    kind: ResourceKind
+    resource_id: str  # the resource the job writes (created before the job is queued)
+    sources: tuple[str, ...] = ()  # the resources it reads
+    params: Mapping[str, Any] = field(default_factory=dict)  # JSON values only
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind.value,
+                "resourceId": self.resource_id,
+                "sources": list(self.sources),
+                "params": dict(self.params),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> JobSpec:
+        data = json.loads(text)
+        return cls(
+            kind=ResourceKind(data["kind"]),
+            resource_id=str(data["resourceId"]),
+            sources=tuple(str(source) for source in data.get("sources", ())),
+            params=dict(data.get("params", {})),
+        )
+
+
+class SharedJobs(Protocol):
+    """Jobs shared by every worker (``redis_jobs.RedisJobQueue``): whichever claims one runs it."""
+
+    async def check_room(self) -> None:
+        """Raise ``JobRefusedError`` when no more jobs may wait."""
+
+    async def submit(self, spec: JobSpec) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class JobHandler(Protocol):
+    """Runs the jobs of one kind (one producer module each: ``repack_job.py``, …)."""
+
+    async def run(self, spec: JobSpec, writer: ResourceWriter) -> None:
+        """Produce ``spec.resource_id`` through ``writer`` and end it: COMPLETED, or FAILED
+        with an ``error`` code. Cancellation (shutdown) ends it FAILED ``interrupted``."""
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ async def test_listings_page_newest_first_without_duplicates_or_gaps_and_filter(
             f"{server.http_url}/resources?context={context_id}",
         ):
             assert [r["id"] for r in listing(url)] == in_context
+        assert call(f"{server.http_url}/contexts/{context_id}", "DELETE")[0] == 204
+        closed = listing(f"{server.http_url}/contexts/{context_id}/resources")
+        assert [r["id"] for r in closed] == in_context  # a closed context's are listed too
         running_only = listing(f"{server.http_url}/resources?status=IN_PROGRESS")
         assert [r["id"] for r in running_only] == [running_id]
         ended = listing(f"{server.http_url}/resources?status=FAILED&status=COMPLETED")

@@ -34,8 +34,13 @@ class ParsedReference:
 
     @property
     def http_base(self) -> str:
-        scheme, rest = self.ws_base.split("://", 1)
-        return f"{'https' if scheme == 'wss' else 'http'}://{rest}"
+        return http_base_url(self.ws_base)
+
+
+def http_base_url(ws_base: str) -> str:
+    """The http(s):// form of a ws(s):// base URL (for the server's HTTP routes)."""
+    scheme, rest = ws_base.split("://", 1)
+    return f"{'https' if scheme == 'wss' else 'http'}://{rest}"
 
 
 def parse_reference(reference: str) -> ParsedReference:

@@ -332,6 +332,7 @@ class ResourceManager:
             resource_id, storage_writer, index, algorithm, resumed=status, digest=digest
         )
         self._active[resource_id] = writer
+        self._created_at[resource_id] = entry.created_at
         if entry.upload_context_id is not None:
             self._context_of[resource_id] = entry.upload_context_id
         return writer
@@ -371,6 +372,7 @@ class ResourceManager:
         """Stop producing ``resource_id`` here, silently, its lease no longer renewed: another
         process produces it (or will, once the lease has run out)."""
         writer = self._active.pop(resource_id, None)
+        self._created_at.pop(resource_id, None)
         if writer is not None:
             await writer.abandon()
             # Where the catalog keeps no live status (SQLite), a reopen here goes on from it.
@@ -408,13 +410,7 @@ class ResourceManager:
             if storage_writer is not None:
                 storage_writer.close()
             raise storage_error(exc) from exc
-        writer = self._writer(
-            resource_id,
-            storage_writer,
-            index,
-            checksum_algorithm,
-            stage=stage,
-        )
+        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
         initial = writer.status
         now = time.time()
         entry = CatalogEntry(

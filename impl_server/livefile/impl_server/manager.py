@@ -22,9 +22,17 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
-from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
+from livefile.api.interfaces import (
+    Catalog,
+    CatalogEntry,
+    StatusBus,
+    StatusSubscription,
+    Storage,
+    StorageWriter,
+)
 from livefile.api.model import (
     ChecksumAlgorithm,
     DerivedResource,
@@ -43,6 +51,7 @@ from livefile.impl_server.contexts import UnknownContextError, UploadContexts, c
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
+from livefile.impl_server.reopen import StoredPrefix, reopen_index, stored_prefix
 from livefile.impl_server.resource_record import entry_of, record_of
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.upload import UploadProducer
@@ -67,6 +76,17 @@ UNRECORDED = ResourceError(
 )
 
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
+
+
+class Keep:
+    """A recovery policy's answer: leave the resource unfinished, to be reopened later."""
+
+
+KEEP = Keep()
+# What recovery does with an unfinished resource no process produces: ``KEEP`` leaves it
+# unfinished (a resumable upload: ``ResourceManager.reopen`` takes it up again), an error ends it
+# FAILED with that error, None leaves the decision to the next policy (or the default: FAILED).
+RecoveryPolicy = Callable[[CatalogEntry], Awaitable[Keep | ResourceError | None]]
 
 
 class CatalogUnavailableError(ServerError):
@@ -111,6 +131,7 @@ class ResourceManager:
         # Entries of finished resources, most recently used last.
         self._finished: LruCache[str, CatalogEntry] = LruCache(FINISHED_ENTRIES_CACHED)
         self._recorder: asyncio.Task[None] | None = None
+        self._recovery_policies: list[RecoveryPolicy] = []
 
     async def recover(self) -> int:
         """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
@@ -119,6 +140,9 @@ class ResourceManager:
         for entry in entries:
             if entry.resource_id in self._active or entry.resource_id in self._unrecorded:
                 continue  # ours and alive
+            decision = await self._recovery_decision(entry)
+            if decision is KEEP:
+                continue
             size = await asyncio.to_thread(self.storage.size, entry.resource_id)
             lines = None
             if entry.metadata.supports_line_access:
@@ -131,7 +155,8 @@ class ResourceManager:
                     "current_size": size,
                     "number_of_lines": lines,
                     "revision": (entry.status.revision or 0) + 1,
-                    "error": INTERRUPTED if entry.kind is ResourceKind.UPLOAD else WORKER_LOST,
+                    "error": decision
+                    or (INTERRUPTED if entry.kind is ResourceKind.UPLOAD else WORKER_LOST),
                 }
             )
             try:
@@ -151,6 +176,64 @@ class ResourceManager:
                 "resource %s was left unfinished: now FAILED with %d bytes", entry.resource_id, size
             )
         return reaped
+
+    # --- Resumable resources: left unfinished by their producer, reopened later -------------
+
+    def add_recovery_policy(self, policy: RecoveryPolicy) -> None:
+        """Let ``policy`` decide what ``recover`` does with unfinished resources."""
+        self._recovery_policies.append(policy)
+
+    async def _recovery_decision(self, entry: CatalogEntry) -> Keep | ResourceError | None:
+        for policy in self._recovery_policies:
+            decision = await policy(entry)
+            if decision is not None:
+                return decision
+        return None
+
+    async def reopen(
+        self, resource_id: str, checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
+    ) -> LiveWriter:
+        """Take up an unfinished resource that no writer of this process holds: a writer that
+        appends after its stored bytes (the running checksum recomputed, the line index made to
+        match them) and whose first status, published at once, continues the revisions. For
+        producers that publish only sizes (see ``reopen.continued_revision``). Raises
+        ``ServerError`` when it is unknown, ended or held here already."""
+        if resource_id in self._active:
+            raise ServerError(f"resource {resource_id} is being written already")
+        entry = await self.entry(resource_id)
+        if entry is None or entry.status.is_terminal or resource_id in self._unrecorded:
+            raise ServerError(f"resource {resource_id} is unknown or has ended")
+        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        recorded = (entry_of(record) if record else None) or entry
+        path = self.storage.path(resource_id)
+        prefix = await asyncio.to_thread(stored_prefix, path, checksum_algorithm, recorded.status)
+        storage_writer = index = None
+        try:
+            storage_writer = await asyncio.to_thread(self.storage.create, resource_id)
+            if entry.metadata.supports_line_access:
+                index_path = self.storage.index_path(resource_id)
+                index = await asyncio.to_thread(reopen_index, index_path, path, prefix.size)
+        except OSError as exc:
+            if storage_writer is not None:
+                storage_writer.close()
+            raise storage_error(exc) from exc
+        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, prefix)
+        self._active[resource_id] = writer
+        if entry.upload_context_id is not None:
+            self._context_of[resource_id] = entry.upload_context_id
+        self._publish(resource_id, writer.status)
+        return writer
+
+    async def release(self, writer: LiveWriter) -> ResourceStatus:
+        """Stop producing ``writer``'s resource but leave it unfinished (its bytes stored and
+        published, the status recorded beside them) for ``reopen`` to take up again."""
+        status = await writer.release()
+        self._active.pop(writer.resource_id, None)
+        self._context_of.pop(writer.resource_id, None)
+        if not status.is_terminal:
+            with contextlib.suppress(OSError):
+                await self._write_record(writer.resource_id, status, None)
+        return status
 
     async def create_upload(
         self,
@@ -206,17 +289,7 @@ class ResourceManager:
             if storage_writer is not None:
                 storage_writer.close()
             raise storage_error(exc) from exc
-        writer = LiveWriter(
-            resource_id,
-            storage_writer,
-            index,
-            self.checkpoint_interval,
-            lambda status: self._publish(resource_id, status),
-            lambda status, checksum: self._persist_end(resource_id, status, checksum),
-            checksum_algorithm,
-            stage=stage,
-            durable=self.durable,
-        )
+        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
         initial = writer.status
         now = time.time()
         entry = CatalogEntry(
@@ -239,6 +312,28 @@ class ResourceManager:
             self.contexts.resource_created(context_id, resource_id, metadata)
         self._publish(resource_id, initial)
         return writer
+
+    def _writer(
+        self,
+        resource_id: str,
+        storage_writer: StorageWriter,
+        index: LineIndexWriter | None,
+        checksum_algorithm: ChecksumAlgorithm,
+        reopened: StoredPrefix | None = None,
+        stage: str | None = None,
+    ) -> LiveWriter:
+        return LiveWriter(
+            resource_id,
+            storage_writer,
+            index,
+            self.checkpoint_interval,
+            lambda status: self._publish(resource_id, status),
+            lambda status, checksum: self._persist_end(resource_id, status, checksum),
+            checksum_algorithm,
+            stage=stage,
+            durable=self.durable,
+            reopened=reopened,
+        )
 
     async def _check_catalog(self) -> None:
         """Refuse new uploads while the catalog cannot record them (e.g. Redis is away)."""

@@ -31,6 +31,7 @@ from livefile.impl_common.checkpoint import CheckpointClock
 from livefile.impl_common.checksums import cheaper_than_a_thread_hop, new_digest, stored_form
 from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_server.line_index import LineIndexWriter
+from livefile.impl_server.reopen import StoredPrefix
 from livefile.impl_server.storage import storage_error
 
 logger = logging.getLogger(__name__)
@@ -69,27 +70,29 @@ class LiveWriter:
         revision: int = 0,
         stage: str | None = None,
         durable: bool = False,
+        reopened: StoredPrefix | None = None,
     ) -> None:
         self._resource_id = resource_id
         self._durable = durable  # fsync the bytes (and line index) before COMPLETED
         self._ending = False  # the end is being recorded: nothing more is published
-        self.status = ResourceStatus(
-            transfer_status=TransferStatus.INITIATED,
-            current_size=0,
-            number_of_lines=0 if index is not None else None,
-            revision=revision,
-            stage=stage,
-        )
+        self._released = False  # handed back unfinished (``release``): nothing more happens
+        self._written = reopened.size if reopened else 0  # bytes appended to storage
         self._writer = writer
         self._index = index
+        self.status = ResourceStatus(
+            transfer_status=TransferStatus.IN_PROGRESS if reopened else TransferStatus.INITIATED,
+            current_size=self._written,
+            number_of_lines=self._lines(ended=False),
+            revision=reopened.revision if reopened else revision,
+            stage=stage,
+        )
         self._clock = CheckpointClock(checkpoint_interval)
         self._publish = publish
         self._record_end = record_end
         self._algorithm = checksum_algorithm
-        self._digest = new_digest(checksum_algorithm)
+        self._digest = reopened.digest if reopened else new_digest(checksum_algorithm)
         self._hash_with_store = cheaper_than_a_thread_hop(checksum_algorithm)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
-        self._written = 0  # bytes appended to storage: the most a checkpoint may publish
         self._stage = stage
         self._percent: float | None = None
         self._write_error: OSError | None = None
@@ -128,6 +131,8 @@ class LiveWriter:
         return self._written
 
     async def append(self, data: bytes) -> None:
+        if self._released:
+            raise ServerError("The resource's writer was released; reopen it to append")
         if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self.check_storage()
@@ -140,7 +145,7 @@ class LiveWriter:
             raise storage_error(self._write_error)
 
     def progress(self, stage: str | None, percent: float | None = None) -> None:
-        if self.ended or self._ending:
+        if self.ended or self._ending or self._released:
             return
         if percent is not None:
             percent = min(100.0, max(0.0, round(percent, 1)))
@@ -206,6 +211,18 @@ class LiveWriter:
                 logger.exception("recording the end of %s failed", self._resource_id)
             else:
                 self.status = standing  # another process's end, if it came first
+        return self.status
+
+    async def release(self) -> ResourceStatus:
+        """Stop writing but leave the resource unfinished, everything appended so far stored
+        and published (a resumable upload whose producer goes away; ``ResourceManager.reopen``
+        takes it up again)."""
+        if not self.ended and not self._released:
+            self._released = True
+            await self._stop_writer()
+            self._cancel_timer()
+            if self._written != self.status.current_size:
+                self._set(TransferStatus.IN_PROGRESS, None)
         return self.status
 
     async def discard(self) -> None:
@@ -289,7 +306,7 @@ class LiveWriter:
 
     def _checkpoint(self, force: bool = False) -> None:
         self._cancel_timer()
-        if self.ended or self._ending or not (self._clock.dirty or force):
+        if self.ended or self._ending or self._released or not (self._clock.dirty or force):
             return
         self._clock.on_checkpoint(self._loop.time())
         self._set(TransferStatus.IN_PROGRESS, None)

@@ -28,6 +28,7 @@ from livefile.impl_server.redis_backend import (
     RedisStore,
 )
 from livefile.impl_server.storage import FilesystemStorage
+from livefile.impl_server.tus import TusUploads
 from livefile.impl_websocket.access import (
     AccessControlMiddleware,
     authorize_read,
@@ -43,6 +44,7 @@ from livefile.impl_websocket.http_fast_content import CompletedContentFastPath, 
 from livefile.impl_websocket.http_metrics import TrafficCounter
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.settings import Settings
+from livefile.impl_websocket.tus_api import tus_router
 from livefile.impl_websocket.upload_endpoint import UploadSession
 
 logger = logging.getLogger("livefile")
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis_bus.restore_missing = manager.entry
         runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
+        app.state.tus = tus = TusUploads(manager, settings.tus_expiry, data_dir / "tus-staging")
         recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await connections.close_all()
             await runner.close()  # each job ends its resource FAILED (interrupted)
+            await tus.close()  # unfinished tus uploads stay resumable, not FAILED
             await manager.shutdown()
             if leases is not None:
                 await leases.close()
@@ -136,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: every response is counted, refusals by access control included.
     app.add_middleware(TrafficCounter)
     app.include_router(router)
+    app.include_router(tus_router(settings.tus_path))
 
     @app.exception_handler(AccessDeniedError)
     async def access_denied(request: Request, exc: AccessDeniedError) -> JSONResponse:

@@ -167,6 +167,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=duration,
         help="lifetime of the download token in references, e.g. 7d (LIVEFILE_REFERENCE_TOKEN_TTL)",
     )
+    # tus uploads (tus_api.py)
+    parser.add_argument(
+        "--tus-path", dest="tus_path", help="path of the tus endpoint (LIVEFILE_TUS_PATH, /files)"
+    )
+    parser.add_argument(
+        "--tus-expiry",
+        dest="tus_expiry",
+        type=duration,
+        help="how long an unfinished tus upload stays resumable after its last PATCH, e.g. 1d;"
+        " then it ends FAILED (expired) (LIVEFILE_TUS_EXPIRY, 1d)",
+    )
     flags = {
         action.dest: action.option_strings[-1]
         for action in parser._actions

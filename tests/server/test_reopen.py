@@ -1,0 +1,96 @@
+"""Reopening an unfinished resource (``ResourceManager.reopen``/``release``, recovery policies):
+what resumable uploads are built on, checked on the real embedded backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import crc32c
+import pytest
+
+from livefile.api.errors import ServerError
+from livefile.api.interfaces import CatalogEntry
+from livefile.api.model import ResourceError, ResourceMetadata, TransferStatus
+from livefile.impl_server.line_index import read_ends
+from livefile.impl_server.manager import KEEP, Keep, ResourceManager
+from tests.server.test_manager import make_manager
+from tests.server.test_manager import manager as manager_fixture
+
+manager = manager_fixture  # the manager on embedded backends, shut down after the test
+NL = b"\n"
+TEXT = ResourceMetadata(filename="log.txt", mime_type="text/plain", supports_line_access=True)
+
+
+async def test_a_released_resource_reopens_where_it_stopped(manager: ResourceManager) -> None:
+    writer = await manager.create_resource(TEXT)
+    await writer.append(b"one\ntw")
+    await writer.flush()
+    released = await manager.release(writer)
+    assert released.transfer_status is TransferStatus.IN_PROGRESS
+    assert released.current_size == 6
+
+    reopened = await manager.reopen(writer.resource_id)
+    assert reopened.status.transfer_status is TransferStatus.IN_PROGRESS
+    assert reopened.status.current_size == 6
+    assert (reopened.status.revision or 0) > (released.revision or 0)
+    await reopened.append(b"o\nthree")
+    done = await reopened.complete()
+    assert (done.current_size, done.number_of_lines) == (13, 3)
+    info = await manager.info(writer.resource_id)
+    assert info is not None
+    assert info.checksum == f"{crc32c.crc32c(b'one' + NL + b'two' + NL + b'three'):08x}"
+
+
+async def test_reopen_repairs_a_line_index_left_behind_its_bytes(
+    manager: ResourceManager,
+) -> None:
+    writer = await manager.create_resource(TEXT)
+    await writer.append(b"a\nb\n")
+    await writer.flush()
+    await manager.release(writer)
+    index = manager.storage.index_path(writer.resource_id)
+    # A process killed between appending bytes and their line ends: bytes without entries,
+    # and a torn last entry.
+    with manager.storage.path(writer.resource_id).open("ab") as data:
+        data.write(b"c\nd")
+    with index.open("ab") as torn:
+        torn.write(b"\x01\x02")
+
+    reopened = await manager.reopen(writer.resource_id)
+    assert reopened.status.current_size == 7
+    assert reopened.status.number_of_lines == 3
+    assert read_ends(index, 0, 10) == [2, 4, 6]
+    await reopened.complete()
+
+
+async def test_reopen_refuses_ended_and_held_resources(manager: ResourceManager) -> None:
+    held = await manager.create_resource(TEXT)
+    with pytest.raises(ServerError):
+        await manager.reopen(held.resource_id)
+    await held.complete()
+    with pytest.raises(ServerError):
+        await manager.reopen(held.resource_id)
+
+
+async def test_a_recovery_policy_keeps_or_fails_unfinished_resources(tmp_path: Path) -> None:
+    first = make_manager(tmp_path)
+    kept = await first.create_resource(TEXT)
+    failed = await first.create_resource(TEXT)
+    await first.catalog.close()  # the process ends without ending them
+
+    second = make_manager(tmp_path)
+    expired = ResourceError(code="expired", message="test")
+
+    async def policy(entry: CatalogEntry) -> Keep | ResourceError | None:
+        return KEEP if entry.resource_id == kept.resource_id else expired
+
+    second.add_recovery_policy(policy)
+    assert await second.recover() == 1
+    kept_status = await second.status(kept.resource_id)
+    failed_status = await second.status(failed.resource_id)
+    assert kept_status is not None
+    assert failed_status is not None
+    assert kept_status.transfer_status is TransferStatus.INITIATED
+    assert failed_status.error == expired
+    await second.shutdown()
+    await second.catalog.close()

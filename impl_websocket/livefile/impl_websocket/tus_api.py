@@ -9,7 +9,7 @@ instead: no ``Tus-Resumable``, ``Upload-Complete: ?1`` marks the request that en
 HEAD answers ``Upload-Offset`` and ``Upload-Complete``.
 
 Every request but OPTIONS needs upload scope when access control is on (creation, PATCH, HEAD and
-DELETE alike), and a token bound to an upload context reaches only that context's uploads. The
+DELETE alike; OPTIONS any valid token), and a token bound to an upload context reaches only that context's uploads. The
 creation answer names the livefile resource (``X-Livefile-Resource-Id``) and its download
 reference (``X-Livefile-Reference``, with a download token when the server signs), so the upload
 can be watched from its first byte.
@@ -200,7 +200,7 @@ def tus_router(path: str) -> APIRouter:
     @router.options(base + "/", status_code=204, include_in_schema=True)
     @router.options(base + "/{upload_id}", status_code=204, include_in_schema=False)
     async def tus_options(request: Request) -> Response:
-        """What this tus server speaks (no token needed: it says nothing about uploads)."""
+        """What this tus server speaks (any valid token: it says nothing about uploads)."""
         headers = {
             "Tus-Resumable": TUS_VERSION,
             "Tus-Version": TUS_VERSION,

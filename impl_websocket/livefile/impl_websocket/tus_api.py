@@ -10,9 +10,9 @@ HEAD answers ``Upload-Offset`` and ``Upload-Complete``.
 
 Every request but OPTIONS needs upload scope when access control is on (creation, PATCH, HEAD and
 DELETE alike; OPTIONS any valid token), and a token bound to an upload context reaches only that
-context's uploads. The creation answer names the livefile resource (``X-Livefile-Resource-Id``) and its download
-reference (``X-Livefile-Reference``, with a download token when the server signs), so the upload
-can be watched from its first byte.
+context's uploads. The creation answer names the livefile resource (``X-Livefile-Resource-Id``)
+and its download reference (``X-Livefile-Reference``, with a download token when the server
+signs), so the upload can be watched from its first byte.
 """
 
 from __future__ import annotations

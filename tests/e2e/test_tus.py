@@ -408,3 +408,30 @@ def test_ietf_draft_creation_patch_and_head(tus_server: LivefileProcess) -> None
     assert done.status_code == 204
     assert done.headers["Upload-Complete"] == "?1"
     assert content(tus_server, created.headers["X-Livefile-Resource-Id"]) == DATA[:2000]
+
+
+def test_an_unknown_upload_is_404(tus_server: LivefileProcess) -> None:
+    url = f"{tus_server.http_url}/files/{'0' * 32}"
+    assert requests.head(url, headers=TUS).status_code == 404
+    assert patch(url, 0, b"x").status_code == 404
+    assert requests.head(f"{tus_server.http_url}/files/..%2Fetc", headers=TUS).status_code == 404
+
+
+def test_x_http_method_override_stands_for_patch_and_delete(tus_server: LivefileProcess) -> None:
+    url = create(tus_server, 10).headers["Location"]
+    headers = {**OFFSET_STREAM, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}
+    answer = requests.post(url, data=b"12345", headers=headers)
+    assert answer.status_code == 204
+    assert answer.headers["Upload-Offset"] == "5"
+    deleted = requests.post(url, headers={**TUS, "X-HTTP-Method-Override": "DELETE"})
+    assert deleted.status_code == 204
+    assert requests.head(url, headers=TUS).status_code == 410
+
+
+def test_the_resource_size_limit_is_the_tus_max_size(start_server: ServerFactory) -> None:
+    server = start_server("--max-resource-size", "1000")
+    assert requests.options(f"{server.http_url}/files/").headers["Tus-Max-Size"] == "1000"
+    too_large = requests.post(f"{server.http_url}/files/", headers={**TUS, "Upload-Length": "1001"})
+    assert too_large.status_code == 413
+    deferred = create(server, None).headers["Location"]
+    assert patch(deferred, 0, bytes(1001)).status_code == 413

@@ -73,8 +73,9 @@ def test_a_context_bound_token_reaches_only_its_context(guarded: LivefileProcess
         for _ in range(2)
     ]
     ours, theirs = (mint(scope="upload", context=context) for context in contexts)
-    created = create(guarded, ours)
+    created = create(guarded, ours, f"?streamingUploadContextId={contexts[0]}")
     assert created.status_code == 201
+    assert create(guarded, ours, f"?streamingUploadContextId={contexts[1]}").status_code == 403
     url = created.headers["Location"]
     info = requests.get(
         f"{guarded.http_url}/resources/{created.headers['X-Livefile-Resource-Id']}",

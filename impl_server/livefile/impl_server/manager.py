@@ -89,6 +89,10 @@ KEEP = Keep()
 RecoveryPolicy = Callable[[CatalogEntry], Awaitable[Keep | ResourceError | None]]
 
 
+class ResourceHeldError(ServerError):
+    """Another process is writing the resource (it holds its lease)."""
+
+
 class CatalogUnavailableError(ServerError):
     """The catalog cannot be reached and this process knows no status to serve instead."""
 
@@ -196,13 +200,18 @@ class ResourceManager:
         """Take up an unfinished resource that no writer of this process holds: a writer that
         appends after its stored bytes (the running checksum recomputed, the line index made to
         match them) and whose first status, published at once, continues the revisions. For
-        producers that publish only sizes (see ``reopen.continued_revision``). Raises
-        ``ServerError`` when it is unknown, ended or held here already."""
+        producers that publish only sizes (see ``reopen.continued_revision``). With a shared
+        catalog this process takes the resource's lease and ownership over
+        (``ResourceHeldError`` while another process holds it). Raises ``ServerError`` when it
+        is unknown, ended or held here already."""
         if resource_id in self._active:
             raise ServerError(f"resource {resource_id} is being written already")
         entry = await self.entry(resource_id)
         if entry is None or entry.status.is_terminal or resource_id in self._unrecorded:
             raise ServerError(f"resource {resource_id} is unknown or has ended")
+        claim = getattr(self.catalog, "claim_lease", None)  # a shared catalog (Redis)
+        if claim is not None and not await claim(resource_id):
+            raise ResourceHeldError(f"resource {resource_id} is being written by another process")
         record = await asyncio.to_thread(self.storage.read_meta, resource_id)
         recorded = (entry_of(record) if record else None) or entry
         path = self.storage.path(resource_id)
@@ -233,6 +242,9 @@ class ResourceManager:
         if not status.is_terminal:
             with contextlib.suppress(OSError):
                 await self._write_record(writer.resource_id, status, None)
+            drop = getattr(self.catalog, "drop_lease", None)
+            if drop is not None:
+                await drop(writer.resource_id)  # any process may take it up now
         return status
 
     async def create_upload(

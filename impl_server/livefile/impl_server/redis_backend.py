@@ -130,6 +130,27 @@ if ARGV[2] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) end
 return 1
 """
 
+# KEYS: resource hash, lease. ARGV: process id, lease in ms.
+# Takes an unfinished resource over (a resumable upload reopened by this process): the lease
+# and the ownership that fences its terminal write, unless another live process holds the
+# lease. 1 taken, 2 held elsewhere, 0 ended, -1 the entry is missing.
+_CLAIM = """
+local current = redis.call('HGET', KEYS[1], 'transferStatus')
+if not current then return -1 end
+if current == 'COMPLETED' or current == 'FAILED' then return 0 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 2 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+return 1
+"""
+
+# KEYS: lease. ARGV: process id. Lets go of a lease this process holds (a released writer).
+_DROP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 SAFETY_NET_PERIOD = 1.0  # seconds between re-reads of the watched statuses
 TERMINAL_WRITE_PATIENCE = 30.0  # seconds a terminal status waits for Redis to come back
 
@@ -187,6 +208,8 @@ class RedisStore:
         self._end = self.client.register_script(_END)
         self.renew = self.client.register_script(_RENEW)
         self.restore = self.client.register_script(_RESTORE)
+        self.claim = self.client.register_script(_CLAIM)
+        self.drop = self.client.register_script(_DROP)
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -431,6 +454,22 @@ class RedisCatalog:
                 )
             results = await pipe.execute()
         return [rid for rid, renewed in zip(resource_ids, results, strict=True) if renewed == -1]
+
+    async def claim_lease(self, resource_id: str) -> bool:
+        """Take an unfinished resource over from a process that let go of it (or died): its
+        lease and the ownership fencing its end. False while another process holds it."""
+        keys = self._store.keys
+        taken = await self._store.claim(
+            keys=[keys.resource(resource_id), keys.lease(resource_id)],
+            args=[self._store.node_id, self._lease_ms],
+        )
+        return bool(taken == 1)
+
+    async def drop_lease(self, resource_id: str) -> None:
+        """Let go of the lease of a resource left unfinished on purpose (``claim_lease``
+        takes it up elsewhere)."""
+        keys = self._store.keys
+        await self._store.drop(keys=[keys.lease(resource_id)], args=[self._store.node_id])
 
     async def close(self) -> None:
         await self._store.close()

@@ -47,7 +47,7 @@ from livefile.api.model import (
     TransferStatus,
 )
 from livefile.impl_common.checksums import Digest, new_digest
-from livefile.impl_server.manager import KEEP, Keep, ResourceManager
+from livefile.impl_server.manager import KEEP, Keep, ResourceHeldError, ResourceManager
 from livefile.impl_server.writer import LiveWriter
 
 logger = logging.getLogger(__name__)
@@ -160,8 +160,14 @@ class TusUploads:
         expiry: float,
         staging_dir: Path,
         clock: Callable[[], float] = time.time,
+        *,
+        shared: bool = False,
     ) -> None:
         self._manager = manager
+        # Several processes serve the uploads (Redis): a writer is let go after each request,
+        # so the next PATCH may land on any process, which takes the upload over
+        # (``ResourceManager.reopen``: the lease is the lock between processes).
+        self._shared = shared
         self._expiry = expiry
         self._staging_dir = staging_dir
         self._clock = clock
@@ -194,7 +200,9 @@ class TusUploads:
         upload = await self._adopt(producer.writer, state, context_id)
         if length == 0:
             await self._complete(upload)
-        return self._describe_open(producer.writer.resource_id, upload)
+        described = self._describe_open(producer.writer.resource_id, upload)
+        await self._let_go(upload)
+        return described
 
     async def create_final(
         self,
@@ -312,6 +320,7 @@ class TusUploads:
             except BaseException:
                 await writer.flush()
                 await self._renew(upload)  # what was stored stays resumable
+                await self._let_go(upload)
                 raise
             await writer.flush()
             if last:
@@ -320,7 +329,16 @@ class TusUploads:
                 await self._complete(upload)
             else:
                 await self._renew(upload)
-            return self._describe_open(resource_id, upload)
+            described = self._describe_open(resource_id, upload)
+            await self._let_go(upload)
+            return described
+
+    async def _let_go(self, upload: _Open) -> None:
+        """With several processes, release the writer of an unfinished upload after a request
+        (any process may take the next one)."""
+        if self._shared and not upload.writer.ended and upload.state.concat != FINAL:
+            self._open.pop(upload.writer.resource_id, None)
+            await self._manager.release(upload.writer)
 
     async def _renew(self, upload: _Open) -> None:
         """Push the upload's expiry back after a PATCH."""
@@ -337,6 +355,8 @@ class TusUploads:
                 raise TusError(409, "The upload is complete already")
             try:
                 writer = await self._manager.reopen(resource_id, ChecksumAlgorithm.CRC32C)
+            except ResourceHeldError:
+                raise TusError(423, "Another process is writing this upload; retry") from None
             except ServerError as exc:
                 raise TusError(409, str(exc)) from None
             upload = _Open(writer, found.state, found.context_id)
@@ -509,6 +529,8 @@ class TusUploads:
             return None
         if state.expires_at <= self._clock():
             return EXPIRED
+        if self._shared and state.concat != FINAL:
+            return KEEP  # idle between PATCHes: its lease is missing on purpose
         if entry.resource_id not in self._open:
             try:
                 writer = await self._manager.reopen(entry.resource_id, ChecksumAlgorithm.CRC32C)

@@ -89,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis_bus.restore_missing = manager.entry
         runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
-        app.state.tus = tus = TusUploads(manager, settings.tus_expiry, data_dir / "tus-staging")
+        app.state.tus = tus = TusUploads(
+            manager, settings.tus_expiry, data_dir / "tus-staging", shared=bool(settings.redis_url)
+        )
         recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)

@@ -435,3 +435,25 @@ def test_the_resource_size_limit_is_the_tus_max_size(start_server: ServerFactory
     assert too_large.status_code == 413
     deferred = create(server, None).headers["Location"]
     assert patch(deferred, 0, bytes(1001)).status_code == 413
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Upload-Length": "ten"},
+        {"Upload-Length": "10", "Upload-Defer-Length": "1"},
+        {"Upload-Defer-Length": "2"},
+        {},
+        {"Upload-Length": "10", "Upload-Metadata": "filename not-base64!"},
+        {"Upload-Length": "10", "Upload-Metadata": "filename YQ==,filename Yg=="},
+        {"Upload-Length": "10", "Upload-Metadata": f"filename {base64.b64encode(b'a/b').decode()}"},
+        {"Upload-Concat": "final;"},
+        {"Upload-Concat": "sideways"},
+    ],
+)
+def test_a_malformed_creation_is_refused_with_400(
+    tus_server: LivefileProcess, headers: dict[str, str]
+) -> None:
+    answer = requests.post(f"{tus_server.http_url}/files/", headers={**TUS, **headers})
+    assert answer.status_code == 400, answer.text
+    assert answer.text

@@ -21,6 +21,7 @@ import base64
 import binascii
 import email.utils
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
@@ -162,10 +163,30 @@ def _upload_id_of(url: str) -> str:
     return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+# What a tus request may be refused with (a text/plain reason), besides access control's answers.
+TUS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ACCESS_RESPONSES,
+    400: _text("Malformed tus headers, an unknown checksum algorithm or draft version"),
+    404: _text("No tus upload with that id"),
+    409: _text("Upload-Offset is not the upload's offset (the draft: with the right one)"),
+    410: _text("The upload has ended FAILED (terminated, expired)"),
+    412: _text("Tus-Resumable is not 1.0.0 (answered with Tus-Version)"),
+    413: _text("Above Tus-Max-Size, or the body reaches past Upload-Length"),
+    415: _text("A tus body without Content-Type: application/offset+octet-stream"),
+    423: _text("Another request or process is writing the upload: retry"),
+    460: _text("Checksum mismatch: the PATCH's bytes were discarded"),
+    503: _text("The server cannot store the upload now (storage, catalog)"),
+}
+
+
 def tus_router(path: str) -> APIRouter:
     """The tus endpoint at ``path`` (e.g. ``/files``): creation there, uploads below it."""
     base = "/" + path.strip("/")
-    router = APIRouter(tags=["tus"])
+    router = APIRouter(tags=["tus"], default_response_class=Response)
 
     def uploads(request: Request) -> TusUploads:
         tus: TusUploads = request.app.state.tus
@@ -173,6 +194,7 @@ def tus_router(path: str) -> APIRouter:
 
     async def guarded(request: Request, upload_id: str | None, handle: _Handler) -> Response:
         exchange = None
+        extra: dict[str, str] = {}
         try:
             exchange = _Exchange(request)
             grant = grant_of(request)
@@ -181,23 +203,24 @@ def tus_router(path: str) -> APIRouter:
         except AccessDeniedError:
             raise  # answered by the app's handler (401/403 with WWW-Authenticate)
         except TusError as exc:
-            headers = exchange.headers() if exchange else {"Tus-Version": TUS_VERSION}
-            if exc.status == 409 and exchange is not None and upload_id is not None:
+            status, reason = exc.status, str(exc)
+            if status == 409 and exchange is not None and upload_id is not None:
                 # The draft lets a client resume from the offset a conflict names.
-                with_offset = await _current_offset(uploads(request), upload_id)
-                if with_offset is not None:
-                    headers["Upload-Offset"] = str(with_offset)
-            return Response(str(exc), exc.status, headers, media_type="text/plain")
+                offset = await _current_offset(uploads(request), upload_id)
+                if offset is not None:
+                    extra["Upload-Offset"] = str(offset)
         except BodyInterrupted:
-            return Response(status_code=400)  # nobody reads it: the client has gone
+            status, reason = 400, "The request body ended early"  # nobody reads it
         except QuotaExceededError as exc:
-            return Response(str(exc), 413, exchange.headers() if exchange else None)
+            status, reason = 413, str(exc)
         except PolicyViolationError as exc:
-            return Response(str(exc), 403, exchange.headers() if exchange else None)
+            status, reason = 403, str(exc)
         except ServerError as exc:
-            return Response(str(exc), 503, exchange.headers() if exchange else None)
+            status, reason = 503, str(exc)
+        headers = exchange.headers() if exchange else {"Tus-Version": TUS_VERSION}
+        return Response(reason, status, {**headers, **extra}, media_type="text/plain")
 
-    @router.options(base + "/", status_code=204, include_in_schema=True)
+    @router.options(base + "/", status_code=204, responses=ACCESS_RESPONSES)
     @router.options(base + "/{upload_id}", status_code=204, include_in_schema=False)
     async def tus_options(request: Request) -> Response:
         """What this tus server speaks (any valid token: it says nothing about uploads)."""
@@ -211,34 +234,38 @@ def tus_router(path: str) -> APIRouter:
             headers["Tus-Max-Size"] = str(limit)
         return Response(status_code=204, headers=headers)
 
-    @router.post(base + "/", status_code=201, responses=ACCESS_RESPONSES)
+    @router.post(base + "/", status_code=201, responses=TUS_RESPONSES)
     async def tus_create(request: Request) -> Response:
         """tus creation (with upload, deferred length, concatenation); the answer names the
         livefile resource (``X-Livefile-Resource-Id``, ``X-Livefile-Reference``)."""
         return await guarded(request, None, _create)
 
-    @router.head(base + "/{upload_id}", name=UPLOAD_ROUTE, responses=ACCESS_RESPONSES)
+    @router.head(base + "/{upload_id}", name=UPLOAD_ROUTE, responses=TUS_RESPONSES)
     async def tus_head(request: Request, upload_id: str) -> Response:
         """The upload's offset (tus ``Upload-Offset``; draft: also ``Upload-Complete``)."""
         return await guarded(request, upload_id, _head)
 
-    @router.patch(base + "/{upload_id}", status_code=204, responses=ACCESS_RESPONSES)
+    @router.patch(base + "/{upload_id}", status_code=204, responses=TUS_RESPONSES)
     async def tus_patch(request: Request, upload_id: str) -> Response:
         """Append at ``Upload-Offset`` (checksum-verified with ``Upload-Checksum``)."""
         return await guarded(request, upload_id, _patch)
 
-    @router.delete(base + "/{upload_id}", status_code=204, responses=ACCESS_RESPONSES)
+    @router.delete(base + "/{upload_id}", status_code=204, responses=TUS_RESPONSES)
     async def tus_delete(request: Request, upload_id: str) -> Response:
         """tus termination: the resource ends FAILED (``terminated``)."""
         return await guarded(request, upload_id, _delete)
 
-    @router.post(base + "/{upload_id}", status_code=204, responses=ACCESS_RESPONSES)
+    @router.post(
+        base + "/{upload_id}",
+        status_code=204,
+        responses={**TUS_RESPONSES, 405: _text("No X-HTTP-Method-Override: PATCH or DELETE")},
+    )
     async def tus_override(request: Request, upload_id: str) -> Response:
         """``X-HTTP-Method-Override: PATCH`` or ``DELETE`` for clients that cannot send them."""
         method = request.headers.get("x-http-method-override", "").upper()
         handlers = {"PATCH": _patch, "DELETE": _delete, "HEAD": _head}
         if method not in handlers:
-            return Response("POST here needs X-HTTP-Method-Override", 405)
+            return Response("POST here needs X-HTTP-Method-Override", 405, media_type="text/plain")
         return await guarded(request, upload_id, handlers[method])
 
     return router

@@ -127,30 +127,28 @@ def node_tus() -> Iterator[TusEndpoint]:
 Server = Callable[[], AbstractContextManager[TusEndpoint]]
 
 
-async def tus_large_run(server: Server, source: Path) -> CpuMeter:
-    """One creation POST + one PATCH of ``source`` through the same raw client; sizes checked."""
+async def tus_endpoint_run(
+    server: Server, source: Path, count: int, body: bytes
+) -> tuple[CpuMeter, CpuMeter]:
+    """On one fresh server: one creation POST + one PATCH of ``source`` (sizes checked), then
+    ``count`` creation-with-upload POSTs of ``body`` on one keep-alive connection (the first
+    and last stored bytes checked). The same raw client for every server."""
     size = source.stat().st_size
     with server() as tus:
         async with TusConnection(tus.endpoint) as connection:
-            with CpuMeter(tus.pid) as meter:
+            with CpuMeter(tus.pid) as large:
                 upload_path, offset = await connection.upload(source, with_creation=False)
             head_offset = await connection.offset(upload_path)
         stored = tus.stored(upload_path).stat().st_size
         if offset != size or head_offset != size or stored != size:
             raise RuntimeError(f"tus acknowledged {offset}, HEAD {head_offset}, stored {stored}")
-    return meter
-
-
-async def tus_small_run(server: Server, count: int, body: bytes) -> CpuMeter:
-    """``count`` creation-with-upload POSTs of ``body`` on one keep-alive connection."""
-    with server() as tus:
         async with TusConnection(tus.endpoint) as connection:
-            with CpuMeter(tus.pid) as meter:
+            with CpuMeter(tus.pid) as small:
                 paths = [(await connection.upload(body))[0] for _ in range(count)]
         for path in (paths[0], paths[-1]):
             if tus.stored(path).read_bytes() != body:
                 raise RuntimeError(f"{path} does not hold the bytes sent")
-    return meter
+    return large, small
 
 
 async def measure_tus_endpoint(runs: int, quick: bool, source: Path, label: str) -> list[Result]:
@@ -163,10 +161,13 @@ async def measure_tus_endpoint(runs: int, quick: bool, source: Path, label: str)
     count = 100 if quick else SMALL_COUNT
     body = os.urandom(SMALL_SIZE)
     for _ in range(max(runs, MIN_RUNS)):  # interleaved, so that machine noise hits both alike
-        theirs.append(await tus_large_run(node_tus, source))
-        ours.append(await tus_large_run(livefile_tus, source))
-        small_theirs.append(await tus_small_run(node_tus, count, body))
-        small_ours.append(await tus_small_run(livefile_tus, count, body))
+        for server, large_runs, small_runs in (
+            (node_tus, theirs, small_theirs),
+            (livefile_tus, ours, small_ours),
+        ):
+            large_meter, small_meter = await tus_endpoint_run(server, source, count, body)
+            large_runs.append(large_meter)
+            small_runs.append(small_meter)
     gib = size_mib / 1024
     large = Result(
         benchmark=f"tus upload {label}",

@@ -33,7 +33,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,6 @@ class _Open:
     state: TusState
     context_id: str | None
     task: asyncio.Task[None] | None = None  # a final upload's concatenation
-    expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class TusUploads:

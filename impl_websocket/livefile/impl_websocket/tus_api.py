@@ -298,6 +298,7 @@ async def _create(
         raise TusError(400, "Upload-Defer-Length must be 1")
     complete = exchange.upload_complete()
     with_body = exchange.has_body()
+    checksum = exchange.checksum()  # refused before anything is created
     if concat is not None and concat.startswith(FINAL + ";"):
         if with_body:
             raise TusError(400, "A final upload takes no body")
@@ -326,7 +327,7 @@ async def _create(
                 upload.resource_id,
                 0,
                 body,
-                checksum=exchange.checksum(),
+                checksum=checksum,
                 last=complete,
             )
     settings = request.app.state.settings

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -174,6 +175,9 @@ class TusUploads:
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        if not shared:
+            # Checksummed PATCHes a killed process left staged: this process alone uses them.
+            shutil.rmtree(staging_dir, ignore_errors=True)
         manager.add_recovery_policy(self._recovery)
 
     @property
@@ -554,7 +558,9 @@ class TusUploads:
             if record is None:
                 raise OSError(f"the record of {resource_id} is missing")
             record[RECORD_KEY] = state.to_json()
-            storage.write_meta(resource_id, record, self._manager.durable)
+            # Not fsync'd, like the record at creation: it survives the server process (page
+            # cache), and nothing is acknowledged as durable before the upload completes.
+            storage.write_meta(resource_id, record, False)
 
         await asyncio.to_thread(save)
 

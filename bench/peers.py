@@ -76,23 +76,29 @@ def peer_source(size_mib: int) -> Path:
 # --- tus-node-server ---------------------------------------------------------------------------
 
 
-def ensure_tus_packages(prefix: Path = NODE_PREFIX) -> Path:
-    """Install ``@tus/server`` and ``@tus/file-store`` under ``prefix`` unless already there."""
+def ensure_npm_packages(packages: tuple[str, ...], prefix: Path = NODE_PREFIX) -> Path:
+    """Install the npm ``packages`` under ``prefix`` unless already there; returns ``prefix``
+    (the tests install tus-js-client this way too)."""
     modules = prefix / "node_modules"
-    if all((modules / name / "package.json").exists() for name in TUS_PACKAGES):
+    if all((modules / name / "package.json").exists() for name in packages):
         return prefix
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is needed to install tus-node-server (@tus/server)")
+        raise RuntimeError(f"npm is needed to install {' '.join(packages)}")
     prefix.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), *TUS_PACKAGES],
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), *packages],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"npm install {' '.join(TUS_PACKAGES)} failed:\n{done.stderr}")
+        raise RuntimeError(f"npm install {' '.join(packages)} failed:\n{done.stderr}")
     return prefix
+
+
+def ensure_tus_packages(prefix: Path = NODE_PREFIX) -> Path:
+    """Install ``@tus/server`` and ``@tus/file-store`` under ``prefix`` unless already there."""
+    return ensure_npm_packages(TUS_PACKAGES, prefix)
 
 
 def package_version(name: str, prefix: Path = NODE_PREFIX) -> str:

@@ -8,13 +8,22 @@ file. The tus client is the fastest one found for this machine: raw HTTP/1.1 on 
 sending the body with sendfile (bench/tus_client.py), about twice as fast as ``curl -T`` here,
 so the peer is not held back by its client.
 
+Two more figures put livefile's own tus endpoint (``/files/``) against tus-node-server with the
+same client (bench/tus_client.py) on both sides: 1 GiB as one creation POST and one PATCH
+(target >= 1.2), and 1,000 uploads of 10 KiB each as one creation-with-upload POST apiece on one
+keep-alive connection (target >= 1.5).
+
 Run: uv run python -m bench --only tus [--runs 3] [--quick]
+(``LIVEFILE_BENCH_TUS_MIB=256`` runs the large uploads with 256 MiB instead of 1 GiB.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import crc32c
@@ -33,6 +42,9 @@ from bench.tus_client import TusConnection
 from livefile.client_upload import AsyncUploadClient
 
 TARGET = 1.2
+SMALL_TARGET = 1.5
+SMALL_COUNT = 1000
+SMALL_SIZE = 10 * 1024
 MIN_RUNS = 5
 # What profiling the server (py-spy) and counting CPU seconds found on the 2-core dev machine.
 MISSED = (
@@ -85,8 +97,117 @@ async def tus_run(source: Path) -> CpuMeter:
     return meter
 
 
+@dataclass(frozen=True)
+class TusEndpoint:
+    """A tus server under test: its creation URL, its pid, and where an upload's bytes land."""
+
+    endpoint: str
+    pid: int
+    stored: Callable[[str], Path]  # upload path -> the file holding its bytes
+
+
+@contextmanager
+def livefile_tus() -> Iterator[TusEndpoint]:
+    """``livefile serve`` (fresh data directory): its tus endpoint."""
+    with livefile(SCRATCH / "tus-bench-livefile-tus") as server:
+        yield TusEndpoint(
+            f"http://127.0.0.1:{server.port}/files/",
+            server.pid,
+            lambda path: next(server.data_dir.rglob(f"{path.rsplit('/', 1)[1]}.bin")),
+        )
+
+
+@contextmanager
+def node_tus() -> Iterator[TusEndpoint]:
+    """tus-node-server (fresh data directory)."""
+    with tus_node_server(SCRATCH / "tus-bench-tus") as tus:
+        yield TusEndpoint(tus.endpoint, tus.pid, lambda path: tus.data_dir / path.rsplit("/", 1)[1])
+
+
+Server = Callable[[], AbstractContextManager[TusEndpoint]]
+
+
+async def tus_endpoint_run(
+    server: Server, source: Path, count: int, body: bytes
+) -> tuple[CpuMeter, CpuMeter]:
+    """On one fresh server: one creation POST + one PATCH of ``source`` (sizes checked), then
+    ``count`` creation-with-upload POSTs of ``body`` on one keep-alive connection (the first
+    and last stored bytes checked). The same raw client for every server."""
+    size = source.stat().st_size
+    with server() as tus:
+        async with TusConnection(tus.endpoint) as connection:
+            with CpuMeter(tus.pid) as large:
+                upload_path, offset = await connection.upload(source, with_creation=False)
+            head_offset = await connection.offset(upload_path)
+        stored = tus.stored(upload_path).stat().st_size
+        if offset != size or head_offset != size or stored != size:
+            raise RuntimeError(f"tus acknowledged {offset}, HEAD {head_offset}, stored {stored}")
+        async with TusConnection(tus.endpoint) as connection:
+            with CpuMeter(tus.pid) as small:
+                paths = [(await connection.upload(body))[0] for _ in range(count)]
+        for path in (paths[0], paths[-1]):
+            if tus.stored(path).read_bytes() != body:
+                raise RuntimeError(f"{path} does not hold the bytes sent")
+    return large, small
+
+
+async def measure_tus_endpoint(runs: int, quick: bool, source: Path, label: str) -> list[Result]:
+    """livefile's tus endpoint against tus-node-server, the same raw client for both."""
+    size_mib = source.stat().st_size / MiB
+    ours: list[CpuMeter] = []
+    theirs: list[CpuMeter] = []
+    small_ours: list[CpuMeter] = []
+    small_theirs: list[CpuMeter] = []
+    count = 100 if quick else SMALL_COUNT
+    body = os.urandom(SMALL_SIZE)
+    for _ in range(max(runs, MIN_RUNS)):  # interleaved, so that machine noise hits both alike
+        for server, large_runs, small_runs in (
+            (node_tus, theirs, small_theirs),
+            (livefile_tus, ours, small_ours),
+        ):
+            large_meter, small_meter = await tus_endpoint_run(server, source, count, body)
+            large_runs.append(large_meter)
+            small_runs.append(small_meter)
+    gib = size_mib / 1024
+    large = Result(
+        benchmark=f"tus upload {label}",
+        subject="livefile's tus endpoint (/files/), creation POST + one PATCH",
+        unit="MiB/s",
+        runs=[size_mib / meter.wall for meter in ours],
+        baseline="tus-node-server (@tus/server + FileStore), the same requests",
+        baseline_runs=[size_mib / meter.wall for meter in theirs],
+        target=TARGET,
+        target_text=f">= {TARGET}",
+        series=cpu_series({"livefile": ours, "tus": theirs}, per=gib),
+        notes=(
+            "The same raw HTTP/1.1 client (bench/tus_client.py, body sent with sendfile) for"
+            " both; data on tmpfs; the stored size and HEAD's Upload-Offset checked after each"
+            " run. CPU seconds per GiB (median):"
+            f" {cpu_summary({'livefile': ours, 'tus': theirs}, per=gib)}."
+        ),
+    )
+    small = Result(
+        benchmark=f"tus {count} x 10 KiB uploads",
+        subject="livefile's tus endpoint, creation-with-upload (one POST each)",
+        unit="uploads/s",
+        runs=[count / meter.wall for meter in small_ours],
+        baseline="tus-node-server, the same POSTs",
+        baseline_runs=[count / meter.wall for meter in small_theirs],
+        target=SMALL_TARGET,
+        target_text=f">= {SMALL_TARGET}",
+        series=cpu_series({"livefile": small_ours, "tus": small_theirs}, per=count / 1000),
+        notes=(
+            "One keep-alive connection, uploads one after the other; the first and last"
+            " upload's stored bytes checked. CPU seconds per 1,000 uploads (median):"
+            f" {cpu_summary({'livefile': small_ours, 'tus': small_theirs}, per=count / 1000)}."
+        ),
+    )
+    return [large, small]
+
+
 async def measure(runs: int, quick: bool) -> list[Result]:
-    size_mib = 32 if quick else 1024
+    # LIVEFILE_BENCH_TUS_MIB: a smaller file than 1 GiB on a machine too busy for it.
+    size_mib = int(os.environ.get("LIVEFILE_BENCH_TUS_MIB", 32 if quick else 1024))
     source = peer_source(size_mib)
     expected_crc = await asyncio.to_thread(crc32_of, source)
     load = os.getloadavg()[0]
@@ -116,4 +237,5 @@ async def measure(runs: int, quick: bool) -> list[Result]:
             f" {cpu_summary({'livefile': ours, 'tus': theirs}, per=gib)}."
         ),
     )
-    return [explain(result, MISSED, load)]
+    endpoint_results = await measure_tus_endpoint(runs, quick, source, label)
+    return [explain(result, MISSED, load), *(explain(r, "", load) for r in endpoint_results)]

@@ -47,9 +47,6 @@ class Storage(Protocol):
     def create(self, resource_id: str) -> StorageWriter:
         """Create the empty resource and return its writer."""
 
-    def reopen(self, resource_id: str, size: int) -> StorageWriter:
-        """Append to an existing resource from ``size`` on (what lies beyond is cut off)."""
-
     def size(self, resource_id: str) -> int:
         """Bytes stored (0 when nothing is stored)."""
 

@@ -156,8 +156,8 @@ class Derivations:
     async def close(self) -> None:
         """Shutdown. Shared jobs running here are handed over (another worker, or this one
         started again, takes them over); jobs of this process alone end FAILED ``interrupted``."""
-        for resource_id in list(self._claimed):
-            await self._manager.release(resource_id)
+        for writer in list(self._claimed.values()):
+            await self._manager.release(writer)
         if self._shared is not None:
             await self._shared.close()
         await self._runner.close()

@@ -71,20 +71,6 @@ def read_ends(path: Path, first: int, count: int) -> list[int]:
     return decode(raw[: len(raw) - len(raw) % ENTRY_SIZE])
 
 
-def truncate_index(path: Path, size: int) -> None:
-    """Drop the entries of lines ending beyond ``size``: an index reopened for appending at
-    ``size`` (a producer taken over) keeps only what its published bytes hold."""
-    kept, beyond = 0, entry_count(path)  # entries ascend: find the first end beyond ``size``
-    while kept < beyond:
-        middle = (kept + beyond) // 2
-        if read_ends(path, middle, 1)[0] <= size:
-            kept = middle + 1
-        else:
-            beyond = middle
-    if path.exists():
-        os.truncate(path, kept * ENTRY_SIZE)
-
-
 def entry_count(path: Path) -> int:
     try:
         return path.stat().st_size // ENTRY_SIZE

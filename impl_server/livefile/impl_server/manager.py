@@ -54,15 +54,15 @@ from livefile.api.model import (
     is_valid_id,
     new_resource_id,
 )
-from livefile.impl_common.checksums import Digest, new_digest, parse_stored
-from livefile.impl_common.lines import line_count
+from livefile.impl_common.checksums import parse_stored
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
 from livefile.impl_server.deletions import DeletionWatchers, deleted_error
 from livefile.impl_server.lifecycle import Lifecycle, expired_error
-from livefile.impl_server.line_index import LineIndexWriter, final_line_count, truncate_index
+from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
+from livefile.impl_server.reopen import reopen_index, stored_prefix
 from livefile.impl_server.resource_record import entry_of, record_of
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.storage_usage import StorageUsage
@@ -71,7 +71,6 @@ from livefile.impl_server.writer import EndNotRecorded, LiveWriter
 
 logger = logging.getLogger(__name__)
 FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
-DIGEST_READ_SIZE = 4 * 1024 * 1024  # bytes read at a time to checksum a reopened resource
 # Why a resource left unfinished by a process that ended is FAILED.
 INTERRUPTED = ResourceError(
     code="interrupted", message="the server process producing it ended before it was finished"
@@ -102,6 +101,21 @@ ReaderFactory = Callable[
     ],
     Awaitable[Reader],
 ]
+
+
+class Keep:
+    """A recovery policy's answer: leave the resource unfinished, to be reopened later."""
+
+
+KEEP = Keep()
+# What recovery does with an unfinished resource no process produces: ``KEEP`` leaves it
+# unfinished (a resumable upload: ``ResourceManager.reopen`` takes it up again), an error ends it
+# FAILED with that error, None leaves the decision to the next policy (or the default: FAILED).
+RecoveryPolicy = Callable[[CatalogEntry], Awaitable[Keep | ResourceError | None]]
+
+
+class ResourceHeldError(ServerError):
+    """Another process is writing the resource (it holds its lease)."""
 
 
 class CatalogUnavailableError(ServerError):
@@ -154,9 +168,8 @@ class ResourceManager:
         # Entries of finished resources, most recently used last.
         self._finished: LruCache[str, CatalogEntry] = LruCache(FINISHED_ENTRIES_CACHED)
         self._recorder: asyncio.Task[None] | None = None
+        self._recovery_policies: list[RecoveryPolicy] = []
         self._background: set[asyncio.Task[None]] = set()
-        # The last status of resources this process stopped producing (``release``).
-        self._released: LruCache[str, ResourceStatus] = LruCache(FINISHED_ENTRIES_CACHED)
         self._reader_types: dict[ResourceKind, ReaderFactory] = {}
 
     def register_reader(self, kind: ResourceKind, factory: ReaderFactory) -> None:
@@ -171,6 +184,9 @@ class ResourceManager:
         for entry in entries:
             if entry.resource_id in self._active or entry.resource_id in self._unrecorded:
                 continue  # ours and alive
+            decision = await self._recovery_decision(entry)
+            if decision is KEEP:
+                continue
             size = await asyncio.to_thread(self.storage.size, entry.resource_id)
             lines = None
             if entry.metadata.supports_line_access:
@@ -183,7 +199,8 @@ class ResourceManager:
                     "current_size": size,
                     "number_of_lines": lines,
                     "revision": (entry.status.revision or 0) + 1,
-                    "error": INTERRUPTED if entry.kind is ResourceKind.UPLOAD else WORKER_LOST,
+                    "error": decision
+                    or (INTERRUPTED if entry.kind is ResourceKind.UPLOAD else WORKER_LOST),
                 }
             )
             try:
@@ -203,6 +220,83 @@ class ResourceManager:
                 "resource %s was left unfinished: now FAILED with %d bytes", entry.resource_id, size
             )
         return reaped
+
+    # --- Resumable resources: left unfinished by their producer, reopened later -------------
+
+    def add_recovery_policy(self, policy: RecoveryPolicy) -> None:
+        """Let ``policy`` decide what ``recover`` does with unfinished resources."""
+        self._recovery_policies.append(policy)
+
+    async def _recovery_decision(self, entry: CatalogEntry) -> Keep | ResourceError | None:
+        for policy in self._recovery_policies:
+            decision = await policy(entry)
+            if decision is not None:
+                return decision
+        return None
+
+    async def reopen(
+        self, resource_id: str, checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
+    ) -> LiveWriter:
+        """Take up an unfinished resource that no writer of this process holds: a writer that
+        appends after its stored bytes (the running checksum recomputed, the line index made to
+        match them) and whose first status, published at once, continues the revisions. For
+        producers that publish only sizes (see ``reopen.continued_revision``). With a shared
+        catalog this process takes the resource's lease and ownership over
+        (``ResourceHeldError`` while another process holds it). Raises ``ServerError`` when it
+        is unknown, ended or held here already."""
+        if resource_id in self._active:
+            raise ServerError(f"resource {resource_id} is being written already")
+        entry = await self.entry(resource_id)
+        if entry is None or entry.status.is_terminal or resource_id in self._unrecorded:
+            raise ServerError(f"resource {resource_id} is unknown or has ended")
+        if not await self.catalog.adopt(resource_id):  # takes the lease of a shared catalog
+            raise ResourceHeldError(f"resource {resource_id} is being written by another process")
+        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        recorded = (entry_of(record) if record else None) or entry
+        path = self.storage.path(resource_id)
+        prefix = await asyncio.to_thread(stored_prefix, path, checksum_algorithm, recorded.status)
+        # A shared catalog holds the newest status published (a job's stage and percent move
+        # the revision without the size): go on beyond it too.
+        newest = max(entry.status.revision or 0, prefix.revision - 1)
+        prefix = dataclasses.replace(prefix, revision=newest + 1)
+        storage_writer = index = None
+        try:
+            storage_writer = await asyncio.to_thread(self.storage.create, resource_id)
+            if entry.metadata.supports_line_access:
+                index_path = self.storage.index_path(resource_id)
+                index = await asyncio.to_thread(reopen_index, index_path, path, prefix.size)
+        except OSError as exc:
+            if storage_writer is not None:
+                storage_writer.close()
+            raise storage_error(exc) from exc
+        writer = self._writer(
+            resource_id,
+            storage_writer,
+            index,
+            checksum_algorithm,
+            reopened=prefix,
+            stage=entry.status.stage,
+        )
+        self._active[resource_id] = writer
+        self._created_at[resource_id] = entry.created_at
+        if entry.upload_context_id is not None:
+            self._context_of[resource_id] = entry.upload_context_id
+        self._publish(resource_id, writer.status)
+        return writer
+
+    async def release(self, writer: LiveWriter) -> ResourceStatus:
+        """Stop producing ``writer``'s resource but leave it unfinished (its bytes stored and
+        published, the status recorded beside them) for ``reopen`` to take up again."""
+        status = await writer.release()
+        self._active.pop(writer.resource_id, None)
+        self._context_of.pop(writer.resource_id, None)
+        if not status.is_terminal:
+            with contextlib.suppress(OSError):
+                await self._write_record(writer.resource_id, status, None)
+            drop = getattr(self.catalog, "drop_lease", None)
+            if drop is not None:
+                await drop(writer.resource_id)  # any process may take it up now
+        return status
 
     async def create_upload(
         self,
@@ -282,60 +376,12 @@ class ResourceManager:
 
     async def adopt(self, resource_id: str) -> LiveWriter | None:
         """Produce unfinished ``resource_id`` here from now on (a claimed job, or one whose
-        worker died), going on after its published status; None when it has ended, is missing,
-        or another live process produces it."""
-        if resource_id in self._active or not await self.catalog.adopt(resource_id):
-            return None
-        # Should reopening fail, the lease is not renewed: another worker takes the job over.
-        return await self.reopen(resource_id)
-
-    async def reopen(
-        self,
-        resource_id: str,
-        *,
-        size: int | None = None,
-        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
-    ) -> LiveWriter | None:
-        """A writer appending to unfinished ``resource_id`` after its first ``size`` bytes —
-        by default every byte stored, a previous producer's past its last checkpoint included;
-        bytes and line-index entries beyond are cut off. The checksum covers the bytes kept,
-        the revision goes on from the newest known. None when it has ended or is missing. The
-        caller owns it (see ``adopt``): its previous producer must be gone."""
-        entry = await self.catalog.get(resource_id)
-        if entry is None or entry.status.is_terminal:
-            return None
-        algorithm = checksum_algorithm
+        worker died), going on after its stored bytes; None when it has ended, is missing, or
+        another live process produces it."""
         try:
-            if size is None:
-                size = await asyncio.to_thread(self.storage.size, resource_id)
-            digest = await asyncio.to_thread(self._digest_of, resource_id, size, algorithm)
-            storage_writer = await asyncio.to_thread(self.storage.reopen, resource_id, size)
-            index, lines = None, None
-            if entry.metadata.supports_line_access:
-                index_path = self.storage.index_path(resource_id)
-                await asyncio.to_thread(truncate_index, index_path, size)
-                index = await asyncio.to_thread(LineIndexWriter, index_path)
-                lines = line_count(index.count, index.last_end, size, ended=False)
-        except OSError as exc:
-            raise storage_error(exc) from exc
-        known = [entry.status, self.bus.latest(resource_id), self._released.get(resource_id)]
-        newest = max((s for s in known if s is not None), key=lambda s: s.revision or 0)
-        status = newest.model_copy(
-            update={
-                "transfer_status": TransferStatus.IN_PROGRESS,
-                "current_size": size,
-                "number_of_lines": lines,
-                "error": None,
-            }
-        )
-        writer = self._writer(
-            resource_id, storage_writer, index, algorithm, resumed=status, digest=digest
-        )
-        self._active[resource_id] = writer
-        self._created_at[resource_id] = entry.created_at
-        if entry.upload_context_id is not None:
-            self._context_of[resource_id] = entry.upload_context_id
-        return writer
+            return await self.reopen(resource_id)
+        except ServerError:  # ResourceHeldError included
+            return None
 
     def _writer(
         self,
@@ -359,28 +405,19 @@ class ResourceManager:
             **options,
         )
 
-    def _digest_of(self, resource_id: str, size: int, algorithm: ChecksumAlgorithm) -> Digest:
-        """The running checksum of the first ``size`` bytes (blocking)."""
-        digest = new_digest(algorithm)
-        for start in range(0, size, DIGEST_READ_SIZE):
-            digest.update(
-                self.storage.read(resource_id, start, min(size, start + DIGEST_READ_SIZE))
-            )
-        return digest
-
-    async def release(self, resource_id: str) -> None:
-        """Stop producing ``resource_id`` here, silently, its lease no longer renewed: another
-        process produces it (or will, once the lease has run out)."""
+    async def abandon(self, resource_id: str) -> None:
+        """Stop producing ``resource_id`` here at once and silently (nothing more stored,
+        published or recorded): another process produces it now."""
         writer = self._active.pop(resource_id, None)
         self._created_at.pop(resource_id, None)
+        self._context_of.pop(resource_id, None)
         if writer is not None:
             await writer.abandon()
-            # Where the catalog keeps no live status (SQLite), a reopen here goes on from it.
-            self._released.put(resource_id, writer.status)
 
     def taken_over(self, resource_id: str) -> None:
-        """Another process produces ``resource_id`` now: this one stops at once."""
-        task = asyncio.get_running_loop().create_task(self.release(resource_id))
+        """Another process produces ``resource_id`` now (its job was taken over): this one
+        stops at once."""
+        task = asyncio.get_running_loop().create_task(self.abandon(resource_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

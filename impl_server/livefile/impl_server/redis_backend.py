@@ -185,6 +185,12 @@ redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
 return fields
 """
 
+# KEYS: lease. ARGV: process id. Lets go of a lease this process holds (a released writer).
+_DROP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 SAFETY_NET_PERIOD = 1.0  # seconds between re-reads of the watched statuses
 TERMINAL_WRITE_PATIENCE = 30.0  # seconds a terminal status waits for Redis to come back
 
@@ -263,6 +269,7 @@ class RedisStore:
         self.adopt = self.client.register_script(_ADOPT)
         self.restore = self.client.register_script(_RESTORE)
         self.delete = self.client.register_script(_DELETE)
+        self.drop = self.client.register_script(_DROP)
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -584,6 +591,12 @@ class RedisCatalog:
             if self.on_taken is not None:
                 self.on_taken(resource_id)
         return [rid for rid, result in renewed.items() if result == -1]
+
+    async def drop_lease(self, resource_id: str) -> None:
+        """Let go of the lease of a resource left unfinished on purpose (``adopt`` takes it
+        up elsewhere)."""
+        keys = self._store.keys
+        await self._store.drop(keys=[keys.lease(resource_id)], args=[self._store.node_id])
 
     async def close(self) -> None:
         await self._store.close()

@@ -31,13 +31,13 @@ from livefile.api.model import (
 )
 from livefile.impl_common.checkpoint import CheckpointClock
 from livefile.impl_common.checksums import (
-    Digest,
     cheaper_than_a_thread_hop,
     new_digest,
     stored_form,
 )
 from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_server.line_index import LineIndexWriter
+from livefile.impl_server.reopen import StoredPrefix
 from livefile.impl_server.storage import storage_error
 
 logger = logging.getLogger(__name__)
@@ -85,40 +85,36 @@ class LiveWriter:
         revision: int = 0,
         stage: str | None = None,
         durable: bool = False,
-        resumed: ResourceStatus | None = None,
-        digest: Digest | None = None,
         on_stored: Callable[[int], None] | None = None,
+        reopened: StoredPrefix | None = None,
     ) -> None:
-        """``resumed``: go on after this published status (a producer taken over), whose bytes
-        ``digest`` has already hashed; ``writer`` and ``index`` append after them."""
+        """``reopened``: go on after the bytes an unfinished resource already holds (a resumed
+        upload, a job taken over); ``writer`` and ``index`` append after them."""
         self._resource_id = resource_id
         self._on_stored = on_stored  # hears how many bytes each append stored (storage usage)
         self._durable = durable  # fsync the bytes (and line index) before COMPLETED
         self._ending = False  # the end is being recorded: nothing more is published
         self._abandoned = False  # another process produces the resource now
-        self.status = ResourceStatus(
-            transfer_status=TransferStatus.INITIATED,
-            current_size=0,
-            number_of_lines=0 if index is not None else None,
-            revision=revision,
-            stage=stage,
-        )
+        self._released = False  # handed back unfinished (``release``): nothing more happens
+        self._written = reopened.size if reopened else 0  # bytes appended to storage
         self._writer = writer
         self._index = index
+        self.status = ResourceStatus(
+            transfer_status=TransferStatus.IN_PROGRESS if reopened else TransferStatus.INITIATED,
+            current_size=self._written,
+            number_of_lines=self._lines(ended=False),
+            revision=reopened.revision if reopened else revision,
+            stage=stage,
+        )
         self._clock = CheckpointClock(checkpoint_interval)
         self._publish = publish
         self._record_end = record_end
         self._algorithm = checksum_algorithm
-        self._digest = digest or new_digest(checksum_algorithm)
+        self._digest = reopened.digest if reopened else new_digest(checksum_algorithm)
         self._hash_with_store = cheaper_than_a_thread_hop(checksum_algorithm)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
-        self._written = 0  # bytes appended to storage: the most a checkpoint may publish
         self._stage = stage
         self._percent: float | None = None
-        if resumed is not None:
-            self.status = resumed
-            self._written = resumed.current_size
-            self._stage, self._percent = resumed.stage, resumed.percent
         self._write_error: OSError | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -168,6 +164,8 @@ class LiveWriter:
         if self._abandoned:
             raise ServerError("Another worker produces this resource now")
         self.check_stopped()
+        if self._released:
+            raise ServerError("The resource's writer was released; reopen it to append")
         if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self.check_storage()
@@ -180,7 +178,7 @@ class LiveWriter:
             raise storage_error(self._write_error)
 
     def progress(self, stage: str | None, percent: float | None = None) -> None:
-        if self.ended or self._ending or self._abandoned:
+        if self.ended or self._ending or self._abandoned or self._released:
             return
         if percent is not None:
             percent = min(100.0, max(0.0, round(percent, 1)))
@@ -293,6 +291,18 @@ class LiveWriter:
     def abandoned(self) -> bool:
         return self._abandoned
 
+    async def release(self) -> ResourceStatus:
+        """Stop writing but leave the resource unfinished, everything appended so far stored
+        and published (a resumable upload whose producer goes away; ``ResourceManager.reopen``
+        takes it up again)."""
+        if not self.ended and not self._released:
+            self._released = True
+            await self._stop_writer()
+            self._cancel_timer()
+            if self._written != self.status.current_size:
+                self._set(TransferStatus.IN_PROGRESS, None)
+        return self.status
+
     async def discard(self) -> None:
         """Stop the writer and close the files without any status: for a resource whose
         creation was refused, which nobody can watch."""
@@ -328,8 +338,8 @@ class LiveWriter:
                 self._queue.task_done()
 
     async def _store(self, data: bytes) -> None:
-        if self._write_error is not None:
-            return  # the resource is ending; nothing more can be stored
+        if self._write_error is not None or self._abandoned:
+            return  # the resource is ending, or another process writes it now
         try:
             if self._hash_with_store:
                 # A CRC costs less than a second thread hop: one thread does both.
@@ -376,7 +386,8 @@ class LiveWriter:
 
     def _checkpoint(self, force: bool = False) -> None:
         self._cancel_timer()
-        if self.ended or self._ending or self._abandoned or not (self._clock.dirty or force):
+        stopped = self._abandoned or self._released
+        if self.ended or self._ending or stopped or not (self._clock.dirty or force):
             return
         self._clock.on_checkpoint(self._loop.time())
         self._set(TransferStatus.IN_PROGRESS, None)

@@ -42,6 +42,7 @@ from livefile.impl_server.repack_job import RepackHandler
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_server.sweeper import Sweeper
 from livefile.impl_server.transfer_job import TransferHandler
+from livefile.impl_server.tus import TusUploads
 from livefile.impl_websocket.access import (
     DOCS_ASSETS_PATH,
     AccessControlMiddleware,
@@ -70,6 +71,7 @@ from livefile.impl_websocket.tracing import (
     tracer_provider_from_environment,
 )
 from livefile.impl_websocket.transfers_api import router as transfers_router
+from livefile.impl_websocket.tus_api import tus_router
 from livefile.impl_websocket.upload_endpoint import UploadSession
 from livefile.impl_websocket.viewer import router as viewer_router
 
@@ -146,6 +148,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None,
             concurrency=settings.job_concurrency,
         )
+        app.state.tus = tus = TusUploads(
+            manager, settings.tus_expiry, data_dir / "tus-staging", shared=bool(settings.redis_url)
+        )
         recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
@@ -182,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await connections.close_all()
             # Jobs of this process alone end FAILED (interrupted); shared ones are handed over.
             await derivations.close()
+            await tus.close()  # unfinished tus uploads stay resumable, not FAILED
             await manager.shutdown()
             if leases is not None:
                 await leases.close()
@@ -229,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install(tracer_provider)
         app.add_middleware(TracingMiddleware, provider=tracer_provider, route_of=route_template)
     app.include_router(router)
+    app.include_router(tus_router(settings.tus_path))
 
     @app.exception_handler(AccessDeniedError)
     async def access_denied(request: Request, exc: AccessDeniedError) -> JSONResponse:

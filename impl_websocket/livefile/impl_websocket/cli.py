@@ -191,6 +191,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="comma-separated origins whose pages may read the HTTP API, e.g."
         " https://ci.example.com,http://localhost:3000, or * (LIVEFILE_CORS_ORIGINS, none)",
     )
+    # tus uploads (tus_api.py)
+    parser.add_argument(
+        "--tus-path", dest="tus_path", help="path of the tus endpoint (LIVEFILE_TUS_PATH, /files)"
+    )
+    parser.add_argument(
+        "--tus-expiry",
+        dest="tus_expiry",
+        type=duration,
+        help="how long an unfinished tus upload stays resumable after its last PATCH, e.g. 1d;"
+        " then it ends FAILED (expired) (LIVEFILE_TUS_EXPIRY, 1d)",
+    )
     flags = {
         action.dest: action.option_strings[-1]
         for action in parser._actions

@@ -239,6 +239,19 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str]:
         return parse_origins(self.cors_origins)
 
+    # tus uploads (tus_api.py)
+    tus_path: str = Field(
+        default="/files",
+        pattern=r"^/[A-Za-z0-9._~/-]*$",
+        description="path of the tus endpoint (creation POSTs go to <path>/)",
+    )
+    tus_expiry: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="seconds an unfinished tus upload stays resumable after its last PATCH;"
+        " then it ends FAILED (expired)",
+    )
+
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""
         return TokenAuthority.from_settings(

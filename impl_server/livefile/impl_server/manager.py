@@ -256,8 +256,9 @@ class ResourceManager:
         path = self.storage.path(resource_id)
         prefix = await asyncio.to_thread(stored_prefix, path, checksum_algorithm, recorded.status)
         # A shared catalog holds the newest status published (a job's stage and percent move
-        # the revision without the size): go on beyond it too.
-        newest = max(entry.status.revision or 0, prefix.revision - 1)
+        # the revision without the size): go on beyond it too, in its stage.
+        known = max(entry.status, recorded.status, key=lambda status: status.revision or 0)
+        newest = max(known.revision or 0, prefix.revision - 1)
         prefix = dataclasses.replace(prefix, revision=newest + 1)
         storage_writer = index = None
         try:
@@ -275,7 +276,7 @@ class ResourceManager:
             index,
             checksum_algorithm,
             reopened=prefix,
-            stage=entry.status.stage,
+            stage=known.stage,
         )
         self._active[resource_id] = writer
         self._created_at[resource_id] = entry.created_at

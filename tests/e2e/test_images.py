@@ -22,7 +22,6 @@ from typing import Any
 
 import blurhash  # type: ignore[import-untyped]
 import jwt
-import numpy
 from PIL import Image, ImageCms, ImageOps
 
 from livefile.api.messages import DerivedReference
@@ -107,6 +106,13 @@ def truncated_jpeg() -> bytes:
     return whole[: len(whole) * 6 // 10]
 
 
+def rows_of(image: Image.Image) -> list[list[Any]]:
+    """The pixels as blurhash's encoder takes them: rows of RGB triples."""
+    width, height = image.size
+    pixels = image.get_flattened_data()
+    return [list(pixels[row * width : (row + 1) * width]) for row in range(height)]
+
+
 def library_blurhash(source: bytes) -> str:
     """blurhash's own hash of the thumbnail the docs describe: decoded at reduced scale
     (draft), EXIF orientation applied, transparency over white, at most 64x64 (LANCZOS), 4x3
@@ -117,7 +123,7 @@ def library_blurhash(source: bytes) -> str:
     white = Image.new("RGBA", shown.size, (255, 255, 255, 255))
     shown = Image.alpha_composite(white, shown).convert("RGB")
     shown.thumbnail((64, 64), Image.Resampling.LANCZOS)
-    return str(blurhash.encode(numpy.array(shown), components_x=4, components_y=3))
+    return str(blurhash.encode(rows_of(shown), components_x=4, components_y=3))
 
 
 # --- helpers -------------------------------------------------------------------------------

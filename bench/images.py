@@ -62,7 +62,6 @@ def make_photos(folder: Path) -> list[Path]:
 def plain_conversion(path: Path, out: Path) -> str:
     """The same conversion as livefile's, written directly against Pillow and blurhash."""
     import blurhash  # type: ignore[import-untyped]
-    import numpy
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
@@ -73,7 +72,10 @@ def plain_conversion(path: Path, out: Path) -> str:
         image.draft("RGB", (64, 64))
         thumb = ImageOps.exif_transpose(image).convert("RGB")
     thumb.thumbnail((64, 64), Image.Resampling.LANCZOS)
-    return str(blurhash.encode(numpy.array(thumb), components_x=4, components_y=3))
+    width, height = thumb.size
+    pixels = thumb.get_flattened_data()
+    rows = [list(pixels[row * width : (row + 1) * width]) for row in range(height)]
+    return str(blurhash.encode(rows, components_x=4, components_y=3))
 
 
 def run_plain_script(files: list[Path], out: Path, workers: int) -> float:

@@ -45,6 +45,7 @@ def test_formats_pillow_reads_outside_the_allow_list_are_unsupported(
     assert refused.value.code == "unsupported_format"
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, expected
 def test_images_pillow_would_only_warn_about_are_refused_whatever_the_limit_here(
     tmp_path: Path,
 ) -> None:

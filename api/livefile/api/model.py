@@ -109,7 +109,14 @@ class ResourceStatus(WireModel):
 
     @model_serializer(mode="wrap")
     def _without_empty_extras(self, handler: SerializerFunctionWrapHandler) -> Any:
-        return _without_none(handler(self), (*_OPTIONAL_STATUS_FIELDS, "revision"))
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in _OPTIONAL_STATUS_FIELDS:
+                if data.get(name) is None:
+                    data.pop(name, None)
+            if data.get("revision") is None:
+                data.pop("revision", None)
+        return data
 
     @property
     def is_terminal(self) -> bool:
@@ -144,15 +151,6 @@ class ResourceStatus(WireModel):
         return self.model_copy(update={"revision": None}) == other.model_copy(
             update={"revision": None}
         )
-
-
-def _without_none(data: Any, names: tuple[str, ...]) -> Any:
-    """A model's serialized ``data`` without the fields ``names`` that are None."""
-    if isinstance(data, dict):
-        for name in names:
-            if data.get(name) is None:
-                data.pop(name, None)
-    return data
 
 
 def _rank(status: TransferStatus) -> int:
@@ -191,6 +189,10 @@ Filename = Annotated[str, AfterValidator(_check_filename)]
 MimeType = Annotated[str, AfterValidator(_check_mime_type)]
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 # The metadata fields the server fills in itself, once a producer knows its resource's content
 # (an image's size and BlurHash); what an uploader sends in them is dropped.
 DESCRIBED_FIELDS = ("width", "height", "blurhash")
@@ -206,13 +208,9 @@ class ResourceMetadata(WireModel):
     filename: Filename
     mime_type: MimeType
     supports_line_access: StrictBool = False  # "yes" or 1 is refused, not guessed
-    width: int | None = Field(default=None, ge=1)
-    height: int | None = Field(default=None, ge=1)
-    blurhash: str | None = Field(default=None, min_length=6, max_length=200)
-
-    @model_serializer(mode="wrap")
-    def _without_unset_description(self, handler: SerializerFunctionWrapHandler) -> Any:
-        return _without_none(handler(self), DESCRIBED_FIELDS)
+    width: int | None = Field(default=None, ge=1, exclude_if=_unset)
+    height: int | None = Field(default=None, ge=1, exclude_if=_unset)
+    blurhash: str | None = Field(default=None, min_length=6, max_length=200, exclude_if=_unset)
 
     def description(self) -> dict[str, Any]:
         """The server-described fields that are set (JSON values, by their names)."""

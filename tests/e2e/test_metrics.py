@@ -120,7 +120,14 @@ def test_with_several_workers_each_scrape_is_the_figures_of_the_one_worker_that_
     reaches whichever worker accepts its connection, and its figures are that process's alone
     (nothing is summed across workers)."""
     server = start_server("--workers", "2", "--redis-url", redis_server.url)
-    scrapes = [scrape(server.http_url) for _ in range(40)]  # each on a new connection
+    # Each scrape on a new connection. The second worker may still be starting when the
+    # server answers its first request: scrape until both have answered (bounded), then more.
+    scrapes = [scrape(server.http_url)]
+    deadline = time.monotonic() + 60
+    while len({s["process_start_time_seconds"] for s in scrapes}) < 2:
+        assert time.monotonic() < deadline, "the second worker never answered a scrape"
+        scrapes.append(scrape(server.http_url))
+    scrapes += [scrape(server.http_url) for _ in range(20)]
     scraped = 'livefile_http_responses_total{method="GET",route="/metrics",status="200"}'
     by_worker: dict[float, list[float]] = {}
     for metrics in scrapes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -58,14 +57,6 @@ class Journal:
             publish(resource_id, status)
 
         manager.bus.publish = recording  # type: ignore[method-assign]
-
-
-@pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[ResourceManager]:
-    manager = make_manager(tmp_path)
-    yield manager
-    await manager.shutdown()
-    await manager.catalog.close()
 
 
 async def test_bytes_index_and_record_are_on_stable_storage_before_completed_is_told(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,14 +32,6 @@ def make_manager(data: Path, quotas: Quotas | None = None) -> ResourceManager:
         quotas=quotas or Quotas(),
         checkpoint_interval=0.05,
     )
-
-
-@pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[ResourceManager]:
-    manager = make_manager(tmp_path)
-    yield manager
-    await manager.shutdown()
-    await manager.catalog.close()
 
 
 class RecordingListener:

@@ -46,6 +46,9 @@ class Storage(Protocol):
     def create(self, resource_id: str) -> StorageWriter:
         """Create the empty resource and return its writer."""
 
+    def reopen(self, resource_id: str, size: int) -> StorageWriter:
+        """Append to an existing resource from ``size`` on (what lies beyond is cut off)."""
+
     def size(self, resource_id: str) -> int:
         """Bytes stored (0 when nothing is stored)."""
 
@@ -90,7 +93,14 @@ class Catalog(Protocol):
         status: ResourceStatus,
         kind: ResourceKind = ResourceKind.UPLOAD,
         sources: tuple[str, ...] = (),
-    ) -> None: ...
+        owned: bool = True,
+    ) -> None:
+        """``owned``: this process produces it; else it is a job queued for whichever worker
+        claims it (``adopt``)."""
+
+    async def adopt(self, resource_id: str) -> bool:
+        """Make this process the producer of unfinished ``resource_id``: False when it has
+        ended, is missing, or another live process produces it."""
 
     async def get(self, resource_id: str) -> CatalogEntry | None: ...
 

@@ -208,6 +208,9 @@ class ResourceKind(enum.StrEnum):
 
     UPLOAD = "upload"
     REPACK = "repack"  # an archive repacked into a normalized ZIP
+    IMAGE = "image"  # an image normalized to WebP, with its BlurHash
+    BUNDLE = "bundle"  # one ZIP of many resources (and URLs)
+    TRANSFER = "transfer"  # a file the server fetched from a URL
 
 
 class DerivedResource(WireModel):

@@ -101,6 +101,7 @@ class SqliteCatalog:
         status: ResourceStatus,
         kind: ResourceKind = ResourceKind.UPLOAD,
         sources: tuple[str, ...] = (),
+        owned: bool = True,  # one process: it produces everything
     ) -> None:
         now = time.time()
         row = (
@@ -221,6 +222,10 @@ class SqliteCatalog:
             (resource_id,),
         ).fetchall()
         return [(rid, ResourceKind(kind)) for rid, kind in rows]
+
+    async def adopt(self, resource_id: str) -> bool:
+        entry = await self.get(resource_id)
+        return entry is not None and not entry.status.is_terminal
 
     async def unfinished(self) -> list[CatalogEntry]:
         rows = self._db.execute(

@@ -1,21 +1,44 @@
-"""Starting the resources the server derives from others (today: repack), on the job runner.
+"""Starting the resources the server produces itself (repack, images, bundles, transfers), as
+jobs on the job runner.
 
-Each derivation creates its resource first — so its id and reference can be handed out at once,
-and watchers can follow it from stage ``waiting`` on — and then queues its job. A full queue is
-refused before anything is created.
+Each start creates its resource first — so its id and reference can be handed out at once, and
+watchers can follow it from stage ``waiting`` on — and then queues its ``JobSpec``, which the
+handler registered for its kind runs. A full queue is refused before anything is created.
+
+Alone, a process runs its jobs itself (``JobRunner``). With workers sharing Redis, the resource
+is created without an owner and the job goes to the shared stream (``redis_jobs.py``); the
+worker that claims it adopts the resource and runs it (``run_claimed``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import re
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 from livefile.api.errors import ResourceNotFoundError
-from livefile.api.model import ResourceKind, ResourceMetadata
-from livefile.impl_server.jobs import JobRunner
+from livefile.api.interfaces import ResourceWriter
+from livefile.api.model import ResourceError, ResourceKind, ResourceMetadata
+from livefile.impl_server.job_replay import ReplayingWriter
+from livefile.impl_server.jobs import (
+    STAGE_WAITING,
+    JobHandler,
+    JobRunner,
+    JobSpec,
+    SharedJobs,
+    run_traced,
+)
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.repack_job import STAGE_WAITING, RepackJob, RepackSettings
 from livefile.impl_server.writer import LiveWriter
+
+logger = logging.getLogger(__name__)
+
+GIVEN_UP = ResourceError(
+    code="worker_lost",
+    message="every worker that took this job on was lost (it may be what kills them)",
+)
 
 ZIP_MIME_TYPE = "application/zip"
 # What a repacked archive's name loses before ".zip" is added.
@@ -32,31 +55,108 @@ def repacked_name(filename: str) -> str:
 
 
 class Derivations:
-    """Creates derived resources and runs their jobs."""
+    """Creates server-produced resources and runs their jobs."""
 
-    def __init__(self, manager: ResourceManager, runner: JobRunner, repack: RepackSettings) -> None:
+    def __init__(self, manager: ResourceManager, runner: JobRunner) -> None:
         self._manager = manager
         self._runner = runner
-        self._repack = repack
+        self._shared: SharedJobs | None = None
+        self._handlers: dict[ResourceKind, JobHandler] = {}
+        self._claimed: dict[str, LiveWriter] = {}  # shared jobs running here, by resource
 
-    async def start_repack(self, source_id: str) -> LiveWriter:
-        """The derived ZIP of ``source_id``'s archive; its job runs as soon as a slot is free.
-        Raises ``ResourceNotFoundError`` and ``JobRefusedError`` (queue full)."""
-        source = await self._manager.reader(source_id)
+    def share(self, jobs: SharedJobs) -> None:
+        """Queue every job for whichever worker claims it, instead of running it here."""
+        self._shared = jobs
+
+    def register(self, kind: ResourceKind, handler: JobHandler) -> None:
+        """``handler`` runs every job of ``kind`` (one producer module per kind)."""
+        self._handlers[kind] = handler
+
+    async def start(
+        self,
+        kind: ResourceKind,
+        metadata: ResourceMetadata,
+        *,
+        sources: tuple[str, ...] = (),
+        params: Mapping[str, Any] | None = None,
+        context_id: str | None = None,
+    ) -> str:
+        """Create the resource ``kind`` produces (stage ``waiting``) and queue its job; the new
+        resource's id. Raises ``ResourceNotFoundError`` for a missing source and
+        ``JobRefusedError`` when the queue is full — both before anything is created."""
+        handler = self._handlers[kind]
+        for source_id in sources:
+            if await self._manager.entry(source_id) is None:
+                raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
+        if self._shared is not None:
+            await self._shared.check_room()
+            resource_id = await self._manager.create_unowned(
+                metadata, kind=kind, sources=sources, stage=STAGE_WAITING
+            )
+            await self._shared.submit(JobSpec(kind, resource_id, sources, dict(params or {})))
+            return resource_id
+        self._runner.check_room()
+        writer = await self._manager.create_resource(
+            metadata, kind=kind, sources=sources, context_id=context_id, stage=STAGE_WAITING
+        )
+        spec = JobSpec(kind, writer.resource_id, sources, dict(params or {}))
+        books = self._runner.books
+        self._runner.submit(
+            f"{kind.value}-{writer.resource_id}",
+            lambda: run_traced(books, spec, writer, lambda: handler.run(spec, writer)),
+        )
+        return writer.resource_id
+
+    async def start_repack(self, source_id: str) -> str:
+        """The derived ZIP of ``source_id``'s archive (see ``repack_job.py``)."""
+        source = await self._manager.entry(source_id)
         if source is None:
             raise ResourceNotFoundError(f"Unknown resource {source_id[:64]}")
-        self._runner.check_room()  # refused before anything is created
         metadata = ResourceMetadata(
-            filename=repacked_name(source.entry.metadata.filename), mime_type=ZIP_MIME_TYPE
+            filename=repacked_name(source.metadata.filename), mime_type=ZIP_MIME_TYPE
         )
-        writer = await self._manager.create_resource(
-            metadata, kind=ResourceKind.REPACK, sources=(source_id,), stage=STAGE_WAITING
+        return await self.start(ResourceKind.REPACK, metadata, sources=(source_id,))
+
+    async def run_claimed(self, spec: JobSpec, again: bool) -> bool:
+        """Run a job this worker claimed from the shared queue (``again``: taken over from a
+        lost worker); True when it ended here, False when another worker produces it now."""
+        writer = await self._manager.adopt(spec.resource_id)
+        if writer is None:
+            return True  # ended, gone, or produced by a live worker: nothing to run here
+        self._claimed[spec.resource_id] = writer
+        logger.info(
+            "running the %s job of %s here%s",
+            spec.kind.value,
+            spec.resource_id,
+            " (taken over from a lost worker)" if again else "",
         )
-        settings = self._repack
-        quota = self._manager.quotas.max_resource_size
-        if quota is not None and quota < settings.limits.max_unpacked_bytes:
-            limits = dataclasses.replace(settings.limits, max_unpacked_bytes=quota)
-            settings = dataclasses.replace(settings, limits=limits)
-        job = RepackJob(source, writer, settings, self._manager.checkpoint_interval)
-        self._runner.submit(f"repack-{writer.resource_id}", job.run, "repack", writer)
-        return writer
+        try:
+            handler = self._handlers.get(spec.kind)
+            if handler is None:  # a worker of another version queued it
+                error = f"this worker cannot run {spec.kind.value} jobs"
+                await writer.fail(ResourceError(code="internal_error", message=error))
+                return True
+            job_writer: ResourceWriter = writer
+            if writer.status.current_size:
+                read = partial(self._manager.storage.read, spec.resource_id)
+                job_writer = ReplayingWriter(writer, read)
+            work = partial(handler.run, spec, job_writer)
+            await run_traced(self._runner.books, spec, writer, work)
+        finally:
+            self._claimed.pop(spec.resource_id, None)
+        return not writer.abandoned
+
+    async def give_up(self, spec: JobSpec) -> None:
+        """End a job that was handed out too often FAILED ``worker_lost``."""
+        writer = await self._manager.adopt(spec.resource_id)
+        if writer is not None:
+            await writer.fail(GIVEN_UP)
+
+    async def close(self) -> None:
+        """Shutdown. Shared jobs running here are handed over (another worker, or this one
+        started again, takes them over); jobs of this process alone end FAILED ``interrupted``."""
+        for resource_id in list(self._claimed):
+            await self._manager.release(resource_id)
+        if self._shared is not None:
+            await self._shared.close()
+        await self._runner.close()

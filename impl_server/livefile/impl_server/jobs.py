@@ -1,33 +1,91 @@
-"""Running the server's producer jobs (repack, later images, bundles, transfers) in this process:
-bounded concurrency, a bounded queue with a clear refusal when it is full, and a wall-clock
-limit per job, so that one hostile input cannot starve the others or the event loop (the
-blocking work of a job runs in worker threads; see ``repack_job.py``).
+"""Running the server's producer jobs (repack, images, bundles, transfers): bounded
+concurrency, a bounded queue with a clear refusal when it is full, and a wall-clock limit per
+job, so that one hostile input cannot starve the others or the event loop (the blocking work of
+a job runs in worker threads; see ``repack_job.py``).
 
-A job is a coroutine function that owns its writer and ends it itself: COMPLETED, or FAILED
-with an ``error`` code (its own wall-clock limit included: only the job knows how to stop its
-worker thread). The runner bounds how many run and wait, and cancels them
-at shutdown.
+A job is described by a ``JobSpec`` — plain data any worker can run — and run by the
+``JobHandler`` registered for its kind. The handler owns the writer it is given and ends it
+itself: COMPLETED, or FAILED with an ``error`` code (its own wall-clock limit included: only
+the job knows how to stop its worker thread). The runner bounds how many run and wait, and
+cancels them at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
 from livefile.api.errors import JobRefusedError
+from livefile.api.interfaces import ResourceWriter
+from livefile.api.model import ResourceKind
 from livefile.impl_server.job_books import JobBooks
-from livefile.impl_server.writer import LiveWriter
 
 logger = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 _TRACER = trace.get_tracer("livefile.impl_server")
+# The stage of a job's resource until its job can start producing (waiting for a slot, or for
+# its sources); each handler names its own working stages.
+STAGE_WAITING = "waiting"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job as plain data: what it produces, from what, with which parameters. It holds
+    nothing of the process that made it, so that any worker can run it (JSON on the wire)."""
+
+    kind: ResourceKind
+    resource_id: str  # the resource the job writes (created before the job is queued)
+    sources: tuple[str, ...] = ()  # the resources it reads
+    params: Mapping[str, Any] = field(default_factory=dict)  # JSON values only
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind.value,
+                "resourceId": self.resource_id,
+                "sources": list(self.sources),
+                "params": dict(self.params),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> JobSpec:
+        data = json.loads(text)
+        return cls(
+            kind=ResourceKind(data["kind"]),
+            resource_id=str(data["resourceId"]),
+            sources=tuple(str(source) for source in data.get("sources", ())),
+            params=dict(data.get("params", {})),
+        )
+
+
+class SharedJobs(Protocol):
+    """Jobs shared by every worker (``redis_jobs.RedisJobQueue``): whichever claims one runs it."""
+
+    async def check_room(self) -> None:
+        """Raise ``JobRefusedError`` when no more jobs may wait."""
+
+    async def submit(self, spec: JobSpec) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class JobHandler(Protocol):
+    """Runs the jobs of one kind (one producer module each: ``repack_job.py``, …)."""
+
+    async def run(self, spec: JobSpec, writer: ResourceWriter) -> None:
+        """Produce ``spec.resource_id`` through ``writer`` and end it: COMPLETED, or FAILED
+        with an ``error`` code. Cancellation (shutdown) ends it FAILED ``interrupted``."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +101,7 @@ class JobRunner:
         self.limits = limits
         self._slots = asyncio.Semaphore(limits.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.books = JobBooks()
+        self.books = JobBooks()  # every job's end, on whichever worker ran it (``run_traced``)
 
     def check_room(self) -> None:
         """Raise ``JobRefusedError`` unless a job submitted now would run or wait: every slot
@@ -54,40 +112,21 @@ class JobRunner:
                 " jobs wait: try again later"
             )
 
-    def submit(
-        self, name: str, job: Job, kind: str = "job", writer: LiveWriter | None = None
-    ) -> None:
-        """Run ``job`` when a slot is free; raises ``JobRefusedError`` when full. ``kind``
-        (repack, ...) and the final status of ``writer`` (the resource the job produces) name
-        it in traces and ``books``."""
+    def submit(self, name: str, job: Job) -> None:
+        """Run ``job`` when a slot is free; raises ``JobRefusedError`` when full."""
         self.check_room()
-        task = asyncio.create_task(self._run(name, job, kind, writer), name=f"job-{name}")
+        task = asyncio.create_task(self._run(name, job), name=f"job-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, name: str, job: Job, kind: str, writer: LiveWriter | None) -> None:
-        result = "error"
-        started: float | None = None  # when it got a slot: its duration leaves the queue out
-        # A span per job (its stage changes are events: ``LiveWriter.progress``); a no-op
-        # unless the server installed a tracer provider.
-        with _TRACER.start_as_current_span(f"livefile.job.{kind}") as span:
-            if writer is not None:
-                span.set_attribute("livefile.resource_id", writer.resource_id)
-            try:
-                async with self._slots:
-                    started = time.monotonic()
-                    span.add_event("livefile.job.running")
-                    await job()
-                result = writer.status.transfer_status.value.lower() if writer else "done"
-            except asyncio.CancelledError:
-                result = "cancelled"
-                raise
-            except Exception:
-                logger.exception("job %s failed", name)
-            finally:
-                span.set_attribute("livefile.job.result", result)
-                seconds = 0.0 if started is None else time.monotonic() - started
-                self.books.record(kind, result, seconds)
+    async def _run(self, name: str, job: Job) -> None:
+        try:
+            async with self._slots:
+                await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("job %s failed", name)
 
     async def close(self) -> None:
         """Cancel every job (shutdown): each ends its resource FAILED as it unwinds."""
@@ -96,3 +135,23 @@ class JobRunner:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+async def run_traced(
+    books: JobBooks, spec: JobSpec, writer: ResourceWriter, work: Callable[[], Awaitable[None]]
+) -> None:
+    """Run one job's ``work`` (once it has a slot, on whichever worker runs it) in a span of its
+    own — its stage changes are events (``LiveWriter.progress``); a no-op unless the server
+    installed a tracer provider — and record its result and duration in ``books``."""
+    result, started = "error", time.monotonic()
+    with _TRACER.start_as_current_span(f"livefile.job.{spec.kind.value}") as span:
+        span.set_attribute("livefile.resource_id", spec.resource_id)
+        try:
+            await work()
+            result = writer.status.transfer_status.value.lower()
+        except asyncio.CancelledError:
+            result = "cancelled"
+            raise
+        finally:
+            span.set_attribute("livefile.job.result", result)
+            books.record(spec.kind.value, result, time.monotonic() - started)

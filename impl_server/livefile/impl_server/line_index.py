@@ -33,7 +33,7 @@ class LineIndexWriter:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.count = os.fstat(self._fd).st_size // ENTRY_SIZE
-        self.last_end = 0
+        self.last_end = read_ends(path, self.count - 1, 1)[0] if self.count else 0
 
     def append(self, ends: list[int]) -> None:
         if not ends:
@@ -69,6 +69,20 @@ def read_ends(path: Path, first: int, count: int) -> list[int]:
     finally:
         os.close(fd)
     return decode(raw[: len(raw) - len(raw) % ENTRY_SIZE])
+
+
+def truncate_index(path: Path, size: int) -> None:
+    """Drop the entries of lines ending beyond ``size``: an index reopened for appending at
+    ``size`` (a producer taken over) keeps only what its published bytes hold."""
+    kept, beyond = 0, entry_count(path)  # entries ascend: find the first end beyond ``size``
+    while kept < beyond:
+        middle = (kept + beyond) // 2
+        if read_ends(path, middle, 1)[0] <= size:
+            kept = middle + 1
+        else:
+            beyond = middle
+    if path.exists():
+        os.truncate(path, kept * ENTRY_SIZE)
 
 
 def entry_count(path: Path) -> int:

@@ -22,9 +22,17 @@ import contextlib
 import dataclasses
 import logging
 import time
+from typing import Any
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
-from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
+from livefile.api.interfaces import (
+    Catalog,
+    CatalogEntry,
+    StatusBus,
+    StatusSubscription,
+    Storage,
+    StorageWriter,
+)
 from livefile.api.model import (
     ChecksumAlgorithm,
     DerivedResource,
@@ -37,10 +45,11 @@ from livefile.api.model import (
     is_valid_id,
     new_resource_id,
 )
-from livefile.impl_common.checksums import parse_stored
+from livefile.impl_common.checksums import Digest, new_digest, parse_stored
+from livefile.impl_common.lines import line_count
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
-from livefile.impl_server.line_index import LineIndexWriter, final_line_count
+from livefile.impl_server.line_index import LineIndexWriter, final_line_count, truncate_index
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.resource_record import entry_of, record_of
@@ -50,6 +59,7 @@ from livefile.impl_server.writer import EndNotRecorded, LiveWriter
 
 logger = logging.getLogger(__name__)
 FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
+DIGEST_READ_SIZE = 4 * 1024 * 1024  # bytes read at a time to checksum a reopened resource
 # Why a resource left unfinished by a process that ended is FAILED.
 INTERRUPTED = ResourceError(
     code="interrupted", message="the server process producing it ended before it was finished"
@@ -111,6 +121,9 @@ class ResourceManager:
         # Entries of finished resources, most recently used last.
         self._finished: LruCache[str, CatalogEntry] = LruCache(FINISHED_ENTRIES_CACHED)
         self._recorder: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        # The last status of resources this process stopped producing (``release``).
+        self._released: LruCache[str, ResourceStatus] = LruCache(FINISHED_ENTRIES_CACHED)
 
     async def recover(self) -> int:
         """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
@@ -193,6 +206,137 @@ class ResourceManager:
     ) -> LiveWriter:
         """Create a resource and return its writer; INITIATED (with ``stage``) is published at
         once. Every producer starts here."""
+        return await self._create(
+            metadata, kind, sources, context_id, checksum_algorithm, stage, owned=True
+        )
+
+    async def create_unowned(
+        self,
+        metadata: ResourceMetadata,
+        *,
+        kind: ResourceKind,
+        sources: tuple[str, ...] = (),
+        stage: str | None = None,
+    ) -> str:
+        """Create a resource that this process does not produce: a job queued for whichever
+        worker claims it (``adopt``). Its empty file and INITIATED status exist at once."""
+        writer = await self._create(
+            metadata, kind, sources, None, ChecksumAlgorithm.CRC32C, stage, owned=False
+        )
+        return writer.resource_id
+
+    async def adopt(self, resource_id: str) -> LiveWriter | None:
+        """Produce unfinished ``resource_id`` here from now on (a claimed job, or one whose
+        worker died), going on after its published status; None when it has ended, is missing,
+        or another live process produces it."""
+        if resource_id in self._active or not await self.catalog.adopt(resource_id):
+            return None
+        # Should reopening fail, the lease is not renewed: another worker takes the job over.
+        return await self.reopen(resource_id)
+
+    async def reopen(
+        self,
+        resource_id: str,
+        *,
+        size: int | None = None,
+        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
+    ) -> LiveWriter | None:
+        """A writer appending to unfinished ``resource_id`` after its first ``size`` bytes —
+        by default every byte stored, a previous producer's past its last checkpoint included;
+        bytes and line-index entries beyond are cut off. The checksum covers the bytes kept,
+        the revision goes on from the newest known. None when it has ended or is missing. The
+        caller owns it (see ``adopt``): its previous producer must be gone."""
+        entry = await self.catalog.get(resource_id)
+        if entry is None or entry.status.is_terminal:
+            return None
+        algorithm = checksum_algorithm
+        try:
+            if size is None:
+                size = await asyncio.to_thread(self.storage.size, resource_id)
+            digest = await asyncio.to_thread(self._digest_of, resource_id, size, algorithm)
+            storage_writer = await asyncio.to_thread(self.storage.reopen, resource_id, size)
+            index, lines = None, None
+            if entry.metadata.supports_line_access:
+                index_path = self.storage.index_path(resource_id)
+                await asyncio.to_thread(truncate_index, index_path, size)
+                index = await asyncio.to_thread(LineIndexWriter, index_path)
+                lines = line_count(index.count, index.last_end, size, ended=False)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        known = [entry.status, self.bus.latest(resource_id), self._released.get(resource_id)]
+        newest = max((s for s in known if s is not None), key=lambda s: s.revision or 0)
+        status = newest.model_copy(
+            update={
+                "transfer_status": TransferStatus.IN_PROGRESS,
+                "current_size": size,
+                "number_of_lines": lines,
+                "error": None,
+            }
+        )
+        writer = self._writer(
+            resource_id, storage_writer, index, algorithm, resumed=status, digest=digest
+        )
+        self._active[resource_id] = writer
+        if entry.upload_context_id is not None:
+            self._context_of[resource_id] = entry.upload_context_id
+        return writer
+
+    def _writer(
+        self,
+        resource_id: str,
+        storage_writer: StorageWriter,
+        index: LineIndexWriter | None,
+        algorithm: ChecksumAlgorithm,
+        **options: Any,
+    ) -> LiveWriter:
+        """The writer of ``resource_id``, publishing through this manager."""
+        return LiveWriter(
+            resource_id,
+            storage_writer,
+            index,
+            self.checkpoint_interval,
+            lambda status: self._publish(resource_id, status),
+            lambda status, checksum: self._persist_end(resource_id, status, checksum),
+            algorithm,
+            durable=self.durable,
+            **options,
+        )
+
+    def _digest_of(self, resource_id: str, size: int, algorithm: ChecksumAlgorithm) -> Digest:
+        """The running checksum of the first ``size`` bytes (blocking)."""
+        digest = new_digest(algorithm)
+        for start in range(0, size, DIGEST_READ_SIZE):
+            digest.update(
+                self.storage.read(resource_id, start, min(size, start + DIGEST_READ_SIZE))
+            )
+        return digest
+
+    async def release(self, resource_id: str) -> None:
+        """Stop producing ``resource_id`` here, silently, its lease no longer renewed: another
+        process produces it (or will, once the lease has run out)."""
+        writer = self._active.pop(resource_id, None)
+        if writer is not None:
+            await writer.abandon()
+            # Where the catalog keeps no live status (SQLite), a reopen here goes on from it.
+            self._released.put(resource_id, writer.status)
+
+    def taken_over(self, resource_id: str) -> None:
+        """Another process produces ``resource_id`` now: this one stops at once."""
+        task = asyncio.get_running_loop().create_task(self.release(resource_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _create(
+        self,
+        metadata: ResourceMetadata,
+        kind: ResourceKind,
+        sources: tuple[str, ...],
+        context_id: str | None,
+        checksum_algorithm: ChecksumAlgorithm,
+        stage: str | None,
+        *,
+        owned: bool,
+    ) -> LiveWriter:
         resource_id = new_resource_id()
         await self._check_catalog()
         storage_writer = None
@@ -206,17 +350,7 @@ class ResourceManager:
             if storage_writer is not None:
                 storage_writer.close()
             raise storage_error(exc) from exc
-        writer = LiveWriter(
-            resource_id,
-            storage_writer,
-            index,
-            self.checkpoint_interval,
-            lambda status: self._publish(resource_id, status),
-            lambda status, checksum: self._persist_end(resource_id, status, checksum),
-            checksum_algorithm,
-            stage=stage,
-            durable=self.durable,
-        )
+        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
         initial = writer.status
         now = time.time()
         entry = CatalogEntry(
@@ -229,10 +363,16 @@ class ResourceManager:
                 await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
             except OSError as exc:  # a full disk
                 raise storage_error(exc) from exc
-            await self.catalog.create(resource_id, metadata, context_id, initial, kind, sources)
+            await self.catalog.create(
+                resource_id, metadata, context_id, initial, kind, sources, owned=owned
+            )
         except BaseException:
             await writer.discard()  # the resource does not exist: no status to publish
             raise
+        if not owned:
+            await writer.discard()  # its producer will be whoever adopts it
+            self._publish(resource_id, initial)
+            return writer
         self._active[resource_id] = writer
         if context_id is not None:
             self._context_of[resource_id] = context_id

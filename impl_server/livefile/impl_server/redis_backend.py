@@ -5,7 +5,9 @@ Keys (``P`` is the configurable prefix, ``livefile`` by default):
 
 - ``P:resource:{id}`` hash: metadata, status (``status``: its JSON, every field; beside it
   ``transferStatus``, ``revision`` and ``currentSize`` for the guard and for people), context,
-  checksum, kind, sources, times. The catalog entry; it never expires.
+  checksum, kind, sources, times, ``owner`` (the producing process; empty for a shared job not
+  claimed yet), ``job`` (1: a shared job's, see ``redis_jobs.py``). The catalog entry; it never
+  expires.
 - ``P:derived:{id}`` sorted set: the resources made from this one, by creation time.
 - ``P:status:{id}`` pub/sub channel: every status, as the JSON of ``ResourceStatus``.
 - ``P:active`` set: resources still INITIATED or IN_PROGRESS.
@@ -50,12 +52,15 @@ logger = logging.getLogger(__name__)
 
 # KEYS: resource hash, status channel, active set, lease.
 # ARGV: transferStatus, currentSize, revision ("" = none), updatedAt, status JSON, id,
-#       checksum ("" = none).
+#       checksum ("" = none), the writer's process id.
 # A terminal status is final; a status whose revision is not newer than the stored one is
-# neither stored nor published (statuses never go backwards, whoever writes them).
+# neither stored nor published (statuses never go backwards, whoever writes them); a process
+# that no longer owns the resource (its job was taken over) is refused.
 _SET_STATUS = """
 local current = redis.call('HGET', KEYS[1], 'transferStatus')
 if not current then return -1 end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= '' and owner ~= ARGV[8] then return 0 end
 local terminal = ARGV[1] == 'COMPLETED' or ARGV[1] == 'FAILED'
 if current == 'COMPLETED' or current == 'FAILED' then
     if current == ARGV[1] and ARGV[7] ~= '' then
@@ -113,11 +118,29 @@ return {1, ARGV[5]}
 
 # KEYS: resource hash, lease. ARGV: process id, lease in ms.
 # Renews the lease of a resource still unfinished; 0 when it has ended (nothing to renew), -1
-# when the entry is missing (Redis lost it: the owner restores it).
+# when the entry is missing (Redis lost it: the owner restores it), -2 when another process
+# owns it now (its job was taken over: this process must stop producing it).
 _RENEW = """
 local current = redis.call('HGET', KEYS[1], 'transferStatus')
 if not current then return -1 end
 if current == 'COMPLETED' or current == 'FAILED' then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= '' and owner ~= ARGV[1] then return -2 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: resource hash, lease. ARGV: process id, lease in ms.
+# Makes this process the producer of an unfinished resource (a queued job it claimed, or one
+# whose worker died): 1 when it is now, 0 when the resource has ended, -1 when the entry is
+# missing, 2 while another process holds the lease (alive: it keeps producing).
+_ADOPT = """
+local current = redis.call('HGET', KEYS[1], 'transferStatus')
+if not current then return -1 end
+if current == 'COMPLETED' or current == 'FAILED' then return 0 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 2 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
@@ -186,6 +209,7 @@ class RedisStore:
         self._set_status = self.client.register_script(_SET_STATUS)
         self._end = self.client.register_script(_END)
         self.renew = self.client.register_script(_RENEW)
+        self.adopt = self.client.register_script(_ADOPT)
         self.restore = self.client.register_script(_RESTORE)
 
     async def ping(self) -> None:
@@ -208,7 +232,7 @@ class RedisStore:
             args=[status.transfer_status.value, status.current_size,
                   "" if status.revision is None else status.revision,
                   time.time(), status.model_dump_json(by_alias=True), resource_id,
-                  checksum or ""],
+                  checksum or "", self.node_id],
         )  # fmt: skip
         return bool(result == 1)
 
@@ -256,6 +280,8 @@ class RedisCatalog:
         # all reached Redis; an outage forgets every suspicion (its owner could not renew).
         self._missing_since: dict[str, float] = {}
         self._last_check: float | None = None
+        # Told of a resource of this process that another process produces now.
+        self.on_taken: Callable[[str], None] | None = None
 
     async def create(
         self,
@@ -265,6 +291,7 @@ class RedisCatalog:
         status: ResourceStatus,
         kind: ResourceKind = ResourceKind.UPLOAD,
         sources: tuple[str, ...] = (),
+        owned: bool = True,
     ) -> None:
         keys, now = self._store.keys, time.time()
         fields: dict[FieldT, EncodableT] = {
@@ -281,13 +308,17 @@ class RedisCatalog:
             "updatedAt": now,
             "kind": kind.value,
             "sources": " ".join(sources),
-            "owner": self._store.node_id,
+            # A job queued for any worker has no owner (nor lease) until one claims it, and is
+            # never reaped: a dead worker's job is taken over through the job stream.
+            "owner": self._store.node_id if owned else "",
+            "job": 0 if owned else 1,
         }
         async with self._store.client.pipeline(transaction=True) as pipe:
             pipe.hset(keys.resource(resource_id), mapping=fields)
             for source in sources:
                 pipe.zadd(keys.derived(source), {resource_id: now})
-            pipe.set(keys.lease(resource_id), self._store.node_id, px=self._lease_ms)
+            if owned:
+                pipe.set(keys.lease(resource_id), self._store.node_id, px=self._lease_ms)
             pipe.sadd(keys.active, resource_id)
             await pipe.execute()
 
@@ -393,6 +424,8 @@ class RedisCatalog:
         for resource_id in await self._store.members(keys.active):
             if await client.exists(keys.lease(resource_id)):
                 continue
+            if await client.hget(keys.resource(resource_id), "job") == "1":
+                continue  # the job stream takes it over (see redis_jobs.py)
             since = missing[resource_id] = self._missing_since.get(resource_id, now)
             if now - since < self._lease_seconds:
                 continue
@@ -416,9 +449,19 @@ class RedisCatalog:
     async def count_in_context(self, upload_context_id: str) -> int:
         raise NotImplementedError("contexts are counted by the context registry")
 
+    async def adopt(self, resource_id: str) -> bool:
+        """Make this process the producer of unfinished ``resource_id`` (see ``_ADOPT``)."""
+        keys = self._store.keys
+        result = await self._store.adopt(
+            keys=[keys.resource(resource_id), keys.lease(resource_id)],
+            args=[self._store.node_id, self._lease_ms],
+        )
+        return bool(result == 1)
+
     async def renew_leases(self, resource_ids: list[str]) -> list[str]:
         """Renew the leases of this process's unfinished resources; returns the ids whose
-        entry Redis no longer has (it restarted empty): the owner restores them."""
+        entry Redis no longer has (it restarted empty): the owner restores them. Resources
+        another process has taken over are handed to ``on_taken``."""
         if not resource_ids:
             return []
         keys = self._store.keys
@@ -430,7 +473,12 @@ class RedisCatalog:
                     client=pipe,
                 )
             results = await pipe.execute()
-        return [rid for rid, renewed in zip(resource_ids, results, strict=True) if renewed == -1]
+        renewed = dict(zip(resource_ids, results, strict=True))
+        for resource_id in [rid for rid, result in renewed.items() if result == -2]:
+            logger.error("resource %s was taken over by another process", resource_id)
+            if self.on_taken is not None:
+                self.on_taken(resource_id)
+        return [rid for rid, result in renewed.items() if result == -1]
 
     async def close(self) -> None:
         await self._store.close()

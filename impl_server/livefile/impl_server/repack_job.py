@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -27,7 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from livefile.api.errors import ResourceFailedError
+from livefile.api.interfaces import ResourceWriter
 from livefile.api.model import ResourceError, ResourceStatus
+from livefile.impl_server.jobs import STAGE_WAITING, JobSpec
+from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.repack import (
     SNIFF_BYTES,
@@ -37,13 +41,11 @@ from livefile.impl_server.repack import (
     repack_file,
     repack_stream,
 )
-from livefile.impl_server.writer import LiveWriter
 
 logger = logging.getLogger(__name__)
 
 FEED_BYTES = 16 * 1024 * 1024  # source bytes buffered ahead of the engine
 SINK_BYTES = 1024 * 1024  # ZIP bytes gathered before one append
-STAGE_WAITING = "waiting"
 STAGE_REPACKING = "repacking"
 
 
@@ -137,7 +139,7 @@ class ZipSink:
     """Takes the engine's output (a worker thread) and appends it to the writer in pieces."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, writer: LiveWriter, interval: float
+        self, loop: asyncio.AbstractEventLoop, writer: ResourceWriter, interval: float
     ) -> None:
         self._loop = loop
         self._writer = writer
@@ -170,7 +172,7 @@ class RepackJob:
     def __init__(
         self,
         source: Reader,
-        writer: LiveWriter,
+        writer: ResourceWriter,
         settings: RepackSettings,
         checkpoint_interval: float,
     ) -> None:
@@ -271,3 +273,23 @@ class RepackJob:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._sink.flush)  # the valid ZIP of what was finished
         await self._writer.fail(ResourceError(code=code, message=message[:1000]))
+
+
+class RepackHandler:
+    """The ``JobHandler`` of ``ResourceKind.REPACK``: ``spec.sources[0]`` is the archive."""
+
+    def __init__(self, manager: ResourceManager, settings: RepackSettings) -> None:
+        self._manager = manager
+        quota = manager.quotas.max_resource_size
+        if quota is not None and quota < settings.limits.max_unpacked_bytes:
+            limits = dataclasses.replace(settings.limits, max_unpacked_bytes=quota)
+            settings = dataclasses.replace(settings, limits=limits)
+        self._settings = settings
+
+    async def run(self, spec: JobSpec, writer: ResourceWriter) -> None:
+        source = await self._manager.reader(spec.sources[0])
+        if source is None:  # deleted between the request and the job
+            error = ResourceError(code="source_missing", message="the source no longer exists")
+            await writer.fail(error)
+            return
+        await RepackJob(source, writer, self._settings, self._manager.checkpoint_interval).run()

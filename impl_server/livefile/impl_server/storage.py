@@ -73,6 +73,13 @@ class FilesystemStorage:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
+    def reopen(self, resource_id: str, size: int) -> FileWriter:
+        """Append to an existing resource from ``size`` on: bytes beyond it (never published,
+        written by a producer that is gone) are cut off first."""
+        path = self.path(resource_id)
+        os.truncate(path, size)
+        return FileWriter(path)
+
     def path(self, resource_id: str) -> Path:
         if not is_valid_id(resource_id):
             raise ValueError(f"invalid resource id {resource_id[:40]!r}")

@@ -30,7 +30,12 @@ from livefile.api.model import (
     TransferStatus,
 )
 from livefile.impl_common.checkpoint import CheckpointClock
-from livefile.impl_common.checksums import cheaper_than_a_thread_hop, new_digest, stored_form
+from livefile.impl_common.checksums import (
+    Digest,
+    cheaper_than_a_thread_hop,
+    new_digest,
+    stored_form,
+)
 from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_server.line_index import LineIndexWriter
 from livefile.impl_server.storage import storage_error
@@ -71,10 +76,15 @@ class LiveWriter:
         revision: int = 0,
         stage: str | None = None,
         durable: bool = False,
+        resumed: ResourceStatus | None = None,
+        digest: Digest | None = None,
     ) -> None:
+        """``resumed``: go on after this published status (a producer taken over), whose bytes
+        ``digest`` has already hashed; ``writer`` and ``index`` append after them."""
         self._resource_id = resource_id
         self._durable = durable  # fsync the bytes (and line index) before COMPLETED
         self._ending = False  # the end is being recorded: nothing more is published
+        self._abandoned = False  # another process produces the resource now
         self.status = ResourceStatus(
             transfer_status=TransferStatus.INITIATED,
             current_size=0,
@@ -88,12 +98,16 @@ class LiveWriter:
         self._publish = publish
         self._record_end = record_end
         self._algorithm = checksum_algorithm
-        self._digest = new_digest(checksum_algorithm)
+        self._digest = digest or new_digest(checksum_algorithm)
         self._hash_with_store = cheaper_than_a_thread_hop(checksum_algorithm)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
         self._written = 0  # bytes appended to storage: the most a checkpoint may publish
         self._stage = stage
         self._percent: float | None = None
+        if resumed is not None:
+            self.status = resumed
+            self._written = resumed.current_size
+            self._stage, self._percent = resumed.stage, resumed.percent
         self._write_error: OSError | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -130,6 +144,8 @@ class LiveWriter:
         return self._written
 
     async def append(self, data: bytes) -> None:
+        if self._abandoned:
+            raise ServerError("Another worker produces this resource now")
         if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self.check_storage()
@@ -142,7 +158,7 @@ class LiveWriter:
             raise storage_error(self._write_error)
 
     def progress(self, stage: str | None, percent: float | None = None) -> None:
-        if self.ended or self._ending:
+        if self.ended or self._ending or self._abandoned:
             return
         if percent is not None:
             percent = min(100.0, max(0.0, round(percent, 1)))
@@ -172,6 +188,8 @@ class LiveWriter:
         the producer must not report success — when storing failed (then FAILED), when another
         process ended the resource first (its status stands), or when the end could not be
         recorded in time (``EndNotRecorded``: the resource is FAILED)."""
+        if self._abandoned:
+            raise ServerError("Another worker produces this resource now")
         if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self._ending = True
@@ -199,7 +217,7 @@ class LiveWriter:
     async def fail(self, error: ResourceError) -> ResourceStatus:
         """End FAILED: published here at once, then recorded. Never raises for the catalog: a
         refused record is held and retried by the manager."""
-        if not self.ended:
+        if not self.ended and not self._abandoned:
             await self._stop_writer()
             self._end(TransferStatus.FAILED, error)
             try:
@@ -211,6 +229,17 @@ class LiveWriter:
             else:
                 self.status = standing  # another process's end, if it came first
         return self.status
+
+    async def abandon(self) -> None:
+        """Stop at once without any status: another process produces the resource now (its
+        job was taken over). Appends raise from now on; ``fail`` and ``complete`` do nothing."""
+        self._abandoned = True
+        self._cancel_timer()
+        await self._stop_writer()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
 
     async def discard(self) -> None:
         """Stop the writer and close the files without any status: for a resource whose
@@ -293,7 +322,7 @@ class LiveWriter:
 
     def _checkpoint(self, force: bool = False) -> None:
         self._cancel_timer()
-        if self.ended or self._ending or not (self._clock.dirty or force):
+        if self.ended or self._ending or self._abandoned or not (self._clock.dirty or force):
             return
         self._clock.on_checkpoint(self._loop.time())
         self._set(TransferStatus.IN_PROGRESS, None)

@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from livefile.api.errors import AccessDeniedError
 from livefile.api.interfaces import Catalog, StatusBus
 from livefile.api.messages import SUBPROTOCOL, Dialect
+from livefile.api.model import ResourceKind
 from livefile.impl_common.references import CONTEXT_PARAMETER
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
@@ -30,6 +31,8 @@ from livefile.impl_server.redis_backend import (
     RedisStatusBus,
     RedisStore,
 )
+from livefile.impl_server.redis_jobs import RedisJobQueue
+from livefile.impl_server.repack_job import RepackHandler
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_websocket.access import (
     DOCS_ASSETS_PATH,
@@ -98,7 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.redis_url:
             redis_bus.restore_missing = manager.entry
         runner = app.state.job_runner = JobRunner(settings.job_limits())
-        app.state.derivations = Derivations(manager, runner, settings.repack_settings())
+        derivations = app.state.derivations = Derivations(manager, runner)
+        derivations.register(
+            ResourceKind.REPACK, RepackHandler(manager, settings.repack_settings())
+        )
         recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
@@ -111,13 +117,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 manager.restore_entries,
             )
             leases.start()
+            # Jobs go to whichever worker claims them; a dead worker's are taken over.
+            redis_catalog.on_taken = manager.taken_over
+            shared_jobs = RedisJobQueue(
+                store.client,
+                settings.redis_prefix,
+                store.node_id,
+                settings.job_limits(),
+                settings.lease_seconds,
+                derivations.run_claimed,
+                derivations.give_up,
+            )
+            derivations.share(shared_jobs)
+            await shared_jobs.start()
         app.state.manager = manager
         logger.info("livefile serving data in %s", data_dir)
         try:
             yield
         finally:
             await connections.close_all()
-            await runner.close()  # each job ends its resource FAILED (interrupted)
+            # Jobs of this process alone end FAILED (interrupted); shared ones are handed over.
+            await derivations.close()
             await manager.shutdown()
             if leases is not None:
                 await leases.close()

@@ -103,7 +103,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "connections per process from one client address; beyond, new ones get 503"
             " (LIVEFILE_MAX_CONNECTIONS_PER_CLIENT, no limit)",
         ),
-        ("--job-concurrency", "server jobs (repack) running at once per process (2)"),
+        (
+            "--job-concurrency",
+            "server jobs running at once per process (2); 0 with Redis: run none here",
+        ),
         ("--job-queue", "jobs waiting beyond those; more are refused with 503 (100)"),
         ("--job-time-limit", "seconds one job may take, waiting for its source included (3600)"),
         ("--repack-max-entries", "entries one archive may hold (10000)"),

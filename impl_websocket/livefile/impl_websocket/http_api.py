@@ -99,16 +99,16 @@ async def start_repack(resource_id: str, request: Request) -> DerivationStarted:
     (which may still be uploading) is read; follow it like any resource (see docs/protocol.md)."""
     derivations: Derivations = request.app.state.derivations
     try:
-        writer = await derivations.start_repack(resource_id)
+        derived_id = await derivations.start_repack(resource_id)
     except ResourceNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Unknown resource id") from None
     except JobRefusedError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     settings = request.app.state.settings
     links = DownloadLinks(request, request.app.state.token_authority, settings.reference_token_ttl)
-    uri = links.uri(writer.resource_id)
+    uri = links.uri(derived_id)
     return DerivationStarted(
-        id=writer.resource_id,
+        id=derived_id,
         kind=ResourceKind.REPACK,
         reference=ResourceReference(uri=uri),
         source=resource_id,

@@ -137,6 +137,18 @@ def check_log_level(settings: Settings, origins: Origins) -> None:
     settings.log_level = settings.log_level.lower()  # uvicorn knows only the lower-case names
 
 
+def check_job_concurrency(settings: Settings, origins: Origins) -> None:
+    """No job slots is a front node, whose jobs the other workers run: only with Redis."""
+    if settings.job_concurrency == 0 and not settings.redis_url:
+        raise StartupProblem(
+            origins.problem(
+                "job_concurrency",
+                0,
+                "may be 0 only with --redis-url (other workers then run this one's jobs)",
+            )
+        )
+
+
 def check_data_dir(settings: Settings, origins: Origins) -> None:
     """The data directory exists (or is created) and a file can be created, read and removed
     in it: what the server does there first. Root passes permission bits, and so does this
@@ -200,5 +212,6 @@ def reason(exc: OSError) -> str:
 def check(settings: Settings, origins: Origins) -> None:
     """Every check, in the order a user would fix them."""
     check_log_level(settings, origins)
+    check_job_concurrency(settings, origins)
     check_data_dir(settings, origins)
     check_listen_address(settings, origins)

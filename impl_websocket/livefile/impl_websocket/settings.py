@@ -103,7 +103,10 @@ class Settings(BaseSettings):
         description="connections per process from one client address; None = no limit",
     )
     job_concurrency: int = Field(
-        default=2, ge=1, description="server jobs (repack) running at once per process"
+        default=2,
+        ge=0,
+        description="server jobs (repack, images, bundles, transfers) running at once per"
+        " process; 0 (only with Redis): a front node, whose jobs other workers run",
     )
     job_queue: int = Field(default=100, ge=0, description="jobs waiting beyond those; more: 503")
     job_time_limit: float = Field(

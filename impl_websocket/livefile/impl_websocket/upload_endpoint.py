@@ -272,7 +272,7 @@ class UploadSession:
         derived = None
         if request.repack:
             repacked = await self.derivations.start_repack(resource_id)
-            derived = [self._derived(repacked.resource_id, ResourceKind.REPACK)]
+            derived = [self._derived(repacked, ResourceKind.REPACK)]
         reference = ResourceReference(uri=self._links.uri(resource_id))
         ready = ReadyForUpload(reference=reference, resource_id=resource_id, derived=derived)
         await self._send(ready.to_json(self.dialect))

@@ -120,8 +120,10 @@ def test_with_several_workers_each_scrape_is_the_figures_of_the_one_worker_that_
     reaches whichever worker accepts its connection, and its figures are that process's alone
     (nothing is summed across workers)."""
     server = start_server("--workers", "2", "--redis-url", redis_server.url)
-    # Each scrape on a new connection. The second worker may still be starting when the
-    # server answers its first request: scrape until both have answered (bounded), then more.
+    # The server answers once one worker is up; the other may still be starting.
+    assert server.wait_for_log("Application startup complete.", timeout=120, times=2)
+    # Each scrape on a new connection, which the kernel hands to either worker: scrape until
+    # both have answered (bounded), then more.
     scrapes = [scrape(server.http_url)]
     deadline = time.monotonic() + 60
     while len({s["process_start_time_seconds"] for s in scrapes}) < 2:

@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from livefile.api.model import ResourceError, ResourceKind, ResourceMetadata
 from livefile.impl_server.job_books import JobBooks
-from livefile.impl_server.jobs import JobSpec, run_traced
+from livefile.impl_server.jobs import JobLimits, JobRunner, JobSpec, run_traced
 from livefile.impl_server.manager import ResourceManager
+from livefile.impl_server.writer import LiveWriter
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -32,44 +33,51 @@ def spans() -> Iterator[InMemorySpanExporter]:
     _EXPORTER.clear()
 
 
-ZIP = ResourceMetadata(filename="out.zip", mime_type="application/zip")
+async def job_writer(manager: ResourceManager) -> LiveWriter:
+    metadata = ResourceMetadata(filename="out.zip", mime_type="application/zip")
+    return await manager.create_resource(metadata, kind=ResourceKind.REPACK, stage="waiting")
 
 
 async def test_a_job_is_one_span_holding_what_its_worker_thread_records(
     spans: InMemorySpanExporter, manager: ResourceManager
 ) -> None:
-    books = JobBooks()
-    writer = await manager.create_resource(ZIP, kind=ResourceKind.REPACK)
+    runner = JobRunner(JobLimits(concurrency=1, queue=1))
+    writer = await job_writer(manager)
     spec = JobSpec(ResourceKind.REPACK, writer.resource_id)
+    done = asyncio.Event()
 
     def in_a_worker_thread() -> None:
         trace.get_current_span().add_event("from a worker thread")
 
-    async def job() -> None:
+    async def work() -> None:
+        writer.progress("repacking", 0)
         await asyncio.to_thread(in_a_worker_thread)
         await writer.complete()
+        done.set()
 
-    await run_traced(books, spec, writer, job)
+    runner.submit("probe", lambda: run_traced(runner.books, spec, writer, work))
+    await done.wait()
+    await runner.close()
     (span,) = spans.get_finished_spans()
     assert span.name == "livefile.job.repack"
-    assert [event.name for event in span.events] == ["from a worker thread"]
+    assert [event.name for event in span.events] == ["livefile.stage", "from a worker thread"]
     assert span.attributes is not None
     assert span.attributes["livefile.job.result"] == "completed"
     assert span.attributes["livefile.resource_id"] == writer.resource_id
-    assert books.ended == {("repack", "completed"): 1}
-    assert books.durations["repack"].count == 1
+    assert runner.books.ended == {("repack", "completed"): 1}
+    assert runner.books.durations["repack"].count == 1
 
 
 async def test_a_job_that_raises_is_counted_as_an_error(
     spans: InMemorySpanExporter, manager: ResourceManager
 ) -> None:
     books = JobBooks()
-    writer = await manager.create_resource(ZIP, kind=ResourceKind.REPACK)
+    writer = await job_writer(manager)
 
-    async def job() -> None:
+    async def work() -> None:
         raise RuntimeError("broken")
 
     with pytest.raises(RuntimeError, match="broken"):
-        await run_traced(books, JobSpec(ResourceKind.REPACK, writer.resource_id), writer, job)
+        await run_traced(books, JobSpec(ResourceKind.REPACK, writer.resource_id), writer, work)
     assert books.ended == {("repack", "error"): 1}
     await writer.fail(ResourceError(code="internal_error", message="broken"))

@@ -115,7 +115,8 @@ class LivefileProcess:
     def log(self) -> str:
         return "".join(self.output)
 
-    def wait_for_log(self, text: str, timeout: float = 30.0) -> bool:
-        """Block until the server has printed ``text`` (True) or ``timeout`` passed (False)."""
+    def wait_for_log(self, text: str, timeout: float = 30.0, times: int = 1) -> bool:
+        """Block until the server has printed ``text`` (``times`` times: True) or ``timeout``
+        passed (False)."""
         with self._new_output:
-            return self._new_output.wait_for(lambda: text in self.log(), timeout)
+            return self._new_output.wait_for(lambda: self.log().count(text) >= times, timeout)

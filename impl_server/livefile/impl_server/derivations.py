@@ -64,7 +64,6 @@ class Derivations:
         self._shared: SharedJobs | None = None
         self._handlers: dict[ResourceKind, JobHandler] = {}
         self._claimed: dict[str, LiveWriter] = {}  # shared jobs running here, by resource
-        self.books = runner.books  # the jobs this process ran, for /metrics
 
     def share(self, jobs: SharedJobs) -> None:
         """Queue every job for whichever worker claims it, instead of running it here."""
@@ -105,9 +104,10 @@ class Derivations:
             metadata, kind=kind, sources=sources, context_id=context_id, stage=STAGE_WAITING
         )
         spec = JobSpec(kind, writer.resource_id, sources, dict(params or {}))
+        books = self._runner.books
         self._runner.submit(
             f"{kind.value}-{writer.resource_id}",
-            lambda: run_traced(self.books, spec, writer, lambda: handler.run(spec, writer)),
+            lambda: run_traced(books, spec, writer, lambda: handler.run(spec, writer)),
         )
         return writer.resource_id
 
@@ -142,7 +142,8 @@ class Derivations:
             if writer.status.current_size:
                 read = partial(self._manager.storage.read, spec.resource_id)
                 job_writer = ReplayingWriter(writer, read)
-            await run_traced(self.books, spec, writer, lambda: handler.run(spec, job_writer))
+            work = partial(handler.run, spec, job_writer)
+            await run_traced(self._runner.books, spec, writer, work)
         finally:
             self._claimed.pop(spec.resource_id, None)
         return not writer.abandoned

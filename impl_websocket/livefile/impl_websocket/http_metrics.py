@@ -207,10 +207,17 @@ def process_metrics() -> list[Metric]:
         metrics.append(
             _gauge(
                 "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds (tells workers apart).",
+                "Start time of the process since unix epoch in seconds.",
                 started,
             )
         )
+    metrics.append(
+        _gauge(
+            "livefile_process_id",
+            "The id of the process that answers (with --workers N: which worker).",
+            os.getpid(),
+        )
+    )
     times = os.times()
     metrics.append(
         Metric(

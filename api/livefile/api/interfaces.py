@@ -46,6 +46,9 @@ class Storage(Protocol):
     def create(self, resource_id: str) -> StorageWriter:
         """Create the empty resource and return its writer."""
 
+    def reopen(self, resource_id: str) -> StorageWriter:
+        """Open an existing resource's bytes for appending after its last byte."""
+
     def size(self, resource_id: str) -> int:
         """Bytes stored (0 when nothing is stored)."""
 

@@ -12,8 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from livefile.impl_common.lines import line_ends
+
 ENTRY_SIZE = 6
 MAX_OFFSET = (1 << (8 * ENTRY_SIZE)) - 1
+
+
+READ_PIECE = 4 * 1024 * 1024  # bytes read at a time when an index is made whole again
 
 
 def encode(ends: list[int]) -> bytes:
@@ -34,6 +39,30 @@ class LineIndexWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.count = os.fstat(self._fd).st_size // ENTRY_SIZE
         self.last_end = 0
+
+    @classmethod
+    def reopen(cls, path: Path, data_path: Path, size: int) -> LineIndexWriter:
+        """Continue the index of a resource whose first ``size`` bytes are stored, made whole
+        first: a process killed between appending bytes and their line ends left the index
+        short of the last ones (found again by reading those bytes), or with a torn entry."""
+        entries = entry_count(path)
+        ends = read_ends(path, 0, entries) if entries else []
+        kept = 0
+        while kept < len(ends) and ends[kept] <= size:
+            kept += 1
+        with open(path, "ab") as index:
+            index.truncate(kept * ENTRY_SIZE)  # no torn entry, no end beyond the bytes
+        writer = cls(path)
+        last_end = ends[kept - 1] if kept else 0
+        writer.last_end = last_end
+        if last_end < size:
+            with open(data_path, "rb") as data:
+                data.seek(last_end)
+                offset = last_end
+                while piece := data.read(min(READ_PIECE, size - offset)):
+                    writer.append(line_ends(piece, offset))
+                    offset += len(piece)
+        return writer
 
     def append(self, ends: list[int]) -> None:
         if not ends:

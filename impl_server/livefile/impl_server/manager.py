@@ -21,10 +21,18 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
-from livefile.api.interfaces import Catalog, CatalogEntry, StatusBus, StatusSubscription, Storage
+from livefile.api.interfaces import (
+    Catalog,
+    CatalogEntry,
+    StatusBus,
+    StatusSubscription,
+    Storage,
+    StorageWriter,
+)
 from livefile.api.model import (
     ChecksumAlgorithm,
     DerivedResource,
@@ -37,16 +45,17 @@ from livefile.api.model import (
     is_valid_id,
     new_resource_id,
 )
-from livefile.impl_common.checksums import parse_stored
+from livefile.impl_common.checksums import new_digest, parse_stored
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.resource_record import entry_of, record_of
+from livefile.impl_server.resumable_uploads import ResumableUploads, new_resume_token
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.upload import UploadProducer
-from livefile.impl_server.writer import EndNotRecorded, LiveWriter
+from livefile.impl_server.writer import EndNotRecorded, LiveWriter, ResumePoint
 
 logger = logging.getLogger(__name__)
 FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
@@ -67,6 +76,7 @@ UNRECORDED = ResourceError(
 )
 
 RECORD_RETRY_INTERVAL = 1.0  # seconds between attempts to record a refused terminal status
+REOPEN_READ_SIZE = 4 * 1024 * 1024  # bytes read at a time to recompute a reopened digest
 
 
 class CatalogUnavailableError(ServerError):
@@ -93,6 +103,7 @@ class ResourceManager:
         quotas: Quotas,
         checkpoint_interval: float,
         durable: bool = True,
+        resume_grace: float = 0.0,
     ) -> None:
         self.storage = storage
         self.catalog = catalog
@@ -111,14 +122,21 @@ class ResourceManager:
         # Entries of finished resources, most recently used last.
         self._finished: LruCache[str, CatalogEntry] = LruCache(FINISHED_ENTRIES_CACHED)
         self._recorder: asyncio.Task[None] | None = None
+        # WebSocket uploads whose client may come back (``resume_grace`` seconds after its
+        # connection was lost; 0: never, they fail at once).
+        self.resumable = ResumableUploads(resume_grace, self._record_waiting)
 
-    async def recover(self) -> int:
-        """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
+    async def recover(self, resumable: bool = False) -> int:
+        """Mark uploads left unfinished by a previous run FAILED, keeping their bytes; with
+        ``resumable`` (at start), those that can be resumed are reopened instead and wait for
+        their client for the grace period."""
         entries = await self.catalog.unfinished()
         reaped = 0
         for entry in entries:
             if entry.resource_id in self._active or entry.resource_id in self._unrecorded:
                 continue  # ours and alive
+            if resumable and await self._adopt(entry):
+                continue
             size = await asyncio.to_thread(self.storage.size, entry.resource_id)
             lines = None
             if entry.metadata.supports_line_access:
@@ -152,14 +170,49 @@ class ResourceManager:
             )
         return reaped
 
+    async def _adopt(self, entry: CatalogEntry) -> bool:
+        """Reopen an upload a previous run left unfinished, to wait for its client; False when
+        it cannot be resumed (no resume token, resume off, or its files are unreadable)."""
+        if not self.resumable.enabled or entry.kind is not ResourceKind.UPLOAD:
+            return False
+        record = await asyncio.to_thread(self.storage.read_meta, entry.resource_id)
+        token_hash = record.get("resumeTokenHash") if record else None
+        if not isinstance(token_hash, str):
+            return False
+        try:
+            writer = await self.reopen(entry.resource_id)
+            tail_start = max(0, writer.written - 4)
+            tail = await asyncio.to_thread(
+                self.storage.read, entry.resource_id, tail_start, writer.written
+            )
+        except (OSError, ServerError, ValueError) as exc:
+            logger.warning("upload %s cannot be resumed: %s", entry.resource_id, exc)
+            return False
+        producer = UploadProducer(
+            writer, entry.metadata, self.quotas.max_resource_size, None, token_hash
+        )
+        producer.continue_text_after(tail)
+        await self.resumable.adopt(producer)
+        return True
+
+    async def _record_waiting(self, producer: UploadProducer) -> None:
+        """Make the status of an upload waiting for its client durable, so that a restart
+        finds its revision (see ``reopen``)."""
+        await self.catalog.set_status(producer.resource_id, producer.status)
+
     async def create_upload(
         self,
         metadata: ResourceMetadata,
         context_id: str | None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
+        resumable: bool = False,
     ) -> UploadProducer:
         """Create a resource for a client's upload (its context's count quota checked first);
-        INITIATED is published at once."""
+        INITIATED is published at once. ``resumable``: the upload gets a resume token (when
+        resume is on) and may outlive its connection (``resumable_uploads.py``)."""
+        token, token_hash = (
+            new_resume_token() if resumable and self.resumable.enabled else (None, None)
+        )
         if context_id is not None:
             try:
                 await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
@@ -171,7 +224,10 @@ class ResourceManager:
                 raise
         try:
             writer = await self.create_resource(
-                metadata, context_id=context_id, checksum_algorithm=checksum_algorithm
+                metadata,
+                context_id=context_id,
+                checksum_algorithm=checksum_algorithm,
+                resume_token_hash=token_hash,
             )
         except BaseException:
             if context_id is not None:
@@ -179,7 +235,7 @@ class ResourceManager:
                 with contextlib.suppress(Exception):
                     await self.contexts.release(context_id)
             raise
-        return UploadProducer(writer, metadata, self.quotas.max_resource_size)
+        return UploadProducer(writer, metadata, self.quotas.max_resource_size, token, token_hash)
 
     async def create_resource(
         self,
@@ -190,9 +246,12 @@ class ResourceManager:
         context_id: str | None = None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         stage: str | None = None,
+        resume_token_hash: str | None = None,
     ) -> LiveWriter:
         """Create a resource and return its writer; INITIATED (with ``stage``) is published at
-        once. Every producer starts here."""
+        once. Every producer starts here (or, going on with an unfinished one, at ``reopen``).
+        The record beside the bytes keeps the checksum algorithm (and ``resume_token_hash``),
+        which ``reopen`` needs."""
         resource_id = new_resource_id()
         await self._check_catalog()
         storage_writer = None
@@ -226,6 +285,9 @@ class ResourceManager:
             try:
                 # Not fsync'd: nothing is promised about a resource before its end.
                 record = record_of(entry)
+                record["checksumAlgorithm"] = checksum_algorithm.value
+                if resume_token_hash is not None:
+                    record["resumeTokenHash"] = resume_token_hash
                 await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
             except OSError as exc:  # a full disk
                 raise storage_error(exc) from exc
@@ -239,6 +301,84 @@ class ResourceManager:
             self.contexts.resource_created(context_id, resource_id, metadata)
         self._publish(resource_id, initial)
         return writer
+
+    async def reopen(
+        self, resource_id: str, checksum_algorithm: ChecksumAlgorithm | None = None
+    ) -> LiveWriter:
+        """The writer of an unfinished resource, appending after its stored bytes: the
+        resource goes on IN_PROGRESS at its stored size, its revision continuing above any
+        its last producer can have published, its line index made whole and continued, its
+        digest (in ``checksum_algorithm``, by default the one its record names) recomputed
+        from the stored bytes. For any producer that resumes (a WebSocket upload whose client
+        came back, tus). Raises ``ServerError`` for a resource that is unknown, ended, or
+        written by this process already."""
+        if resource_id in self._active:
+            raise ServerError(f"Resource {resource_id} is being written already")
+        entry = await self.entry(resource_id)
+        if entry is None:
+            raise ServerError(f"Unknown resource {resource_id}")
+        if entry.status.is_terminal:
+            raise ServerError(
+                f"Resource {resource_id} has ended {entry.status.transfer_status.value}"
+            )
+        if checksum_algorithm is None:
+            record = await asyncio.to_thread(self.storage.read_meta, resource_id) or {}
+            try:
+                checksum_algorithm = ChecksumAlgorithm(record["checksumAlgorithm"])
+            except (KeyError, ValueError):
+                raise ServerError(f"Resource {resource_id} names no checksum algorithm") from None
+        try:
+            storage_writer, index, point = await asyncio.to_thread(
+                self._reopen_files, entry, checksum_algorithm
+            )
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        writer = LiveWriter(
+            resource_id,
+            storage_writer,
+            index,
+            self.checkpoint_interval,
+            lambda status: self._publish(resource_id, status),
+            lambda status, checksum: self._persist_end(resource_id, status, checksum),
+            checksum_algorithm,
+            revision=self._revision_beyond(entry, point.size),
+            durable=self.durable,
+            resume_from=point,
+        )
+        self._active[resource_id] = writer
+        if entry.upload_context_id is not None:
+            self._context_of[resource_id] = entry.upload_context_id
+        self._publish(resource_id, writer.status)
+        return writer
+
+    def _reopen_files(
+        self, entry: CatalogEntry, algorithm: ChecksumAlgorithm
+    ) -> tuple[StorageWriter, LineIndexWriter | None, ResumePoint]:
+        """Blocking part of ``reopen``: the files opened for appending, the digest so far."""
+        resource_id = entry.resource_id
+        size = self.storage.size(resource_id)
+        digest = new_digest(algorithm)
+        for start in range(0, size, REOPEN_READ_SIZE):
+            digest.update(
+                self.storage.read(resource_id, start, min(size, start + REOPEN_READ_SIZE))
+            )
+        storage_writer = self.storage.reopen(resource_id)
+        index = None
+        if entry.metadata.supports_line_access:
+            data_path = self.storage.path(resource_id)
+            index = LineIndexWriter.reopen(self.storage.index_path(resource_id), data_path, size)
+        return storage_writer, index, ResumePoint(size, digest)
+
+    def _revision_beyond(self, entry: CatalogEntry, size: int) -> int:
+        """A revision above any the resource's last producer can have published: the catalog
+        holds the last recorded one, and a producer publishes at most one checkpoint per
+        interval (each with new bytes) since then, plus a few forced ones (start, stages)."""
+        elapsed = max(0.0, time.time() - entry.updated_at)
+        if self.checkpoint_interval > 0:
+            checkpoints = min(size, 2 * math.ceil(elapsed / self.checkpoint_interval))
+        else:
+            checkpoints = size
+        return (entry.status.revision or 0) + checkpoints + 8
 
     async def _check_catalog(self) -> None:
         """Refuse new uploads while the catalog cannot record them (e.g. Redis is away)."""
@@ -268,6 +408,7 @@ class ResourceManager:
         finally:
             # Whatever the catalog said, this process no longer produces the resource.
             self._active.pop(resource_id, None)
+            self.resumable.ended(resource_id)
 
     async def _end(
         self, resource_id: str, status: ResourceStatus, checksum: str | None
@@ -424,7 +565,13 @@ class ResourceManager:
     async def shutdown(self) -> None:
         """End every running upload FAILED (their connections are going away), and try once
         more to record what the catalog refused; what it still refuses, the next start's
-        ``recover`` finds unfinished and marks FAILED."""
+        ``recover`` finds unfinished and marks FAILED. Uploads waiting for their client are
+        left unfinished instead, stored and recorded, to wait again after the next start."""
+        for producer in await self.resumable.close():
+            if self._active.pop(producer.resource_id, None) is not None:
+                await producer.writer.suspend()
+                with contextlib.suppress(Exception):
+                    await self._record_waiting(producer)
         for writer in list(self._active.values()):
             await writer.fail(INTERRUPTED)
         if self._recorder is not None:

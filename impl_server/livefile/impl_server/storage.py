@@ -121,6 +121,13 @@ class FilesystemStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return FileWriter(path)
 
+    def reopen(self, resource_id: str) -> FileWriter:
+        """Append to an existing resource's bytes (``FileNotFoundError`` when there are none)."""
+        path = self.path(resource_id)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        return FileWriter(path)
+
     def size(self, resource_id: str) -> int:
         try:
             return self.path(resource_id).stat().st_size

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from livefile.api.errors import LivefileError, ServerError
 from livefile.api.interfaces import StorageWriter
@@ -28,7 +29,12 @@ from livefile.api.model import (
     TransferStatus,
 )
 from livefile.impl_common.checkpoint import CheckpointClock
-from livefile.impl_common.checksums import cheaper_than_a_thread_hop, new_digest, stored_form
+from livefile.impl_common.checksums import (
+    Digest,
+    cheaper_than_a_thread_hop,
+    new_digest,
+    stored_form,
+)
 from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_server.line_index import LineIndexWriter
 from livefile.impl_server.storage import storage_error
@@ -54,8 +60,19 @@ class EndNotRecorded(ServerError):
         self.status = status
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a reopened resource goes on: ``size`` bytes stored, ``digest`` over all of them."""
+
+    size: int
+    digest: Digest
+
+
 class LiveWriter:
-    """Writes one resource between its creation and its terminal status (``ResourceWriter``)."""
+    """Writes one resource between its creation and its terminal status (``ResourceWriter``).
+
+    A writer made with ``resume_from`` continues a resource that was stored up to some size
+    (``ResourceManager.reopen``): it starts IN_PROGRESS at that size, with that digest."""
 
     def __init__(
         self,
@@ -69,27 +86,28 @@ class LiveWriter:
         revision: int = 0,
         stage: str | None = None,
         durable: bool = False,
+        resume_from: ResumePoint | None = None,
     ) -> None:
         self._resource_id = resource_id
         self._durable = durable  # fsync the bytes (and line index) before COMPLETED
         self._ending = False  # the end is being recorded: nothing more is published
+        self._writer = writer
+        self._index = index
+        self._written = resume_from.size if resume_from else 0  # the most a status may publish
         self.status = ResourceStatus(
-            transfer_status=TransferStatus.INITIATED,
-            current_size=0,
-            number_of_lines=0 if index is not None else None,
+            transfer_status=TransferStatus.IN_PROGRESS if resume_from else TransferStatus.INITIATED,
+            current_size=self._written,
+            number_of_lines=self._lines(ended=False),
             revision=revision,
             stage=stage,
         )
-        self._writer = writer
-        self._index = index
         self._clock = CheckpointClock(checkpoint_interval)
         self._publish = publish
         self._record_end = record_end
         self._algorithm = checksum_algorithm
-        self._digest = new_digest(checksum_algorithm)
+        self._digest = resume_from.digest if resume_from else new_digest(checksum_algorithm)
         self._hash_with_store = cheaper_than_a_thread_hop(checksum_algorithm)
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
-        self._written = 0  # bytes appended to storage: the most a checkpoint may publish
         self._stage = stage
         self._percent: float | None = None
         self._write_error: OSError | None = None
@@ -207,6 +225,12 @@ class LiveWriter:
             else:
                 self.status = standing  # another process's end, if it came first
         return self.status
+
+    async def suspend(self) -> None:
+        """Store what is queued and close the files, leaving the resource unfinished (no
+        status): a producer that will go on later, in this process or after a restart, through
+        ``ResourceManager.reopen``."""
+        await self._stop_writer(sync=self._durable)
 
     async def discard(self) -> None:
         """Stop the writer and close the files without any status: for a resource whose

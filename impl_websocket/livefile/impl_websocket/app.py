@@ -82,12 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quotas=Quotas(settings.max_resource_size, settings.max_resources_per_context),
             checkpoint_interval=settings.checkpoint_interval,
             durable=settings.durable,
+            resume_grace=settings.upload_resume_grace,
         )
         if settings.redis_url:
             redis_bus.restore_missing = manager.entry
         runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
-        recovered = await manager.recover()
+        recovered = await manager.recover(resumable=True)
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
         if settings.redis_url:

@@ -167,6 +167,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=duration,
         help="lifetime of the download token in references, e.g. 7d (LIVEFILE_REFERENCE_TOKEN_TTL)",
     )
+    parser.add_argument(
+        "--upload-resume-grace",
+        dest="upload_resume_grace",
+        help="seconds an upload whose connection was lost (or whose server restarted) waits"
+        " for its client to resume it; 0 = it FAILS at once (LIVEFILE_UPLOAD_RESUME_GRACE, 300)",
+    )
     flags = {
         action.dest: action.option_strings[-1]
         for action in parser._actions

@@ -120,6 +120,14 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    # Resumable WebSocket uploads (livefile's dialect; docs/protocol.md, "Resuming an upload").
+    upload_resume_grace: float = Field(
+        default=300.0,
+        ge=0,
+        description="seconds an upload in livefile's dialect whose connection was lost (or whose"
+        " server restarted) waits for its client to resume it before it FAILS (client_lost);"
+        " 0 = it FAILS at once",
+    )
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""

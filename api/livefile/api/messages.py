@@ -78,7 +78,7 @@ class Message(WireModel):
 
 
 class StartUpload(Message):
-    OMITTED_WHEN_NONE = frozenset({"repack"})
+    OMITTED_WHEN_NONE = frozenset({"repack", "resumable"})
 
     kind: Literal["StartUpload"] = Field(default="StartUpload", alias="@")
     metadata: ResourceMetadata
@@ -90,6 +90,9 @@ class StartUpload(Message):
     # Also produce the archive repacked into a normalized ZIP, live, as a derived resource
     # (None, left out of the message, is no).
     repack: StrictBool | None = None
+    # Keep the upload resumable when its connection is lost (ReadyForUpload then carries a
+    # resume token); None, left out of the message, is no: it FAILS at once, as before.
+    resumable: StrictBool | None = None
 
 
 class DerivedReference(WireModel):

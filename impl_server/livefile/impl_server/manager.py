@@ -265,16 +265,8 @@ class ResourceManager:
             if storage_writer is not None:
                 storage_writer.close()
             raise storage_error(exc) from exc
-        writer = LiveWriter(
-            resource_id,
-            storage_writer,
-            index,
-            self.checkpoint_interval,
-            lambda status: self._publish(resource_id, status),
-            lambda status, checksum: self._persist_end(resource_id, status, checksum),
-            checksum_algorithm,
-            stage=stage,
-            durable=self.durable,
+        writer = self._live_writer(
+            resource_id, storage_writer, index, checksum_algorithm, stage=stage
         )
         initial = writer.status
         now = time.time()
@@ -333,16 +325,12 @@ class ResourceManager:
             )
         except OSError as exc:
             raise storage_error(exc) from exc
-        writer = LiveWriter(
+        writer = self._live_writer(
             resource_id,
             storage_writer,
             index,
-            self.checkpoint_interval,
-            lambda status: self._publish(resource_id, status),
-            lambda status, checksum: self._persist_end(resource_id, status, checksum),
             checksum_algorithm,
             revision=self._revision_beyond(entry, point.size),
-            durable=self.durable,
             resume_from=point,
         )
         self._active[resource_id] = writer
@@ -350,6 +338,32 @@ class ResourceManager:
             self._context_of[resource_id] = entry.upload_context_id
         self._publish(resource_id, writer.status)
         return writer
+
+    def _live_writer(
+        self,
+        resource_id: str,
+        storage_writer: StorageWriter,
+        index: LineIndexWriter | None,
+        checksum_algorithm: ChecksumAlgorithm,
+        *,
+        stage: str | None = None,
+        revision: int = 0,
+        resume_from: ResumePoint | None = None,
+    ) -> LiveWriter:
+        """A writer publishing through this manager and recording its end here."""
+        return LiveWriter(
+            resource_id,
+            storage_writer,
+            index,
+            self.checkpoint_interval,
+            lambda status: self._publish(resource_id, status),
+            lambda status, checksum: self._persist_end(resource_id, status, checksum),
+            checksum_algorithm,
+            revision=revision,
+            stage=stage,
+            durable=self.durable,
+            resume_from=resume_from,
+        )
 
     def _reopen_files(
         self, entry: CatalogEntry, algorithm: ChecksumAlgorithm

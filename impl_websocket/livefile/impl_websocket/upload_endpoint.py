@@ -83,8 +83,9 @@ REASON_NEEDS_FRAMES = (
 )
 
 # Disconnect codes of a connection lost rather than closed by the client's choice: no close
-# frame (1006), none with a code (1005), going away (1001: a client or server shutting down).
-LOST_CODES = frozenset({1001, 1005, 1006})
+# frame (1006), none with a code (1005), going away (1001: a client or server shutting down),
+# a server restarting (1012).
+LOST_CODES = frozenset({1001, 1005, 1006, 1012})
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ class UploadSession:
             request.metadata,
             self.context_id,
             request.checksum_algorithm,
-            resumable=self.dialect is Dialect.LIVEFILE,
+            resumable=self.dialect is Dialect.LIVEFILE and bool(request.resumable),
         )
         if self.upload.resume_token is not None:
             self.manager.resumable.attach(self.upload, self._supersede)

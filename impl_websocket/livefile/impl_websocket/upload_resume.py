@@ -57,11 +57,11 @@ async def claim_upload(
             checksum_algorithm=algorithm,
             number_of_lines=status.number_of_lines,
         )
-    if resource_id in manager.active_ids:
-        raise PolicyViolationError(f"Cannot resume upload {resource_id}: it is not resumable")
     if status.transfer_status is TransferStatus.FAILED:
         why = f" ({status.error.code})" if status.error else ""
         raise PolicyViolationError(f"Cannot resume upload {resource_id}: it FAILED{why}")
+    if resource_id in manager.active_ids:
+        raise PolicyViolationError(f"Cannot resume upload {resource_id}: it is not resumable")
     raise ResumeLater(f"Upload {resource_id} is not resumable here now; try again")
 
 

@@ -6,26 +6,24 @@ noticed)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Self
 
 
-class CuttingProxy:
-    """``async with CuttingProxy(port) as proxy``: clients connect to ``proxy.ws_url``;
-    ``cut()`` resets every open connection; new connections go through again at once."""
+class TcpProxy:
+    """A loopback listener whose connections ``_accept`` forwards to ``target_port``; every
+    connection's task is cancelled when the ``async with`` block ends."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
-        self.cuts = 0
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.frozen = asyncio.Event()
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> CuttingProxy:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -33,10 +31,27 @@ class CuttingProxy:
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
         self._server.close()
-        self.cut()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class CuttingProxy(TcpProxy):
+    """``async with CuttingProxy(port) as proxy``: clients connect to ``proxy.ws_url``;
+    ``cut()`` resets every open connection; new connections go through again at once."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.cuts = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.frozen = asyncio.Event()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cut()
+        await super().__aexit__(*exc_info)
 
     def freeze(self) -> None:
         """Stop forwarding on the connections open now, closing nothing."""

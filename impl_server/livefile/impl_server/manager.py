@@ -339,6 +339,18 @@ class ResourceManager:
         self._publish(resource_id, writer.status)
         return writer
 
+    async def suspend(self, writer: LiveWriter) -> None:
+        """Stop producing a resource without ending it (``LiveWriter.suspend``): its bytes are
+        stored, its last status recorded, and it stays unfinished for a later ``reopen``, in
+        this process or after a restart."""
+        if self._active.get(writer.resource_id) is not writer:
+            return
+        del self._active[writer.resource_id]
+        self._context_of.pop(writer.resource_id, None)
+        await writer.suspend()
+        with contextlib.suppress(Exception):  # unrecorded, a restart still finds it unfinished
+            await self.catalog.set_status(writer.resource_id, writer.status)
+
     def _live_writer(
         self,
         resource_id: str,
@@ -582,10 +594,7 @@ class ResourceManager:
         ``recover`` finds unfinished and marks FAILED. Uploads waiting for their client are
         left unfinished instead, stored and recorded, to wait again after the next start."""
         for producer in await self.resumable.close():
-            if self._active.pop(producer.resource_id, None) is not None:
-                await producer.writer.suspend()
-                with contextlib.suppress(Exception):
-                    await self._record_waiting(producer)
+            await self.suspend(producer.writer)
         for writer in list(self._active.values()):
             await writer.fail(INTERRUPTED)
         if self._recorder is not None:

@@ -101,7 +101,8 @@ class ResumableUploads:
         held.supersede = None
         with contextlib.suppress(Exception):  # the catalog away: the status is still published
             await self._record_waiting(producer)
-        held.expiry = asyncio.create_task(self._expire(held), name=f"resume-{held}")
+        name = f"resume-grace-{producer.resource_id}"
+        held.expiry = asyncio.create_task(self._expire(held), name=name)
         held.parked.set()
         logger.warning(
             "upload %s waits for its client at %d bytes (resumable for %g s)",

@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis_bus.restore_missing = manager.entry
         runner = JobRunner(settings.job_limits())
         app.state.derivations = Derivations(manager, runner, settings.repack_settings())
-        recovered = await manager.recover(resumable=True)
+        # With Redis another worker may hold an unfinished upload: orphans are failed as before.
+        recovered = await manager.recover(resumable=not settings.redis_url)
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
         if settings.redis_url:

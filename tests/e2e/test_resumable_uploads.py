@@ -286,9 +286,15 @@ async def test_an_upload_and_its_followers_go_on_across_a_server_restart(
             getter = await asyncio.create_subprocess_exec(
                 *LIVEFILE, "get", upload.reference, "-o", "-", "--quiet", stdout=PIPE
             )
+            tailer = await asyncio.create_subprocess_exec(  # lines, from the first one
+                *LIVEFILE, "tail", "-n", "1000000", upload.reference, stdout=PIPE
+            )
             await write_in_pieces(upload, before)
             assert getter.stdout is not None
-            got = await asyncio.wait_for(getter.stdout.readline(), WAIT)  # it is following
+            assert tailer.stdout is not None
+            # Both follow it now (a first line came), before the server goes.
+            got = await asyncio.wait_for(getter.stdout.readline(), WAIT)
+            tailed = await asyncio.wait_for(tailer.stdout.readline(), WAIT)
             first.stop(stop)
             restarting = asyncio.create_task(asyncio.to_thread(restart, servers, data_dir))
             await write_in_pieces(upload, after)  # reconnects (with backoff) meanwhile
@@ -296,7 +302,9 @@ async def test_an_upload_and_its_followers_go_on_across_a_server_restart(
             second = await restarting
         followed = await asyncio.wait_for(following, WAIT)
         got += await asyncio.wait_for(getter.stdout.read(), WAIT)
+        tailed += await asyncio.wait_for(tailer.stdout.read(), WAIT)
         assert await asyncio.wait_for(getter.wait(), WAIT) == 0
+        assert await asyncio.wait_for(tailer.wait(), WAIT) == 0
         content = await download(second.ws_url, upload.resource_id)
     whole = before + after
     assert upload.resumes == 1
@@ -304,7 +312,7 @@ async def test_an_upload_and_its_followers_go_on_across_a_server_restart(
     assert result.checksum == crc32c_hex(whole)
     assert result.status.number_of_lines == 16_000
     assert content == followed == whole
-    assert got == whole  # what `livefile get` wrote
+    assert got == tailed == whole  # what `livefile get` and `livefile tail -n` wrote
 
 
 async def test_livefile_upload_live_survives_a_killed_server(tmp_path: Path) -> None:

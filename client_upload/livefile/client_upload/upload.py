@@ -608,8 +608,8 @@ class AsyncUpload:
             drop(self._ws)
             await self._wait_for_receiver()
             try:
-                if await self._reconnect():
-                    return
+                await self._reconnect()
+                return
             except LivefileError as exc:
                 if not self._resumable() and not isinstance(exc, LivefileTimeoutError):
                     raise
@@ -618,8 +618,8 @@ class AsyncUpload:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESUME_MAX_DELAY)
 
-    async def _reconnect(self) -> bool:
-        """One attempt: True when the upload goes on (or had completed)."""
+    async def _reconnect(self) -> None:
+        """One attempt: returns when the upload goes on (or had completed)."""
         assert self._resume_policy is not None
         assert self._resume_token is not None
         self._ws = await open_connection(
@@ -638,7 +638,7 @@ class AsyncUpload:
         reply = await self._wait(self._resumed, "the answer to ResumeUpload")
         self.resumes += 1
         if isinstance(reply, UploadAcknowledged):
-            return True
+            return
         if not self._replay.start <= reply.offset <= self.sent:
             raise ProtocolError(
                 f"The server has {reply.offset} bytes; this client can send again only from"
@@ -647,7 +647,6 @@ class AsyncUpload:
         self.acknowledged = max(self.acknowledged, reply.offset)
         for piece in self._replay.since(reply.offset):
             await self._send(piece, again=True)
-        return True
 
     async def _wait_for_receiver(self) -> None:
         # asyncio.wait neither raises the task's outcome nor cancels it on timeout.

@@ -76,7 +76,7 @@ KEEPALIVE_INTERVAL = 1.0
 # How long an upload whose connection was lost tries to resume (the server's default grace
 # period), and how many bytes sent since the server's last checkpoint it keeps to send again.
 DEFAULT_RESUME_FOR = 300.0
-DEFAULT_RESUME_BUFFER = 128 * 1024 * 1024
+DEFAULT_RESUME_BUFFER = 256 * 1024 * 1024
 # Close codes after which an upload resumes: the server going away (shutdown, restart) or
 # asking to try again (another worker holds the upload). No close frame at all counts too.
 RESUMABLE_CLOSES = frozenset({close_codes.GOING_AWAY, 1012, close_codes.TRY_AGAIN_LATER})

@@ -21,10 +21,10 @@ IDLE_TIMEOUT = 3.0
 WAIT = 30.0
 
 
-def start_live_upload(path: Path, ws_url: str) -> tuple[subprocess.Popen[str], str]:
+def start_live_upload(path: Path, ws_url: str, *options: str) -> tuple[subprocess.Popen[str], str]:
     """The CLI following ``path``, and the resource id from the reference it prints first."""
     process = subprocess.Popen(
-        [*LIVEFILE, "upload", str(path), "--server", ws_url, "--live"],
+        [*LIVEFILE, "upload", str(path), "--server", ws_url, "--live", *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -69,13 +69,13 @@ async def test_quiet_live_upload_outlives_the_idle_timeout_and_completes(
     assert await download(server.ws_url, resource_id) == b"started\nfinished\n"
 
 
-async def test_killed_server_is_reported_at_once_while_the_file_is_quiet(
+async def test_without_resume_a_killed_server_is_reported_at_once_while_the_file_is_quiet(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
     server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
     path = tmp_path / "app.log"
     path.write_bytes(b"started\n")
-    process, resource_id = start_live_upload(path, server.ws_url)
+    process, resource_id = start_live_upload(path, server.ws_url, "--resume-for", "0")
     try:
         await wait_for_status(server.ws_url, resource_id, lambda s: s["currentSize"] == 8)
         server.kill()
@@ -86,13 +86,13 @@ async def test_killed_server_is_reported_at_once_while_the_file_is_quiet(
     assert "upload failed" in stderr
 
 
-async def test_server_shutdown_is_reported_at_once_while_the_file_is_quiet(
+async def test_without_resume_a_server_shutdown_is_reported_at_once_while_the_file_is_quiet(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
     server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
     path = tmp_path / "app.log"
     path.write_bytes(b"started\n")
-    process, resource_id = start_live_upload(path, server.ws_url)
+    process, resource_id = start_live_upload(path, server.ws_url, "--resume-for", "0")
     try:
         await wait_for_status(server.ws_url, resource_id, lambda s: s["currentSize"] == 8)
         assert server.process is not None
@@ -130,10 +130,10 @@ async def test_an_uploader_that_is_truly_gone_still_fails_after_the_idle_timeout
     assert f"No data for {IDLE_TIMEOUT:g} s" in stderr
 
 
-def start_pipe_upload(ws_url: str) -> tuple[subprocess.Popen[str], str]:
+def start_pipe_upload(ws_url: str, *options: str) -> tuple[subprocess.Popen[str], str]:
     """The CLI reading its standard input (a pipe the test writes), and the resource id."""
     process = subprocess.Popen(
-        [*LIVEFILE, "upload", "-", "--filename", "ci.log", "--server", ws_url],
+        [*LIVEFILE, "upload", "-", "--filename", "ci.log", "--server", ws_url, *options],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -165,11 +165,11 @@ async def test_quiet_pipe_outlives_the_idle_timeout_and_completes(
     assert await download(server.ws_url, resource_id) == b"step 1\nstep 2\n"
 
 
-async def test_killed_server_is_reported_at_once_while_the_pipe_is_quiet(
+async def test_without_resume_a_killed_server_is_reported_at_once_while_the_pipe_is_quiet(
     start_server: ServerFactory,
 ) -> None:
     server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
-    process, resource_id = start_pipe_upload(server.ws_url)
+    process, resource_id = start_pipe_upload(server.ws_url, "--resume-for", "0")
     assert process.stdin is not None
     try:
         process.stdin.write("step 1\n")

@@ -219,9 +219,11 @@ async def test_quota_stops_an_endless_stream_early(start_server: ServerFactory) 
     assert produced < 10_000_000, f"{produced} bytes read: the client kept sending"
 
 
-async def test_server_shutdown_mid_upload_is_a_server_error(start_server: ServerFactory) -> None:
+async def test_without_resume_a_server_shutdown_mid_upload_is_a_server_error(
+    start_server: ServerFactory,
+) -> None:
     server = start_server()
-    async with AsyncUploadClient(server.ws_url, timeout=WAIT) as client:
+    async with AsyncUploadClient(server.ws_url, timeout=WAIT, resume_for=0) as client:
         upload = await client.start(filename="x", mime_type="text/plain")
         await upload.write(b"before")
         stopping = asyncio.create_task(asyncio.to_thread(server.stop))

@@ -17,12 +17,13 @@ from tests.client_upload.watch import WAIT, read_range, wait_for_end
 from tests.conftest import ServerFactory
 from tests.support.metrics import wait_for_metrics
 from tests.support.server import LivefileProcess
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.wire import crc32c_hex, download
 
 UPLOADS = 'livefile_connections{kind="upload"}'
 
 
-class Forwarder:
+class Forwarder(TcpProxy):
     """A TCP forwarder to a server's port that counts the connections it accepts.
 
     ``go_silent()`` makes every open connection look alive to the client while it is dead:
@@ -31,29 +32,10 @@ class Forwarder:
     """
 
     def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+        super().__init__(target_port)
         self.accepted = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
         self._upstreams: set[asyncio.StreamWriter] = set()
         self._silent: set[asyncio.StreamWriter] = set()  # upstreams closed by go_silent()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Forwarder:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def go_silent(self) -> None:
         for upstream in self._upstreams:

@@ -4,6 +4,7 @@ lost worker published (``ReplayingWriter``), checked on the real embedded backen
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from pathlib import Path
 
@@ -12,7 +13,13 @@ import pytest
 
 from livefile.api.errors import ServerError
 from livefile.api.interfaces import CatalogEntry
-from livefile.api.model import ResourceError, ResourceKind, ResourceMetadata, TransferStatus
+from livefile.api.model import (
+    ChecksumAlgorithm,
+    ResourceError,
+    ResourceKind,
+    ResourceMetadata,
+    TransferStatus,
+)
 from livefile.impl_server.job_replay import ReplayingWriter
 from livefile.impl_server.line_index import read_ends
 from livefile.impl_server.manager import KEEP, Keep, ResourceManager
@@ -158,3 +165,25 @@ async def test_an_abandoned_writer_stores_nothing_more(manager: ResourceManager)
         await writer.append(b"lost")
     assert await writer.fail(ResourceError(code="internal_error", message="late")) == published
     assert manager.storage.size(writer.resource_id) == 4
+
+
+async def test_after_a_restart_the_record_names_the_checksum_to_go_on_with(
+    tmp_path: Path,
+) -> None:
+    first = make_manager(tmp_path)
+    writer = await first.create_resource(TEXT, checksum_algorithm=ChecksumAlgorithm.SHA256)
+    await writer.append(b"one\ntwo\nthr")
+    await writer.flush()
+    published = writer.status.revision or 0
+    await first.release(writer)  # the producer goes away without an end
+    await first.catalog.close()
+
+    second = make_manager(tmp_path)  # as after a restart
+    reopened = await second.reopen(writer.resource_id)
+    assert (reopened.status.current_size, reopened.status.number_of_lines) == (11, 2)
+    assert (reopened.status.revision or 0) > published
+    await reopened.append(b"ee\nfour\n")
+    await reopened.complete()
+    assert reopened.checksum == hashlib.sha256(b"one\ntwo\nthree\nfour\n").hexdigest()
+    await second.shutdown()
+    await second.catalog.close()

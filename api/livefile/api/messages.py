@@ -78,7 +78,7 @@ class Message(WireModel):
 
 
 class StartUpload(Message):
-    OMITTED_WHEN_NONE = frozenset({"repack", "image"})
+    OMITTED_WHEN_NONE = frozenset({"repack", "image", "resumable"})
 
     kind: Literal["StartUpload"] = Field(default="StartUpload", alias="@")
     metadata: ResourceMetadata
@@ -93,6 +93,9 @@ class StartUpload(Message):
     # Also produce the image normalized to WebP, with its size and BlurHash in its metadata, as
     # a derived resource once the upload is COMPLETED (None, left out, is no).
     image: StrictBool | None = None
+    # Keep the upload resumable when its connection is lost (ReadyForUpload then carries a
+    # resume token); None, left out of the message, is no: it FAILS at once, as before.
+    resumable: StrictBool | None = None
 
 
 class DerivedReference(WireModel):
@@ -104,13 +107,35 @@ class DerivedReference(WireModel):
 
 
 class ReadyForUpload(Message):
-    OMITTED_WHEN_NONE = frozenset({"derived"})
+    OMITTED_WHEN_NONE = frozenset({"derived", "resume_token"})
     STEP_STREAMING_FIELDS = (("reference", "reference"),)
 
     kind: Literal["ReadyForUpload"] = Field(default="ReadyForUpload", alias="@")
     reference: ResourceReference
     resource_id: str
     derived: list[DerivedReference] | None = None  # what StartUpload asked to derive
+    # The secret that lets this uploader, and nobody else, resume the upload on a new
+    # connection (``ResumeUpload``); None when the server keeps no upload resumable.
+    resume_token: str | None = None
+
+
+class ResumeUpload(Message):
+    """Continue an upload whose connection was lost, instead of ``StartUpload``: answered by
+    ``UploadResumed`` with the offset to send from, or by ``UploadAcknowledged`` when the
+    upload had already completed."""
+
+    kind: Literal["ResumeUpload"] = Field(default="ResumeUpload", alias="@")
+    resource_id: str
+    resume_token: str
+
+
+class UploadResumed(Message):
+    """The server's answer to ``ResumeUpload``: it has stored ``offset`` bytes, and the client
+    sends its data again from there."""
+
+    kind: Literal["UploadResumed"] = Field(default="UploadResumed", alias="@")
+    resource_id: str
+    offset: int
 
 
 class FinishUpload(Message):
@@ -204,6 +229,8 @@ AnyMessage = Annotated[
     | ReadyForUpload
     | FinishUpload
     | UploadAcknowledged
+    | ResumeUpload
+    | UploadResumed
     | StatusChanged
     | RequestChunk
     | RequestLines
@@ -217,6 +244,8 @@ MESSAGE_TYPES = (
     "ReadyForUpload",
     "FinishUpload",
     "UploadAcknowledged",
+    "ResumeUpload",
+    "UploadResumed",
     "StatusChanged",
     "RequestChunk",
     "RequestLines",

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from types import TracebackType
 
-from livefile.api.errors import LivefileError, RequestError, ResourceFailedError
+from livefile.api.errors import (
+    ConnectionLostError,
+    LivefileError,
+    LivefileTimeoutError,
+    RequestError,
+    ResourceFailedError,
+)
 from livefile.api.model import ResourceStatus, TransferStatus
 from livefile.client_download.connection import (
     DownloadConnection,
@@ -28,6 +35,8 @@ from livefile.client_download.connection import (
 from livefile.impl_common.download_protocol import LinesPage
 from livefile.impl_common.references import parse_reference
 
+logger = logging.getLogger(__name__)
+
 MiB = 1024 * 1024
 # While following, bytes are asked for in pieces of at most FOLLOW_PIECE, with at most
 # FOLLOW_WINDOW requests in flight: memory stays bounded (8 MiB) whatever the resource's
@@ -36,6 +45,11 @@ FOLLOW_PIECE = 4 * MiB
 FOLLOW_WINDOW = 2
 LINES_PAGE = 10_000  # lines asked for per request; the server may answer with fewer
 NOT_CONNECTED = "The download client is not connected: use it as a context manager or connect()"
+# A follower whose connection was lost reconnects for this long (the server's default grace
+# period for an uploader), waiting between attempts from the first delay up to the last.
+DEFAULT_RECONNECT_FOR = 300.0
+RECONNECT_FIRST_DELAY = 0.05
+RECONNECT_MAX_DELAY = 2.0
 
 
 class _Default(enum.Enum):
@@ -62,10 +76,20 @@ class AsyncDownloadClient:
     reference's own token wins: ``token`` is used only for a reference without one, so a
     general token (say an upload-scoped ``LIVEFILE_TOKEN``) never hides the download token
     that came with the reference. ``token`` (the attribute) is the one in effect.
+
+    Following (``iter_bytes``, ``iter_lines``, ``save``) survives a lost connection and a
+    server restart: the client reconnects with backoff for up to ``reconnect_for`` seconds
+    (0: never) and goes on from the byte (or line) it has delivered, so nothing is repeated
+    or skipped. ``reconnects`` counts how often it did.
     """
 
     def __init__(
-        self, reference: str, timeout: float | None = 30.0, *, token: str | None = None
+        self,
+        reference: str,
+        timeout: float | None = 30.0,
+        *,
+        token: str | None = None,
+        reconnect_for: float = DEFAULT_RECONNECT_FOR,
     ) -> None:
         parsed = parse_reference(reference)
         self.resource_id = parsed.resource_id
@@ -74,7 +98,11 @@ class AsyncDownloadClient:
         # The reference's token travels in its URI; a bearer header would override it.
         self._bearer = None if parsed.token is not None else token
         self.token = parsed.token if parsed.token is not None else token
+        self.reconnect_for = reconnect_for
+        self.reconnects = 0
         self._connection: DownloadConnection | None = None
+        # Kept by the client, so that they hear the statuses of a new connection too.
+        self._listeners: list[StatusListener] = []
 
     # --- connection ---------------------------------------------------------------------
 
@@ -84,10 +112,23 @@ class AsyncDownloadClient:
         One connection per client: connecting again does nothing; after ``close()`` or a lost
         connection, make a new client."""
         if self._connection is None:
-            self._connection = await DownloadConnection.open(
-                self.uri, self.resource_id, self.timeout, self._bearer
-            )
+            self._connection = await self._open_connection()
         return self
+
+    async def _open_connection(self) -> DownloadConnection:
+        connection = await DownloadConnection.open(
+            self.uri, self.resource_id, self.timeout, self._bearer
+        )
+        connection.add_status_listener(self._tell_listeners)
+        return connection
+
+    def _tell_listeners(self, status: ResourceStatus) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(status)
+            except Exception:
+                # Someone else's callback must not keep the others from hearing the status.
+                logger.exception("a status listener of %s failed", self.resource_id)
 
     async def close(self) -> None:
         """Close the connection (1000 "Client Session closed"); pending calls fail with
@@ -124,7 +165,14 @@ class AsyncDownloadClient:
         """Call ``listener(status)`` with each new status, in order (not with the current one,
         which ``status`` gives); returns a function that removes it. Listeners run in the
         receive loop: they must be quick and must not block. Their exceptions are logged."""
-        return self._open.add_status_listener(listener)
+        self._open  # noqa: B018 - raises when not connected
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
 
     async def wait_for_status(
         self, predicate: StatusPredicate, timeout: Timeout = CLIENT_TIMEOUT
@@ -189,23 +237,34 @@ class AsyncDownloadClient:
         truncated end.
         """
         connection = self._open
-        requested = start  # the next byte to ask for
+        requested = delivered = start  # the next byte to ask for, and to yield
         in_flight: deque[asyncio.Future[list[bytes]]] = deque()
         try:
             while True:
-                status = connection.status
-                while len(in_flight) < FOLLOW_WINDOW and requested < status.current_size:
-                    stop = min(status.current_size, requested + FOLLOW_PIECE)
-                    in_flight.append(await connection.request_chunk_messages(requested, stop))
-                    requested = stop
-                if in_flight:
-                    for message in await connection.reply(in_flight.popleft()):
-                        yield message
-                elif status.is_terminal:
-                    self._raise_if_failed(status, f"{status.current_size} bytes")
-                    return
-                else:
-                    await connection.wait_for_status(_more_bytes_than(requested), None)
+                try:
+                    status = connection.status
+                    while len(in_flight) < FOLLOW_WINDOW and requested < status.current_size:
+                        stop = min(status.current_size, requested + FOLLOW_PIECE)
+                        in_flight.append(await connection.request_chunk_messages(requested, stop))
+                        requested = stop
+                    if in_flight:
+                        messages = await connection.reply(in_flight.popleft())
+                    elif status.is_terminal:
+                        self._raise_if_failed(status, f"{status.current_size} bytes")
+                        return
+                    else:
+                        await connection.wait_for_status(_more_bytes_than(requested), None)
+                        continue
+                except LivefileError as exc:
+                    connection = await self._reconnect(connection, exc)
+                    for future in in_flight:
+                        future.cancel()
+                    in_flight.clear()
+                    requested = delivered  # asked again from the first byte not yielded
+                    continue
+                for message in messages:
+                    delivered += len(message)
+                    yield message
         finally:
             for future in in_flight:  # the caller stopped early: drop what it will not take
                 future.cancel()
@@ -214,19 +273,26 @@ class AsyncDownloadClient:
         """The lines from ``start`` on, as they are checkpointed, until the resource ends
         (then ResourceFailedError after the readable lines of a FAILED resource). RequestError
         ``UNSUPPORTED`` at once for a resource without line access."""
-        connection = self._open
         position = start
         while True:
-            status = await connection.wait_for_status(_more_lines_than(position), None)
-            if status.number_of_lines is None:
-                raise RequestError("UNSUPPORTED", "The resource was uploaded without line access")
-            while position < status.number_of_lines:
-                page = await self.lines_page(position, status.number_of_lines - position)
-                if not page.lines:
-                    break  # never loop on a server that answers with nothing
+            connection = self._open
+            try:
+                status = await connection.wait_for_status(_more_lines_than(position), None)
+                if status.number_of_lines is None:
+                    raise RequestError(
+                        "UNSUPPORTED", "The resource was uploaded without line access"
+                    )
+                page = None
+                if position < status.number_of_lines:
+                    page = await self.lines_page(position, status.number_of_lines - position)
+            except LivefileError as exc:
+                await self._reconnect(connection, exc)
+                continue
+            if page is not None and page.lines:
                 for line in page.lines:
                     yield line
                     position += 1
+                continue  # the next page, or the next status
             if status.is_terminal and position >= status.number_of_lines:
                 self._raise_if_failed(status, f"line {status.number_of_lines}")
                 return
@@ -247,6 +313,29 @@ class AsyncDownloadClient:
         return self.status
 
     # --- helpers ------------------------------------------------------------------------
+
+    async def _reconnect(
+        self, connection: DownloadConnection, error: LivefileError
+    ) -> DownloadConnection:
+        """A new connection in place of ``connection``, which ended with ``error``; raises
+        ``error`` unless the connection was lost (``DownloadConnection.lost``), and the last
+        attempt's error once ``reconnect_for`` seconds have passed."""
+        if not connection.lost or self.reconnect_for <= 0:
+            raise error
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_for
+        delay = RECONNECT_FIRST_DELAY
+        while True:
+            try:
+                self._connection = await self._open_connection()
+            except (ConnectionLostError, LivefileTimeoutError):
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                continue
+            self.reconnects += 1
+            return self._connection
 
     def _seconds(self, timeout: Timeout) -> float | None:
         return self.timeout if timeout is CLIENT_TIMEOUT else timeout

@@ -44,6 +44,8 @@ StatusPredicate = Callable[[ResourceStatus], bool]
 # JSON escaping can make a Lines message several times larger than its text.
 MAX_INCOMING_MESSAGE = 16 * 1024 * 1024
 MAX_CLOSE_TIMEOUT = 10.0  # websockets' own default; a shorter client timeout shortens it too
+# Closes after which a follower reconnects: the server going away, restarting, or busy.
+LOST_CLOSES = frozenset({close_codes.GOING_AWAY, 1012, close_codes.TRY_AGAIN_LATER})
 
 
 class DownloadConnection:
@@ -281,6 +283,16 @@ class DownloadConnection:
         for _, future in self._waiters:
             if not future.done():
                 future.set_exception(self._failure)
+
+    @property
+    def lost(self) -> bool:
+        """Whether the connection ended without the client or the resource deciding it: lost
+        (no close frame) or the server going away (a shutdown, a restart, "try again"). A
+        follower reconnects after such an end."""
+        if self._failure is None or self._closing or self._ending is not None:
+            return False
+        received = self._ws.protocol.close_rcvd
+        return received is None or received.code in LOST_CLOSES
 
     # --- closing ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from livefile.api.errors import LivefileError
 from livefile.api.model import ResourceStatus
 from livefile.client_download.client import (
     CLIENT_TIMEOUT,
+    DEFAULT_RECONNECT_FOR,
     LINES_PAGE,
     NOT_CONNECTED,
     AsyncDownloadClient,
@@ -36,10 +37,17 @@ class DownloadClient:
     """
 
     def __init__(
-        self, reference: str, timeout: float | None = 30.0, *, token: str | None = None
+        self,
+        reference: str,
+        timeout: float | None = 30.0,
+        *,
+        token: str | None = None,
+        reconnect_for: float = DEFAULT_RECONNECT_FOR,
     ) -> None:
         # Parsed here, so that a bad reference raises before a thread is started.
-        self._client = AsyncDownloadClient(reference, timeout, token=token)
+        self._client = AsyncDownloadClient(
+            reference, timeout, token=token, reconnect_for=reconnect_for
+        )
         self._thread: LoopThread | None = None
 
     def connect(self) -> DownloadClient:

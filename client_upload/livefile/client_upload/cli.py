@@ -30,7 +30,7 @@ from livefile.api.transfers import TransferStarted
 from livefile.client_upload.client import AsyncUploadClient, guess_mime_type
 from livefile.client_upload.live_file import Rotation
 from livefile.client_upload.progress import UploadProgress
-from livefile.client_upload.upload import Progress, UploadResult
+from livefile.client_upload.upload import DEFAULT_RESUME_FOR, Progress, UploadResult
 from livefile.impl_common.progress_bars import wants_progress
 from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.transcoding import TranscodingError
@@ -90,6 +90,7 @@ async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> Upl
         token=args.token,
         checksum_algorithm=args.checksum,
         max_idle_connections=0,  # one upload: nothing to keep its connection for
+        resume_for=args.resume_for,
     )
     if source.fd is not None:  # a pipe (or standard input): read as the bytes arrive
         name = args.filename
@@ -320,6 +321,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " width, height and BlurHash; its reference is printed on a line after the upload's",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
+    parser.add_argument(
+        "--resume-for",
+        type=float,
+        default=DEFAULT_RESUME_FOR,
+        metavar="SECONDS",
+        help="when the connection is lost or the server restarts, reconnect and resume the"
+        f" upload for up to this long (default {DEFAULT_RESUME_FOR:g}; 0: fail at once)",
+    )
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument(
         "--progress",

@@ -31,10 +31,13 @@ from livefile.client_upload.live_file import (
 )
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME, ConnectionPool
 from livefile.client_upload.upload import (
+    DEFAULT_RESUME_BUFFER,
+    DEFAULT_RESUME_FOR,
     KEEPALIVE_INTERVAL,
     AsyncUpload,
     Data,
     Progress,
+    ResumePolicy,
     UploadResult,
 )
 from livefile.impl_common.close_reason import error_for_http_status
@@ -86,6 +89,11 @@ class AsyncUploadClient:
     ``checksum_algorithm`` is how client and server check the bytes end to end: CRC-32C by
     default (computed in hardware, about 13 GB/s), CRC-32 (zlib's), SHA-256 for a
     cryptographic digest, MD5 as step-streaming does.
+
+    An upload whose connection is lost — or whose server restarts — resumes on a new one: it
+    reconnects with backoff for up to ``resume_for`` seconds (0: it fails at once, as before)
+    and sends again what the server lacks, keeping for that at most ``resume_buffer`` bytes
+    sent since the server's last checkpoint (a writer waits for the next one beyond).
     """
 
     def __init__(
@@ -99,6 +107,8 @@ class AsyncUploadClient:
         checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32C,
         max_idle_connections: int = DEFAULT_MAX_IDLE,
         idle_connection_timeout: float = DEFAULT_MAX_IDLE_TIME,
+        resume_for: float = DEFAULT_RESUME_FOR,
+        resume_buffer: int = DEFAULT_RESUME_BUFFER,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
@@ -110,6 +120,10 @@ class AsyncUploadClient:
         self.message_size = message_size
         self.token = token
         self.checksum_algorithm = ChecksumAlgorithm(checksum_algorithm)
+        if resume_for < 0 or resume_buffer <= 0:
+            raise ValueError("resume_for must be >= 0 and resume_buffer positive")
+        self.resume_for = resume_for
+        self.resume_buffer = resume_buffer
         self._pool = ConnectionPool(max_idle_connections, idle_connection_timeout)
         # A client dropped without aclose(): its idle connections go with it.
         weakref.finalize(self, self._pool.abandon)
@@ -120,6 +134,12 @@ class AsyncUploadClient:
         if self.context_id:
             uri += f"?{CONTEXT_PARAMETER}={quote(self.context_id, safe='')}"
         return uri
+
+    @property
+    def _resume(self) -> ResumePolicy | None:
+        if self.resume_for == 0:
+            return None
+        return ResumePolicy(self.upload_uri, self.token, self.resume_for, self.resume_buffer)
 
     @property
     def idle_connections(self) -> int:
@@ -223,6 +243,7 @@ class AsyncUploadClient:
             pool=self._pool,
             repack=repack,
             image=image,
+            resume=self._resume,
         )
 
     async def upload_bytes(
@@ -263,6 +284,7 @@ class AsyncUploadClient:
                 on_reference=on_reference,
                 repack=repack,
                 image=image,
+                resume=self._resume,
             )
             if on_derived is not None:
                 for derived in result.derived:

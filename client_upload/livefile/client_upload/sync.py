@@ -17,7 +17,14 @@ from livefile.client_upload.client import (
 )
 from livefile.client_upload.live_file import EndSignal, RotationCallback
 from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME
-from livefile.client_upload.upload import AsyncUpload, Data, Progress, UploadResult
+from livefile.client_upload.upload import (
+    DEFAULT_RESUME_BUFFER,
+    DEFAULT_RESUME_FOR,
+    AsyncUpload,
+    Data,
+    Progress,
+    UploadResult,
+)
 from livefile.impl_common.references import DEFAULT_SERVER
 from livefile.impl_common.sync_bridge import LoopThread
 
@@ -94,6 +101,8 @@ class UploadClient:
         checksum_algorithm: ChecksumAlgorithm | str = ChecksumAlgorithm.CRC32C,
         max_idle_connections: int = DEFAULT_MAX_IDLE,
         idle_connection_timeout: float = DEFAULT_MAX_IDLE_TIME,
+        resume_for: float = DEFAULT_RESUME_FOR,
+        resume_buffer: int = DEFAULT_RESUME_BUFFER,
     ) -> None:
         self._client = AsyncUploadClient(
             server,
@@ -104,6 +113,8 @@ class UploadClient:
             checksum_algorithm=checksum_algorithm,
             max_idle_connections=max_idle_connections,
             idle_connection_timeout=idle_connection_timeout,
+            resume_for=resume_for,
+            resume_buffer=resume_buffer,
         )
         self._thread = LoopThread("livefile-upload")
 

@@ -11,6 +11,12 @@ close — a quota exceeded mid-stream stops ``write`` at once instead of after t
 A source that may stay quiet (a live file, a pipe) is sent with ``send_from``: while it yields
 nothing the upload is kept alive with empty binary messages (the server's idle timeout counts
 them; they add no byte), and a server-side end is raised at once, not at the next write.
+
+An upload whose connection is lost (no close frame, or the server going away: a restart)
+*resumes*: it reconnects with backoff for up to ``resume_for`` seconds, shows its resume token
+(``ResumeUpload``), and sends again, from the offset the server names, the bytes it keeps since
+the server's last checkpoint (``replay.py``). Its running checksum is not touched: it covers
+every byte once, and the server checks it against what it stored.
 """
 
 from __future__ import annotations
@@ -23,16 +29,24 @@ from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from livefile.api import close_codes
-from livefile.api.errors import ConnectionLostError, LivefileTimeoutError, ProtocolError
+from livefile.api.errors import (
+    ConnectionLostError,
+    LivefileError,
+    LivefileTimeoutError,
+    ProtocolError,
+)
 from livefile.api.messages import (
     DerivedReference,
     FinishUpload,
     ReadyForUpload,
+    ResumeUpload,
     StartUpload,
     StatusChanged,
     UploadAcknowledged,
+    UploadResumed,
 )
 from livefile.api.model import ChecksumAlgorithm, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.client_upload.connection import (
@@ -42,6 +56,7 @@ from livefile.client_upload.connection import (
     open_connection,
 )
 from livefile.client_upload.pool import ConnectionPool
+from livefile.client_upload.replay import ReplayBuffer
 from livefile.impl_common.checksums import cheaper_than_a_thread_hop, new_digest
 from livefile.impl_common.transcoding import Utf8Transcoder
 from livefile.impl_common.upload_protocol import UploadClientProtocol
@@ -58,6 +73,15 @@ THREAD_HASH_MIN = 256 * 1024
 # How long a quiet source may leave the connection without a message: well below any sensible
 # idle timeout of the server (600 s by default), and a few bytes a second at most.
 KEEPALIVE_INTERVAL = 1.0
+# How long an upload whose connection was lost tries to resume (the server's default grace
+# period), and how many bytes sent since the server's last checkpoint it keeps to send again.
+DEFAULT_RESUME_FOR = 300.0
+DEFAULT_RESUME_BUFFER = 256 * 1024 * 1024
+# Close codes after which an upload resumes: the server going away (shutdown, restart) or
+# asking to try again (another worker holds the upload). No close frame at all counts too.
+RESUMABLE_CLOSES = frozenset({close_codes.GOING_AWAY, 1012, close_codes.TRY_AGAIN_LATER})
+RESUME_FIRST_DELAY = 0.05
+RESUME_MAX_DELAY = 2.0
 
 
 @dataclass(frozen=True)
@@ -92,8 +116,10 @@ class AsyncUpload:
         transcoder: Utf8Transcoder | None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         pool: ConnectionPool | None = None,
+        resume: ResumePolicy | None = None,
     ) -> None:
         self._ws = ws
+        self._resume_policy = resume
         # Where the connection goes after the acknowledgement; None: it is closed.
         self._pool = pool if pool is not None and pool.enabled else None
         self._released = False
@@ -112,6 +138,13 @@ class AsyncUpload:
         loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[ReadyForUpload] = loop.create_future()
         self._ack: asyncio.Future[UploadAcknowledged] = loop.create_future()
+        self._resumed: asyncio.Future[UploadResumed | UploadAcknowledged] = loop.create_future()
+        self._resume_token: str | None = None  # from ReadyForUpload
+        self._replay = ReplayBuffer(resume.buffer if resume else 0)
+        # Data is held for a resume from the start (a pipelined upload sends it before the
+        # token arrives), and no longer once the server turns out to give no token.
+        self._keeping = resume is not None
+        self._checkpoint = asyncio.Event()  # set at each checkpoint the server reports
         self._failure: Exception | None = None
         self._aborted = False
         self._receiver = asyncio.create_task(self._receive(), name="livefile-upload-receiver")
@@ -127,6 +160,8 @@ class AsyncUpload:
         """Resources the server derives from this one (``repack=True``, ``image=True``),
         known with the reference: each has its own id and reference, followed at once."""
         self.result: UploadResult | None = None
+        self.resumes = 0
+        """How many times the upload resumed on a new connection."""
 
     @classmethod
     async def start(
@@ -143,6 +178,7 @@ class AsyncUpload:
         pool: ConnectionPool | None = None,
         repack: bool = False,
         image: bool = False,
+        resume: ResumePolicy | None = None,
     ) -> AsyncUpload:
         """Connect (or take an idle connection from ``pool``), announce the resource, and wait
         for its reference.
@@ -152,7 +188,7 @@ class AsyncUpload:
         again, once, on a new connection.
         """
         transcoder = Utf8Transcoder(charset) if charset else None
-        start = _start_message(metadata, checksum_algorithm, pool, repack, image)
+        start = _start_message(metadata, checksum_algorithm, pool, repack, image, resume)
         while True:
             ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
@@ -163,6 +199,7 @@ class AsyncUpload:
                 transcoder=transcoder,
                 checksum_algorithm=checksum_algorithm,
                 pool=pool,
+                resume=resume,
             )
             try:
                 await upload._send(start)
@@ -193,6 +230,7 @@ class AsyncUpload:
         on_reference: Callable[[str], object] | None = None,
         repack: bool = False,
         image: bool = False,
+        resume: ResumePolicy | None = None,
     ) -> UploadResult:
         """Upload ``data`` whole without waiting for the reference first: ``StartUpload``, the
         data and ``FinishUpload`` go out back to back, and the reference (``on_reference``) and
@@ -200,7 +238,7 @@ class AsyncUpload:
         what many small uploads cost. As in ``start``, a reused connection found closed before
         the reference arrived is replaced once.
         """
-        start = _start_message(metadata, checksum_algorithm, pool, repack, image)
+        start = _start_message(metadata, checksum_algorithm, pool, repack, image, resume)
         while True:
             ws, reused = await _connection(uri, timeout, token, pool)
             upload = cls(
@@ -211,6 +249,7 @@ class AsyncUpload:
                 transcoder=None,
                 checksum_algorithm=checksum_algorithm,
                 pool=pool,
+                resume=resume,
             )
             upload._on_reference = on_reference
             try:
@@ -246,8 +285,13 @@ class AsyncUpload:
         """Tell the server that the upload goes on though no data comes: an empty binary
         message, which resets the server's idle timeout and adds nothing to the resource."""
         async with self._lock:
-            self._check_writable()
-            await self._send(memoryview(b""))
+            await self._check_writable_or_resume()
+            try:
+                await self._send(memoryview(b""))
+            except LivefileError as exc:
+                if not self._resumable(exc):
+                    raise
+                await self._resume()
 
     async def send_from(
         self, chunks: AsyncIterable[Data], keepalive_interval: float = KEEPALIVE_INTERVAL
@@ -270,7 +314,11 @@ class AsyncUpload:
                     if pending in done:
                         break
                     if self._receiver in done:
-                        raise self._failure or closed_error(self._ws)
+                        if not self._resumable():
+                            raise self._failure or closed_error(self._ws)
+                        async with self._lock:
+                            await self._resume()
+                        continue
                     await self.keep_alive()
             except BaseException:
                 pending.cancel()
@@ -295,17 +343,9 @@ class AsyncUpload:
             if self._transcoder is not None:
                 tail, self._transcoder = self._transcoder.finish(), None
                 await self._write(tail)
-            self._check_writable()
-            self._protocol.finishing()
+            await self._check_writable_or_resume()
             checksum = self._digest.hexdigest()
-            await self._send(FinishUpload(checksum=checksum).to_json())
-            if not self.reference:  # pipelined (``send_whole``): the reference comes now
-                ready = await self._wait(self._ready, "the reference (ReadyForUpload)")
-                self.reference, self.resource_id = ready.reference.uri, ready.resource_id
-                self.derived = tuple(ready.derived or ())
-                if self._on_reference is not None:
-                    self._on_reference(self.reference)
-            ack = await self._wait(self._ack, "the acknowledgement (UploadAcknowledged)")
+            ack = await self._finish_exchange(checksum)
             algorithm = self._checksum_algorithm
             if (ack.checksum, ack.checksum_algorithm, ack.size) != (checksum, algorithm, self.sent):
                 await self._shut(close_codes.PROTOCOL_ERROR, "Acknowledgement does not match")
@@ -341,6 +381,26 @@ class AsyncUpload:
             )
             return self.result
 
+    async def _finish_exchange(self, checksum: str) -> UploadAcknowledged:
+        """Send ``FinishUpload`` and wait for the acknowledgement, resuming (and finishing
+        again) when the connection is lost meanwhile."""
+        while True:
+            try:
+                if not self._has_ack():
+                    self._protocol.finishing()
+                    await self._send(FinishUpload(checksum=checksum).to_json())
+                if not self.reference:  # pipelined (``send_whole``): the reference comes now
+                    ready = await self._wait(self._ready, "the reference (ReadyForUpload)")
+                    self.reference, self.resource_id = ready.reference.uri, ready.resource_id
+                    self.derived = tuple(ready.derived or ())
+                    if self._on_reference is not None:
+                        self._on_reference(self.reference)
+                return await self._wait(self._ack, "the acknowledgement (UploadAcknowledged)")
+            except LivefileError as exc:
+                if not self._resumable(exc):
+                    raise
+                await self._resume()
+
     async def abort(self, reason: str = "Upload aborted by the client") -> None:
         """End the upload without finishing it: the server marks the resource FAILED and keeps
         the bytes it received. Does nothing to an upload that has already ended."""
@@ -365,22 +425,32 @@ class AsyncUpload:
     # --- sending ------------------------------------------------------------------------
 
     async def _write(self, data: Data) -> None:
-        self._check_writable()
+        await self._check_writable_or_resume()
         if self._transcoder is not None:
             data = self._transcoder.feed(bytes(data))
         view = memoryview(data).cast("B")
         for offset in range(0, len(view), self._message_size):
             piece = view[offset : offset + self._message_size]
-            self._raise_if_failed()
-            await self._send(piece)
-            self.sent += len(piece)
+            await self._check_writable_or_resume()
+            await self._make_room(len(piece))
+            try:
+                await self._send(piece)
+            except LivefileError as exc:
+                if not self._resumable(exc):
+                    raise
+                await self._resume()  # sends this piece again, with what the server lacks
             self._report()
 
-    async def _send(self, message: str | memoryview) -> None:
-        """Send one message (data is hashed as it goes) within the timeout."""
+    async def _send(self, message: str | memoryview, again: bool = False) -> None:
+        """Send one message within the timeout. New data is hashed as it goes, counted as sent
+        and held for a resume even if sending fails; data sent ``again`` (resuming) is not."""
+        if isinstance(message, memoryview) and message and not again:
+            if self._keeping:
+                self._replay.add(message)
+            self.sent += len(message)
         try:
             async with asyncio.timeout(self._timeout):
-                if isinstance(message, str):
+                if isinstance(message, str) or again:
                     await self._ws.send(message)
                 elif len(message) < self._hash_inline_below:
                     self._digest.update(message)
@@ -389,9 +459,12 @@ class AsyncUpload:
                     # megabytes); yield so that the receive task sees an early close at once.
                     await asyncio.sleep(0)
                 else:
-                    await asyncio.gather(
-                        asyncio.to_thread(self._digest.update, message), self._ws.send(message)
+                    hashing = asyncio.to_thread(self._digest.update, message)
+                    _, sent = await asyncio.gather(
+                        hashing, self._ws.send(message), return_exceptions=True
                     )
+                    if isinstance(sent, BaseException):
+                        raise sent  # hashed all the same: the digest covers every byte sent
         except TimeoutError:
             # The server stopped reading: a close frame would wait behind the unsent data.
             drop(self._ws)
@@ -407,6 +480,12 @@ class AsyncUpload:
         if self._progress is not None and (self.sent, self.acknowledged) != self._reported:
             self._reported = (self.sent, self.acknowledged)
             self._progress(self.sent, self.acknowledged)
+
+    async def _check_writable_or_resume(self) -> None:
+        """Raise if the upload cannot take data; resume it first if its connection was lost."""
+        if self._failure is not None and not self._aborted and self._resumable():
+            await self._resume()
+        self._check_writable()
 
     def _check_writable(self) -> None:
         if self._aborted:
@@ -442,7 +521,8 @@ class AsyncUpload:
         if self._ack.done():
             return  # the upload succeeded; the close that follows is its normal end
         self._failure = failure
-        for future in (self._ready, self._ack):
+        futures: tuple[asyncio.Future[Any], ...] = (self._ready, self._ack, self._resumed)
+        for future in futures:
             if not future.done():
                 future.set_exception(failure)
                 future.exception()  # retrieved here: nobody may be waiting any more
@@ -452,13 +532,23 @@ class AsyncUpload:
             raise ProtocolError("The server sent binary data on an upload connection")
         reply = self._protocol.receive_text(message)
         if isinstance(reply, ReadyForUpload):
+            self._resume_token = reply.resume_token if self._resume_policy else None
+            if self._resume_token is None:
+                self._keeping = False
+                self._replay.release(self.sent)
             self._ready.set_result(reply)
+        elif isinstance(reply, UploadResumed):
+            self._resumed.set_result(reply)
         elif isinstance(reply, StatusChanged):
             # Progress only ever moves forward, whatever order the reports come in.
             self.acknowledged = max(self.acknowledged, reply.resource_status.current_size)
+            self._replay.release(min(self.acknowledged, self._replay.end))
+            self._checkpoint.set()
             self._report()
         elif isinstance(reply, UploadAcknowledged):
             self._ack.set_result(reply)
+            if not self._resumed.done():
+                self._resumed.set_result(reply)
 
     async def _wait(self, future: asyncio.Future[T], what: str) -> T:
         try:
@@ -469,6 +559,96 @@ class AsyncUpload:
             raise LivefileTimeoutError(
                 f"The server did not send {what} within {self._timeout} s"
             ) from None
+
+    # --- resuming ------------------------------------------------------------------------
+
+    def _has_ack(self) -> bool:
+        """Whether the acknowledgement arrived (its future may also hold a lost connection)."""
+        return self._ack.done() and not self._ack.cancelled() and self._ack.exception() is None
+
+    def _resumable(self, error: BaseException | None = None) -> bool:
+        """Whether the connection was lost in a way an upload resumes from: no close frame,
+        or the server going away; and the server gave a resume token. A server that stopped
+        taking data (``LivefileTimeoutError``) is not resumed from: it would stall again."""
+        if self._resume_token is None or self._aborted or self._resume_policy is None:
+            return False
+        if isinstance(error, LivefileTimeoutError):
+            return False
+        if self._ws.protocol.state is not State.CLOSED and self._failure is None:
+            return False  # the connection is alive: the failure was something else
+        received = self._ws.protocol.close_rcvd
+        return received is None or received.code in RESUMABLE_CLOSES
+
+    async def _make_room(self, more: int) -> None:
+        """Wait for a checkpoint while the bytes held for a resume would pass their limit."""
+        while self._replay.full(more):
+            self._checkpoint.clear()
+            waiting = asyncio.ensure_future(self._checkpoint.wait())
+            done, _ = await asyncio.wait(
+                {waiting, self._receiver},
+                timeout=self._timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiting.cancel()
+            if self._receiver in done:
+                return  # the connection ended: the send that follows finds out why
+            if not done:
+                raise LivefileTimeoutError(
+                    f"The server reported no checkpoint for {self._timeout} s"
+                )
+
+    async def _resume(self) -> None:
+        """Reconnect with backoff until the server takes the upload again, and send it the
+        bytes it lacks; gives up (raising why) after ``resume_for`` seconds, or at once when
+        the server refuses (the upload FAILED or expired)."""
+        assert self._resume_policy is not None
+        assert self._resume_token is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._resume_policy.resume_for
+        delay = RESUME_FIRST_DELAY
+        while True:
+            drop(self._ws)
+            await self._wait_for_receiver()
+            try:
+                await self._reconnect()
+                return
+            except LivefileError as exc:
+                if not self._resumable() and not isinstance(exc, LivefileTimeoutError):
+                    raise
+                if loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESUME_MAX_DELAY)
+
+    async def _reconnect(self) -> None:
+        """One attempt: returns when the upload goes on (or had completed)."""
+        assert self._resume_policy is not None
+        assert self._resume_token is not None
+        self._ws = await open_connection(
+            self._resume_policy.uri, self._timeout, self._resume_policy.token
+        )
+        self._pool = None  # a resumed upload's connection ends with it
+        self._protocol = UploadClientProtocol(resuming=True)
+        loop = asyncio.get_running_loop()
+        self._failure = None
+        self._resumed = loop.create_future()
+        if not self._has_ack():
+            self._ack = loop.create_future()
+        self._receiver = asyncio.create_task(self._receive(), name="livefile-upload-receiver")
+        request = ResumeUpload(resource_id=self.resource_id, resume_token=self._resume_token)
+        await self._send(request.to_json())
+        reply = await self._wait(self._resumed, "the answer to ResumeUpload")
+        self.resumes += 1
+        if isinstance(reply, UploadAcknowledged):
+            return
+        if not self._replay.start <= reply.offset <= self.sent:
+            raise ProtocolError(
+                f"The server has {reply.offset} bytes; this client can send again only from"
+                f" {self._replay.start} to {self.sent}"
+            )
+        self.acknowledged = max(self.acknowledged, reply.offset)
+        for piece in self._replay.since(reply.offset):
+            await self._send(piece, again=True)
 
     async def _wait_for_receiver(self) -> None:
         # asyncio.wait neither raises the task's outcome nor cancels it on timeout.
@@ -484,12 +664,24 @@ class AsyncUpload:
         await self._wait_for_receiver()
 
 
+@dataclass(frozen=True)
+class ResumePolicy:
+    """How an upload resumes after its connection was lost: where it reconnects (with which
+    access token), for how long it tries, how many unacknowledged bytes it keeps."""
+
+    uri: str
+    token: str | None
+    resume_for: float = DEFAULT_RESUME_FOR
+    buffer: int = DEFAULT_RESUME_BUFFER
+
+
 def _start_message(
     metadata: ResourceMetadata,
     algorithm: ChecksumAlgorithm,
     pool: ConnectionPool | None,
     repack: bool,
     image: bool,
+    resume: ResumePolicy | None,
 ) -> str:
     keep_open = pool is not None and pool.enabled
     return StartUpload(
@@ -498,6 +690,7 @@ def _start_message(
         keep_open=keep_open,
         repack=repack or None,
         image=image or None,
+        resumable=True if resume is not None else None,
     ).to_json()
 
 

@@ -2,7 +2,9 @@
 
 Server: ``StartUpload`` → (server sends ``ReadyForUpload``) → binary data messages →
 ``FinishUpload`` → (server sends ``UploadAcknowledged``) → close; or, when ``StartUpload`` asked
-``keepOpen``, back to awaiting the next ``StartUpload`` on the same connection. Anything else is
+``keepOpen``, back to awaiting the next ``StartUpload`` on the same connection. A connection may
+open with ``ResumeUpload`` instead (→ ``UploadResumed``, then data and ``FinishUpload`` as
+above; or → ``UploadAcknowledged`` at once for an upload that had completed). Anything else is
 a protocol violation that names the close code and a reason; the I/O layer only carries the
 frames.
 """
@@ -17,9 +19,11 @@ from livefile.api.errors import ProtocolError
 from livefile.api.messages import (
     FinishUpload,
     ReadyForUpload,
+    ResumeUpload,
     StartUpload,
     StatusChanged,
     UploadAcknowledged,
+    UploadResumed,
     parse_message,
 )
 
@@ -51,7 +55,7 @@ class UploadServerProtocol:
         self.keep_open = False  # what the current upload's StartUpload asked
         self.completed = 0  # uploads acknowledged on this connection
 
-    def receive_text(self, text: str) -> StartUpload | FinishUpload:
+    def receive_text(self, text: str) -> StartUpload | ResumeUpload | FinishUpload:
         try:
             message = parse_message(text)
         except ProtocolError as exc:
@@ -59,6 +63,14 @@ class UploadServerProtocol:
         if isinstance(message, StartUpload) and self.phase is UploadPhase.AWAITING_START:
             self.phase = UploadPhase.STARTING
             self.keep_open = message.keep_open
+            return message
+        if (
+            isinstance(message, ResumeUpload)
+            and self.phase is UploadPhase.AWAITING_START
+            and not self.completed
+        ):
+            self.phase = UploadPhase.STARTING
+            self.keep_open = False  # a resumed upload ends its connection
             return message
         if isinstance(message, FinishUpload) and self.phase is UploadPhase.UPLOADING:
             self.phase = UploadPhase.FINISHING
@@ -78,6 +90,13 @@ class UploadServerProtocol:
         assert self.phase is UploadPhase.STARTING
         self.phase = UploadPhase.UPLOADING
 
+    def resumed_completed(self) -> None:
+        """``ResumeUpload`` named an upload that had completed: it is acknowledged again and
+        the connection ends."""
+        assert self.phase is UploadPhase.STARTING
+        self.completed += 1
+        self.phase = UploadPhase.DONE
+
     def acknowledged(self) -> None:
         """The upload is acknowledged: the connection ends, or awaits the next upload."""
         assert self.phase is UploadPhase.FINISHING
@@ -93,12 +112,27 @@ class UploadClientProtocol:
     the reference arrives while finishing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resuming: bool = False) -> None:
+        # Resuming: ``ResumeUpload`` was sent, ``UploadResumed`` (or, for an upload that had
+        # completed, ``UploadAcknowledged``) comes first.
         self.phase = UploadPhase.STARTING
-        self.ready = False  # ReadyForUpload received
+        self.resuming = resuming
+        self.ready = False  # ReadyForUpload (or UploadResumed) received
 
-    def receive_text(self, text: str) -> ReadyForUpload | StatusChanged | UploadAcknowledged:
+    def receive_text(
+        self, text: str
+    ) -> ReadyForUpload | UploadResumed | StatusChanged | UploadAcknowledged:
         message = parse_message(text)
+        if self.resuming and not self.ready:
+            if isinstance(message, UploadResumed):
+                self.ready = True
+                self.phase = UploadPhase.UPLOADING
+                return message
+            if isinstance(message, UploadAcknowledged):
+                self.ready = True
+                self.phase = UploadPhase.DONE
+                return message
+            raise ProtocolError(f"Unexpected {message.kind} from the server while resuming")
         if (
             isinstance(message, ReadyForUpload)
             and not self.ready

@@ -16,6 +16,9 @@ ENTRY_SIZE = 6
 MAX_OFFSET = (1 << (8 * ENTRY_SIZE)) - 1
 
 
+READ_PIECE = 4 * 1024 * 1024  # bytes read at a time when an index is made whole again
+
+
 def encode(ends: list[int]) -> bytes:
     return b"".join(end.to_bytes(ENTRY_SIZE, "little") for end in ends)
 

@@ -64,6 +64,7 @@ from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.reopen import reopen_index, stored_prefix
 from livefile.impl_server.resource_record import entry_of, record_of
+from livefile.impl_server.resumable_uploads import ResumableUploads, new_resume_token
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.storage_usage import StorageUsage
 from livefile.impl_server.upload import UploadProducer
@@ -143,6 +144,7 @@ class ResourceManager:
         checkpoint_interval: float,
         durable: bool = True,
         lifecycle: Lifecycle | None = None,
+        resume_grace: float = 0.0,
     ) -> None:
         self.storage = storage
         self.lifecycle = lifecycle or Lifecycle()
@@ -171,19 +173,26 @@ class ResourceManager:
         self._recovery_policies: list[RecoveryPolicy] = []
         self._background: set[asyncio.Task[None]] = set()
         self._reader_types: dict[ResourceKind, ReaderFactory] = {}
+        # WebSocket uploads whose client may come back (``resume_grace`` seconds after its
+        # connection was lost; 0: never, they fail at once).
+        self.resumable = ResumableUploads(resume_grace, self._record_waiting)
 
     def register_reader(self, kind: ResourceKind, factory: ReaderFactory) -> None:
         """Readers of resources of ``kind`` are made by ``factory`` (a bundle's ZIP is composed
         from its members' files: ``bundle/reader.py``); every other resource is one file."""
         self._reader_types[kind] = factory
 
-    async def recover(self) -> int:
-        """Mark uploads left unfinished by a previous run FAILED, keeping their bytes."""
+    async def recover(self, resumable: bool = False) -> int:
+        """Mark uploads left unfinished by a previous run FAILED, keeping their bytes; with
+        ``resumable`` (at start), those that can be resumed are reopened instead and wait for
+        their client for the grace period."""
         entries = await self.catalog.unfinished()
         reaped = 0
         for entry in entries:
             if entry.resource_id in self._active or entry.resource_id in self._unrecorded:
                 continue  # ours and alive
+            if resumable and await self._adopt(entry):
+                continue
             decision = await self._recovery_decision(entry)
             if decision is KEEP:
                 continue
@@ -235,10 +244,12 @@ class ResourceManager:
         return None
 
     async def reopen(
-        self, resource_id: str, checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
+        self, resource_id: str, checksum_algorithm: ChecksumAlgorithm | None = None
     ) -> LiveWriter:
-        """Take up an unfinished resource that no writer of this process holds: a writer that
-        appends after its stored bytes (the running checksum recomputed, the line index made to
+        """Take up an unfinished resource that no writer of this process holds (a resumed
+        upload, tus, a job taken over): a writer that appends after its stored bytes (the
+        running checksum, in ``checksum_algorithm`` or the one its record names, recomputed,
+        the line index made to
         match them) and whose first status, published at once, continues the revisions. For
         producers that publish only sizes (see ``reopen.continued_revision``). With a shared
         catalog this process takes the resource's lease and ownership over
@@ -253,6 +264,9 @@ class ResourceManager:
             raise ResourceHeldError(f"resource {resource_id} is being written by another process")
         record = await asyncio.to_thread(self.storage.read_meta, resource_id)
         recorded = (entry_of(record) if record else None) or entry
+        if checksum_algorithm is None:  # the one its record names (CRC-32C for older records)
+            named = (record or {}).get("checksumAlgorithm", ChecksumAlgorithm.CRC32C.value)
+            checksum_algorithm = ChecksumAlgorithm(named)
         path = self.storage.path(resource_id)
         prefix = await asyncio.to_thread(stored_prefix, path, checksum_algorithm, recorded.status)
         # A shared catalog holds the newest status published (a job's stage and percent move
@@ -299,17 +313,52 @@ class ResourceManager:
                 await drop(writer.resource_id)  # any process may take it up now
         return status
 
+    async def _adopt(self, entry: CatalogEntry) -> bool:
+        """Reopen an upload a previous run left unfinished, to wait for its client; False when
+        it cannot be resumed (no resume token, resume off, or its files are unreadable)."""
+        if not self.resumable.enabled or entry.kind is not ResourceKind.UPLOAD:
+            return False
+        record = await asyncio.to_thread(self.storage.read_meta, entry.resource_id)
+        token_hash = record.get("resumeTokenHash") if record else None
+        if not isinstance(token_hash, str):
+            return False
+        try:
+            writer = await self.reopen(entry.resource_id)
+            tail_start = max(0, writer.written - 4)
+            tail = await asyncio.to_thread(
+                self.storage.read, entry.resource_id, tail_start, writer.written
+            )
+        except (OSError, ServerError, ValueError) as exc:
+            logger.warning("upload %s cannot be resumed: %s", entry.resource_id, exc)
+            return False
+        producer = UploadProducer(
+            writer, entry.metadata, self.quotas.max_resource_size, None, token_hash
+        )
+        producer.continue_text_after(tail)
+        await self.resumable.adopt(producer)
+        return True
+
+    async def _record_waiting(self, producer: UploadProducer) -> None:
+        """Make the status of an upload waiting for its client durable, so that a restart
+        finds its revision (see ``reopen``)."""
+        await self.catalog.set_status(producer.resource_id, producer.status)
+
     async def create_upload(
         self,
         metadata: ResourceMetadata,
         context_id: str | None,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
         uploader: str | None = None,
+        resumable: bool = False,
     ) -> UploadProducer:
         """Create a resource for a client's upload (its context's count quota checked first);
         INITIATED is published at once. The metadata fields the server describes are not the
-        uploader's to set: they are dropped."""
+        uploader's to set: they are dropped. ``resumable``: the upload gets a resume token
+        (when resume is on) and may outlive its connection (``resumable_uploads.py``)."""
         metadata = metadata.described({})
+        token, token_hash = (
+            new_resume_token() if resumable and self.resumable.enabled else (None, None)
+        )
         if context_id is not None:
             try:
                 await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
@@ -325,6 +374,7 @@ class ResourceManager:
                 context_id=context_id,
                 checksum_algorithm=checksum_algorithm,
                 uploader=uploader,
+                resume_token_hash=token_hash,
             )
         except BaseException:
             if context_id is not None:
@@ -332,7 +382,7 @@ class ResourceManager:
                 with contextlib.suppress(Exception):
                     await self.contexts.release(context_id)
             raise
-        return UploadProducer(writer, metadata, self.quotas.max_resource_size)
+        return UploadProducer(writer, metadata, self.quotas.max_resource_size, token, token_hash)
 
     async def create_resource(
         self,
@@ -344,10 +394,13 @@ class ResourceManager:
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
         stage: str | None = None,
         uploader: str | None = None,
+        resume_token_hash: str | None = None,
     ) -> LiveWriter:
         """Create a resource and return its writer; INITIATED (with ``stage``) is published at
-        once. Every producer starts here. ``uploader`` identifies the token that created it
-        (its own token may delete it while it runs). ``StorageQuotaError`` when the data
+        once. Every producer starts here (or, going on with an unfinished one, at ``reopen``).
+        ``uploader`` identifies the token that created it (its own token may delete it while it
+        runs). The record beside the bytes keeps the checksum algorithm (and
+        ``resume_token_hash``), which ``reopen`` needs. ``StorageQuotaError`` when the data
         directory holds the most bytes allowed."""
         return await self._create(
             metadata,
@@ -358,6 +411,7 @@ class ResourceManager:
             stage,
             owned=True,
             uploader=uploader,
+            resume_token_hash=resume_token_hash,
         )
 
     async def create_unowned(
@@ -433,6 +487,7 @@ class ResourceManager:
         *,
         owned: bool,
         uploader: str | None = None,
+        resume_token_hash: str | None = None,
     ) -> LiveWriter:
         await self.usage.check(self.lifecycle.max_storage_bytes)
         resource_id = new_resource_id()
@@ -460,6 +515,9 @@ class ResourceManager:
                 record = record_of(entry)
                 if uploader is not None:
                     record["uploader"] = uploader
+                record["checksumAlgorithm"] = checksum_algorithm.value
+                if resume_token_hash is not None:
+                    record["resumeTokenHash"] = resume_token_hash
                 await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
             except OSError as exc:  # a full disk
                 raise storage_error(exc) from exc
@@ -528,6 +586,7 @@ class ResourceManager:
             # Whatever the catalog said, this process no longer produces the resource.
             self._active.pop(resource_id, None)
             self._created_at.pop(resource_id, None)
+            self.resumable.ended(resource_id)
 
     async def _end(
         self, resource_id: str, status: ResourceStatus, checksum: str | None
@@ -688,7 +747,10 @@ class ResourceManager:
     async def shutdown(self) -> None:
         """End every running upload FAILED (their connections are going away), and try once
         more to record what the catalog refused; what it still refuses, the next start's
-        ``recover`` finds unfinished and marks FAILED."""
+        ``recover`` finds unfinished and marks FAILED. Uploads waiting for their client are
+        left unfinished instead, stored and recorded, to wait again after the next start."""
+        for producer in await self.resumable.close():
+            await self.release(producer.writer)
         for writer in list(self._active.values()):
             await writer.fail(INTERRUPTED)
         if self._recorder is not None:

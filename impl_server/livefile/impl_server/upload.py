@@ -42,17 +42,39 @@ class UploadProducer:
     """The server side of one upload between ``ReadyForUpload`` and its terminal status."""
 
     def __init__(
-        self, writer: LiveWriter, metadata: ResourceMetadata, max_size: int | None
+        self,
+        writer: LiveWriter,
+        metadata: ResourceMetadata,
+        max_size: int | None,
+        resume_token: str | None = None,
+        resume_token_hash: str | None = None,
     ) -> None:
         self.writer = writer
         self.metadata = metadata
         self._max_size = max_size
-        self._accepted = 0  # bytes taken from the client (queued or written)
+        # The secret handed to the uploader once (ReadyForUpload), and the hash kept of it:
+        # both None for an upload that cannot be resumed (step-streaming's dialect).
+        self.resume_token = resume_token
+        self.resume_token_hash = resume_token_hash
+        self._accepted = writer.written  # bytes taken from the client (queued or written)
         self._utf8 = (
             codecs.getincrementaldecoder("utf-8")("strict")
             if metadata.supports_line_access
             else None
         )
+
+    def continue_text_after(self, tail: bytes) -> None:
+        """Pick up UTF-8 checking after a restart: ``tail`` is the last (up to 4) bytes
+        stored, which may end within a character that the next bytes complete."""
+        if self._utf8 is None:
+            return
+        start = 0
+        while start < len(tail) and tail[start] & 0xC0 == 0x80:
+            start += 1  # the rest of a character that began before the tail: complete
+        try:
+            self._utf8.decode(tail[start:])
+        except UnicodeDecodeError:
+            self._utf8.reset()  # checked when it was received; nothing pending to carry on
 
     @property
     def resource_id(self) -> str:

@@ -71,7 +71,10 @@ class StoppedError(ServerError):
 
 
 class LiveWriter:
-    """Writes one resource between its creation and its terminal status (``ResourceWriter``)."""
+    """Writes one resource between its creation and its terminal status (``ResourceWriter``).
+
+    A writer made with ``reopened`` continues a resource that was stored up to some size
+    (``ResourceManager.reopen``): it starts IN_PROGRESS at that size, with that digest."""
 
     def __init__(
         self,
@@ -297,7 +300,8 @@ class LiveWriter:
         takes it up again)."""
         if not self.ended and not self._released:
             self._released = True
-            await self._stop_writer()
+            # Durable: what is stored is what a restart finds to go on from.
+            await self._stop_writer(sync=self._durable)
             self._cancel_timer()
             if self._written != self.status.current_size:
                 self._set(TransferStatus.IN_PROGRESS, None)

@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checkpoint_interval=settings.checkpoint_interval,
             durable=settings.durable,
             lifecycle=settings.lifecycle(),
+            resume_grace=settings.upload_resume_grace,
         )
         manager.deletions.add_listener(app.state.finished_files.forget)
         deletion_feed: RedisDeletionFeed | None = None
@@ -151,7 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tus = tus = TusUploads(
             manager, settings.tus_expiry, data_dir / "tus-staging", shared=bool(settings.redis_url)
         )
-        recovered = await manager.recover()
+        # With Redis another worker may hold an unfinished upload: orphans are failed as before.
+        recovered = await manager.recover(resumable=not settings.redis_url)
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
         if settings.redis_url:

@@ -202,6 +202,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how long an unfinished tus upload stays resumable after its last PATCH, e.g. 1d;"
         " then it ends FAILED (expired) (LIVEFILE_TUS_EXPIRY, 1d)",
     )
+    parser.add_argument(
+        "--upload-resume-grace",
+        dest="upload_resume_grace",
+        help="seconds an upload whose connection was lost (or whose server restarted) waits"
+        " for its client to resume it; 0 = it FAILS at once (LIVEFILE_UPLOAD_RESUME_GRACE, 300)",
+    )
     flags = {
         action.dest: action.option_strings[-1]
         for action in parser._actions

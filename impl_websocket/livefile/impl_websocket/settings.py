@@ -251,6 +251,14 @@ class Settings(BaseSettings):
         description="seconds an unfinished tus upload stays resumable after its last PATCH;"
         " then it ends FAILED (expired)",
     )
+    # Resumable WebSocket uploads (livefile's dialect; docs/protocol.md, "Resuming an upload").
+    upload_resume_grace: float = Field(
+        default=300.0,
+        ge=0,
+        description="seconds an upload in livefile's dialect whose connection was lost (or whose"
+        " server restarted) waits for its client to resume it before it FAILS (client_lost);"
+        " 0 = it FAILS at once",
+    )
 
     def token_authority(self) -> TokenAuthority | None:
         """The configured verifier and signer of tokens; None when access control is off."""

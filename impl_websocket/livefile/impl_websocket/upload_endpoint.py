@@ -10,7 +10,12 @@ that named no subprotocol gets step-streaming's protocol exactly — ``ReadyForU
 reference only, no statuses on the connection, an MD5 ``UploadAcknowledged`` spelt as the Java
 server spells it, and the close left to the client (``1000 Upload completed``), as
 step-streaming's own clients expect. Its data is one binary message, usually fragmented: under
-``livefile serve`` each fragment arrives as it comes (``FRAGMENTS_EXTENSION``)."""
+``livefile serve`` each fragment arrives as it comes (``FRAGMENTS_EXTENSION``).
+
+In livefile's dialect an upload outlives a lost connection (when resume is on): instead of
+FAILED it is parked, waiting for its client, and a connection that opens with ``ResumeUpload``
+goes on with it (``upload_resume.py``, ``resumable_uploads.py``). A close the client chose (any
+code but those of a lost connection) still ends it FAILED at once."""
 
 from __future__ import annotations
 
@@ -36,9 +41,11 @@ from livefile.api.messages import (
     Dialect,
     FinishUpload,
     ReadyForUpload,
+    ResumeUpload,
     StartUpload,
     StatusChanged,
     UploadAcknowledged,
+    UploadResumed,
 )
 from livefile.api.model import (
     ChecksumAlgorithm,
@@ -64,6 +71,7 @@ from livefile.impl_websocket.counters import COUNTERS
 from livefile.impl_websocket.download_links import DownloadLinks
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.tracing import TRACER, upload_ended
+from livefile.impl_websocket.upload_resume import ResumeLater, claim_upload
 from livefile.impl_websocket.zero_copy import FRAGMENT_KEY, FRAGMENTS_EXTENSION
 
 # After UploadAcknowledged a step-streaming client closes the connection itself (1000 "Upload
@@ -77,7 +85,16 @@ REASON_NEEDS_FRAMES = (
     f"Single-message uploads need livefile serve; send several messages with {SUBPROTOCOL}"
 )
 
+# Disconnect codes of a connection lost rather than closed by the client's choice: no close
+# frame (1006), none with a code (1005), going away (1001: a client or server shutting down),
+# a server restarting (1012).
+LOST_CODES = frozenset({1001, 1005, 1006, 1012})
+
 logger = logging.getLogger(__name__)
+
+
+class Superseded(ConnectionError):
+    """A new connection resumed this connection's upload (this one was half-open)."""
 
 
 class UploadSession:
@@ -113,10 +130,12 @@ class UploadSession:
         self._end_logged = False  # the current upload's end is in the log
         self._links = DownloadLinks(websocket, authority, settings.reference_token_ttl)
         self._span = trace.get_current_span()  # the connection's, when tracing is on
+        self._superseded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> None:
         close: tuple[int, str] | None = None
         error = ResourceError(code="disconnected", message="the uploader's connection ended")
+        lost = False  # the connection was lost, not closed: a resumable upload waits
         try:
             await self._check_context()
             if self.dialect is Dialect.STEP_STREAMING and not self._fragments:
@@ -135,7 +154,7 @@ class UploadSession:
                 else close_codes.DELETED_PREFIX
             )
             close = (close_codes.POLICY_VIOLATION, f"{prefix}{exc.error.message}")
-        except JobRefusedError as exc:  # the derivation asked for cannot be queued now
+        except (JobRefusedError, ResumeLater) as exc:  # e.g. a derivation cannot be queued now
             close = (close_codes.TRY_AGAIN_LATER, str(exc))
             error = ResourceError(code="refused", message=str(exc))
         except QuotaExceededError as exc:
@@ -150,8 +169,10 @@ class UploadSession:
         except LivefileError as exc:  # checksum mismatch, storage failure
             close = (close_codes.INTERNAL_ERROR, str(exc))
             error = ResourceError(code="server_error", message=str(exc))
-        except (WebSocketDisconnect, ConnectionError):
-            pass
+        except WebSocketDisconnect as exc:
+            lost = exc.code in LOST_CODES
+        except ConnectionError:
+            lost = True
         except Exception:
             logger.exception("upload connection failed")
             close = (close_codes.INTERNAL_ERROR, "Internal server error")
@@ -161,7 +182,10 @@ class UploadSession:
             # FAILED is published before the close frame leaves, so a client that reacts to the
             # close already finds the resource in its final, truthful state.
             if self.upload is not None and not self.upload.ended:
-                await self.upload.fail(error)
+                if lost and await self.manager.resumable.park(self.upload):
+                    self._end_logged = True  # not ended: waiting for its client
+                else:
+                    await self.upload.fail(error)
             if self.upload is not None and not self._end_logged:
                 self._log_end()
             if close is not None:
@@ -179,7 +203,7 @@ class UploadSession:
         while True:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
-                return
+                raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
             data = message.get("bytes")
             if data is not None:
                 # A fragment is bounded by what one read brings, whatever its message's size.
@@ -204,6 +228,9 @@ class UploadSession:
             request = self.protocol.receive_text(text)
             if isinstance(request, StartUpload):
                 await self._start(request)
+            elif isinstance(request, ResumeUpload):
+                if not await self._resume(request):
+                    return  # it had completed: acknowledged again
             elif isinstance(request, FinishUpload):
                 await self._finish(request)
                 if self.protocol.phase is UploadPhase.DONE:
@@ -220,7 +247,7 @@ class UploadSession:
             self.settings.start_timeout if waiting_for_start else self.settings.upload_idle_timeout
         )
         receiving = asyncio.ensure_future(self.websocket.receive())
-        waits: set[asyncio.Future[Any]] = {receiving}
+        waits: set[asyncio.Future[Any]] = {receiving, self._superseded}
         if self.upload is not None:
             # Storing failed (e.g. the disk is full), or the resource was deleted or expired:
             # end now, not at the next message.
@@ -235,6 +262,8 @@ class UploadSession:
                     await receiving
         if not receiving.cancelled():
             return receiving.result()
+        if self._superseded.done():
+            raise Superseded("a new connection resumed the upload")
         if self.upload is not None:
             self.upload.writer.check_stopped()
             self.upload.check_storage()
@@ -268,8 +297,14 @@ class UploadSession:
             )
             self.protocol.keep_open = False
         self.upload = await self.manager.create_upload(
-            request.metadata, self.context_id, request.checksum_algorithm, self.uploader
+            request.metadata,
+            self.context_id,
+            request.checksum_algorithm,
+            self.uploader,
+            resumable=self.dialect is Dialect.LIVEFILE and bool(request.resumable),
         )
+        if self.upload.resume_token is not None:
+            self.manager.resumable.attach(self.upload, self._supersede)
         self.protocol.resource_ready()
         resource_id = self.upload.resource_id
         self._started_at = asyncio.get_running_loop().time()
@@ -291,11 +326,40 @@ class UploadSession:
             derived.append(self._derived(image, ResourceKind.IMAGE))
         reference = ResourceReference(uri=self._links.uri(resource_id))
         ready = ReadyForUpload(
-            reference=reference, resource_id=resource_id, derived=derived or None
+            reference=reference,
+            resource_id=resource_id,
+            derived=derived or None,
+            resume_token=self.upload.resume_token,
         )
         await self._send(ready.to_json(self.dialect))
         if self.dialect is Dialect.LIVEFILE:  # step-streaming's uploader hears nothing more
             self._forwarder = asyncio.create_task(self._forward_statuses(resource_id))
+
+    async def _resume(self, request: ResumeUpload) -> bool:
+        """Go on with the upload ``request`` names: True, ``UploadResumed`` sent; False when it
+        had completed and was acknowledged again."""
+        if self.dialect is Dialect.STEP_STREAMING:
+            raise PolicyViolationError(f"ResumeUpload needs the subprotocol {SUBPROTOCOL}")
+        claimed = await claim_upload(self.manager, request, self.context_id, self._supersede)
+        if isinstance(claimed, UploadAcknowledged):
+            self.protocol.resumed_completed()
+            await self._send(claimed.to_json())
+            await self._close(close_codes.NORMAL, close_codes.REASON_UPLOAD_COMPLETED)
+            return False
+        self.upload = claimed
+        self.protocol.resource_ready()
+        self._started_at = asyncio.get_running_loop().time()
+        self._end_logged = False
+        offset = claimed.writer.written
+        logger.info("upload %s resumed at %d bytes", claimed.resource_id, offset)
+        resumed = UploadResumed(resource_id=claimed.resource_id, offset=offset)
+        await self._send(resumed.to_json())
+        self._forwarder = asyncio.create_task(self._forward_statuses(claimed.resource_id))
+        return True
+
+    def _supersede(self) -> None:
+        if not self._superseded.done():
+            self._superseded.set_result(None)
 
     @TRACER.start_as_current_span("livefile.upload.finish")
     async def _finish(self, request: FinishUpload) -> None:

@@ -336,16 +336,18 @@ async def test_unsafe_or_duplicate_paths_are_refused_at_creation(
     assert detail in answer["detail"]
 
 
-async def test_unknown_members_and_url_members_are_refused(server: LivefileProcess) -> None:
+async def test_unknown_members_and_members_that_are_not_one_thing_are_refused(
+    server: LivefileProcess,
+) -> None:
     code, answer = post_bundle(
         server, {"filename": "x.zip", "members": members_of([("0" * 32, "a")])}
     )
     assert code == 404, answer
-    code, answer = post_bundle(
-        server, {"filename": "x.zip", "members": [{"url": "http://example.com/a", "path": "a"}]}
-    )
+    both = {"resource": "0" * 32, "url": "http://example.com/a", "path": "a"}
+    code, answer = post_bundle(server, {"filename": "x.zip", "members": [both]})
     assert code == 422
-    assert "URL" in answer["detail"]
+    assert "either a resource id or a URL" in answer["detail"]
+    # URL members themselves: tests/e2e/test_transfers.py (they need a server that may reach one)
 
 
 async def test_the_member_count_and_size_limits_are_kept(start_server: ServerFactory) -> None:

@@ -128,6 +128,7 @@ def _checked_paths(members: list[BundleMemberSpec], limit: int) -> list[tuple[st
     status_code=status.HTTP_201_CREATED,
     responses={
         **ACCESS_RESPONSES,
+        400: {"model": ErrorBody, "description": "A URL member a transfer refuses at once"},
         404: {"model": ErrorBody, "description": "A member does not exist"},
         422: {"model": Refusal, "description": "A member or path is refused (detail: which)"},
         503: {"model": ErrorBody, "description": "The job queue is full: try again later"},

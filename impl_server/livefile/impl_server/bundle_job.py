@@ -46,7 +46,7 @@ from livefile.impl_server.bundle.layout import (
     manifest_bytes,
 )
 from livefile.impl_server.bundle.store import STORED, BundleForms
-from livefile.impl_server.jobs import JobSpec
+from livefile.impl_server.jobs import JobFailure, JobSpec, run_to_an_end
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import READ_PIECE, Reader
 from livefile.impl_server.repack.zipout import EntryStream, ZipWriter
@@ -66,11 +66,8 @@ class BundleSettings:
     seconds: float = 3600.0  # wall-clock limit per job, waiting for growing members included
 
 
-class BundleError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class BundleError(JobFailure):
+    """A bundle refused (a member failed, the size limit passed): ``code`` names why."""
 
 
 @dataclass(frozen=True)
@@ -127,19 +124,7 @@ class BundleHandler:
 
     async def run(self, spec: JobSpec, writer: ResourceWriter) -> None:
         job = _BundleJob(self, spec, writer)
-        try:
-            async with asyncio.timeout(self.settings.seconds):
-                await job.run()
-        except TimeoutError:
-            await job.fail("time_limit", f"the bundle took longer than {self.settings.seconds:g} s")
-        except asyncio.CancelledError:
-            await asyncio.shield(job.fail("interrupted", "the server stopped the bundle"))
-            raise
-        except BundleError as exc:
-            await job.fail(exc.code, exc.message)
-        except Exception as exc:
-            logger.exception("bundle %s failed", writer.resource_id)
-            await job.fail("internal_error", str(exc)[:200])
+        await run_to_an_end("bundle", self.settings.seconds, job.run, job.fail, writer.resource_id)
 
     async def member_crcs(self, reader: Reader, size: int) -> tuple[int, int]:
         """A finished member's CRC-32 and CRC-32C (its own checksum when it is a CRC-32C)."""

@@ -25,11 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from livefile.api.errors import ResourceFailedError
 from livefile.api.interfaces import ResourceWriter
 from livefile.api.model import ResourceError
 from livefile.impl_server.images import Converted, ImageError, ImageLimits, WebpOptions, to_webp
-from livefile.impl_server.jobs import STAGE_WAITING, JobSpec
+from livefile.impl_server.jobs import STAGE_WAITING, JobSpec, run_to_an_end
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import Reader
 
@@ -72,23 +71,13 @@ class ImageJob:
         self._settings = settings
 
     async def run(self) -> None:
-        try:
-            async with asyncio.timeout(self._settings.seconds):
-                await self._convert()
-        except TimeoutError:
-            await self._fail(
-                "time_limit", f"the conversion took longer than {self._settings.seconds:g} s"
-            )
-        except asyncio.CancelledError:
-            await asyncio.shield(self._fail("interrupted", "the server stopped the conversion"))
-            raise
-        except ImageError as exc:
-            await self._fail(exc.code, exc.message)
-        except ResourceFailedError as exc:
-            await self._fail("source_failed", f"the source ended FAILED: {exc}")
-        except Exception as exc:
-            logger.exception("image conversion into %s failed", self._writer.resource_id)
-            await self._fail("internal_error", str(exc)[:200])
+        await run_to_an_end(
+            "conversion",
+            self._settings.seconds,
+            self._convert,
+            self._fail,
+            self._writer.resource_id,
+        )
 
     async def _convert(self) -> None:
         limits = self._settings.limits

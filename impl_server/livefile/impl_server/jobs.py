@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from livefile.api.errors import JobRefusedError
+from livefile.api.errors import JobRefusedError, ResourceFailedError
 from livefile.api.interfaces import ResourceWriter
 from livefile.api.model import ResourceKind
 from livefile.impl_server.job_books import JobBooks
@@ -67,6 +67,43 @@ class JobSpec:
             sources=tuple(str(source) for source in data.get("sources", ())),
             params=dict(data.get("params", {})),
         )
+
+
+class JobFailure(Exception):
+    """A job's input was refused or could not be read; ``code`` names why (the FAILED status's
+    ``error.code``), ``message`` says it to people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# Ends the job's resource FAILED with an error code and message (after what it must keep).
+Fail = Callable[[str, str], Awaitable[None]]
+
+
+async def run_to_an_end(
+    what: str, seconds: float, work: Callable[[], Awaitable[None]], fail: Fail, resource_id: str
+) -> None:
+    """Run a job's ``work`` within its wall-clock limit; whatever goes wrong ends its resource
+    FAILED through ``fail``: ``time_limit``, ``interrupted`` (the server stops; re-raised), a
+    ``JobFailure``'s own code, ``source_failed``, or ``internal_error`` (logged)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await work()
+    except TimeoutError:
+        await fail("time_limit", f"the {what} took longer than {seconds:g} s")
+    except asyncio.CancelledError:
+        await asyncio.shield(fail("interrupted", f"the server stopped the {what}"))
+        raise
+    except JobFailure as exc:
+        await fail(exc.code, exc.message)
+    except ResourceFailedError as exc:
+        await fail("source_failed", f"the source ended FAILED: {exc}")
+    except Exception as exc:
+        logger.exception("the %s into %s failed", what, resource_id)
+        await fail("internal_error", str(exc)[:200])
 
 
 class SharedJobs(Protocol):

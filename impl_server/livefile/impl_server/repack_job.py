@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from livefile.api.errors import ResourceFailedError
 from livefile.api.interfaces import ResourceWriter
 from livefile.api.model import ResourceError, ResourceStatus
-from livefile.impl_server.jobs import STAGE_WAITING, JobSpec
+from livefile.impl_server.jobs import STAGE_WAITING, JobSpec, run_to_an_end
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.repack import (
     SNIFF_BYTES,
-    RepackError,
     RepackLimits,
     needs_whole_source,
     repack_file,
@@ -185,23 +184,9 @@ class RepackJob:
         self._feed: SourceFeed | None = None
 
     async def run(self) -> None:
-        try:
-            async with asyncio.timeout(self._settings.seconds):
-                await self._repack()
-        except TimeoutError:
-            await self._fail(
-                "time_limit", f"the repack took longer than {self._settings.seconds:g} s"
-            )
-        except asyncio.CancelledError:
-            await asyncio.shield(self._fail("interrupted", "the server stopped the repack"))
-            raise
-        except RepackError as exc:
-            await self._fail(exc.code, exc.message)
-        except ResourceFailedError as exc:
-            await self._fail("source_failed", f"the source ended FAILED: {exc}")
-        except Exception as exc:
-            logger.exception("repack into %s failed", self._writer.resource_id)
-            await self._fail("internal_error", str(exc)[:200])
+        await run_to_an_end(
+            "repack", self._settings.seconds, self._repack, self._fail, self._writer.resource_id
+        )
 
     async def _repack(self) -> None:
         status = await self._wait_for_source(lambda s: s.current_size >= SNIFF_BYTES)

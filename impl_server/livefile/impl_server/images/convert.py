@@ -33,6 +33,8 @@ from typing import Literal
 import blurhash  # type: ignore[import-untyped]
 from PIL import Image, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
 
+from livefile.impl_server.jobs import JobFailure
+
 ImageErrorCode = Literal["unsupported_format", "image_too_large", "invalid_image"]
 
 # Pillow's format names; MPO is how Pillow names many cameras' JPEGs.
@@ -49,13 +51,12 @@ _WHITE = (255, 255, 255, 255)
 PILLOW_PIXEL_LIMIT = Image.MAX_IMAGE_PIXELS or 0
 
 
-class ImageError(Exception):
+class ImageError(JobFailure):
     """The image was refused or could not be read; ``code`` names why, for the status."""
 
     def __init__(self, code: ImageErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(code, message)
         self.code: ImageErrorCode = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from livefile.impl_server.jobs import JobFailure
+
 RepackErrorCode = Literal[
     "encrypted_archive",
     "entry_count_limit",
@@ -45,13 +47,12 @@ class RepackLimits:
             raise ValueError("max_ratio must be positive")
 
 
-class RepackError(Exception):
+class RepackError(JobFailure):
     """The archive was refused or could not be read; ``code`` names why, for the status."""
 
     def __init__(self, code: RepackErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(code, message)
         self.code: RepackErrorCode = code
-        self.message = message
 
 
 @dataclass(frozen=True)

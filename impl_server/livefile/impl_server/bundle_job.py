@@ -50,7 +50,7 @@ from livefile.impl_server.jobs import JobFailure, JobSpec, run_to_an_end
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.reader import READ_PIECE, Reader
 from livefile.impl_server.repack.zipout import EntryStream, ZipWriter
-from livefile.impl_server.repack_job import SourceFeed, StopRepack, ZipSink
+from livefile.impl_server.repack_job import SourceFeed, ZipSink, in_stoppable_thread
 
 logger = logging.getLogger(__name__)
 
@@ -326,18 +326,7 @@ class _BundleJob:
         return result
 
     async def _in_thread(self, work: Callable[[], object]) -> object:
-        """Run blocking ``work``; if this job is cancelled meanwhile, stop it (the feed and the
-        sink raise) and wait for the thread, so that nothing writes after the end."""
-        task = asyncio.ensure_future(asyncio.to_thread(work))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._sink.stopped.set()
-            if self._feed is not None:
-                self._feed.end(StopRepack("stopped"))
-            with contextlib.suppress(BaseException):
-                await task
-            raise
+        return await in_stoppable_thread(work, self._sink, self._feed)
 
     async def fail(self, code: str, message: str) -> None:
         with contextlib.suppress(Exception):

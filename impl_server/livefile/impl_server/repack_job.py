@@ -165,6 +165,24 @@ class ZipSink:
         future.result()  # the writer's queue is bounded: the engine waits for the disk
 
 
+async def in_stoppable_thread(
+    work: Callable[[], object], sink: ZipSink, feed: SourceFeed | None
+) -> object:
+    """Run blocking ``work`` that writes into ``sink`` (and reads ``feed``); if the job is
+    cancelled meanwhile, stop it (the feed and the sink raise) and wait for the thread before
+    going on, so nothing writes after the end."""
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        sink.stopped.set()
+        if feed is not None:
+            feed.end(StopRepack("stopped"))
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
+
 class RepackJob:
     """Repacks ``source`` into ``writer`` (the derived resource)."""
 
@@ -230,18 +248,7 @@ class RepackJob:
         await self._writer.complete()
 
     async def _in_thread(self, work: Callable[[], object]) -> object:
-        """Run blocking ``work``; if this job is cancelled meanwhile, stop it (the feed and the
-        sink raise) and wait for the thread before going on, so nothing writes after the end."""
-        task = asyncio.ensure_future(asyncio.to_thread(work))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._sink.stopped.set()
-            if self._feed is not None:
-                self._feed.end(StopRepack("stopped"))
-            with contextlib.suppress(BaseException):
-                await task
-            raise
+        return await in_stoppable_thread(work, self._sink, self._feed)
 
     async def _wait_for_source(self, enough: Callable[[ResourceStatus], bool]) -> ResourceStatus:
         """The source's status once ``enough(status)`` holds or it is COMPLETED; stage

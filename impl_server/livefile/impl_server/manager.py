@@ -64,7 +64,13 @@ from livefile.impl_server.quotas import Quotas
 from livefile.impl_server.reader import Reader
 from livefile.impl_server.reopen import reopen_index, stored_prefix
 from livefile.impl_server.resource_record import entry_of, record_of
-from livefile.impl_server.resumable_uploads import ResumableUploads, new_resume_token
+from livefile.impl_server.resumable_uploads import (
+    CLIENT_LOST,
+    RESUME_DEADLINE,
+    RESUME_TOKEN_HASH,
+    ResumableUploads,
+    new_resume_token,
+)
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.storage_usage import StorageUsage
 from livefile.impl_server.upload import UploadProducer
@@ -176,23 +182,23 @@ class ResourceManager:
         # WebSocket uploads whose client may come back (``resume_grace`` seconds after its
         # connection was lost; 0: never, they fail at once).
         self.resumable = ResumableUploads(resume_grace, self._record_waiting)
+        self.add_recovery_policy(self._resume_policy)
 
     def register_reader(self, kind: ResourceKind, factory: ReaderFactory) -> None:
         """Readers of resources of ``kind`` are made by ``factory`` (a bundle's ZIP is composed
         from its members' files: ``bundle/reader.py``); every other resource is one file."""
         self._reader_types[kind] = factory
 
-    async def recover(self, resumable: bool = False) -> int:
-        """Mark uploads left unfinished by a previous run FAILED, keeping their bytes; with
-        ``resumable`` (at start), those that can be resumed are reopened instead and wait for
-        their client for the grace period."""
+    async def recover(self) -> int:
+        """Mark resources left unfinished by a previous run (or, with a shared catalog, by a
+        process that died) FAILED, keeping their bytes — unless a recovery policy keeps them:
+        a WebSocket upload that can be resumed waits for its client (``_resume_policy``), a
+        tus upload until it expires."""
         entries = await self.catalog.unfinished()
         reaped = 0
         for entry in entries:
             if entry.resource_id in self._active or entry.resource_id in self._unrecorded:
                 continue  # ours and alive
-            if resumable and await self._adopt(entry):
-                continue
             decision = await self._recovery_decision(entry)
             if decision is KEEP:
                 continue
@@ -313,30 +319,68 @@ class ResourceManager:
                 await drop(writer.resource_id)  # any process may take it up now
         return status
 
-    async def _adopt(self, entry: CatalogEntry) -> bool:
-        """Reopen an upload a previous run left unfinished, to wait for its client; False when
-        it cannot be resumed (no resume token, resume off, or its files are unreadable)."""
+    async def _resume_policy(self, entry: CatalogEntry) -> Keep | ResourceError | None:
+        """The one decision on an unfinished WebSocket upload that has a resume token, at
+        start and, with a shared catalog, whenever the lease keeper finds its lease missing:
+        it waits for its client — reopened and parked with a fresh grace period — unless it
+        is parked already (shared: the record's deadline says until when, then it FAILS
+        ``client_lost``). Without a token (or with resume off) it is not this policy's."""
         if not self.resumable.enabled or entry.kind is not ResourceKind.UPLOAD:
-            return False
-        record = await asyncio.to_thread(self.storage.read_meta, entry.resource_id)
-        token_hash = record.get("resumeTokenHash") if record else None
-        if not isinstance(token_hash, str):
-            return False
+            return None
+        record = await asyncio.to_thread(self.storage.read_meta, entry.resource_id) or {}
+        if not isinstance(record.get(RESUME_TOKEN_HASH), str):
+            return None
+        deadline = record.get(RESUME_DEADLINE)
+        if self.resumable.shared is not None and isinstance(deadline, int | float):
+            return KEEP if time.time() < deadline else CLIENT_LOST
         try:
-            writer = await self.reopen(entry.resource_id)
-            tail_start = max(0, writer.written - 4)
-            tail = await asyncio.to_thread(
-                self.storage.read, entry.resource_id, tail_start, writer.written
-            )
+            producer = await self.reopen_upload(entry.resource_id)
+        except ResourceHeldError:
+            return KEEP  # another process took it up meanwhile
         except (OSError, ServerError, ValueError) as exc:
             logger.warning("upload %s cannot be resumed: %s", entry.resource_id, exc)
-            return False
+            return None
+        await self.resumable.adopt(producer)
+        return KEEP
+
+    async def reopen_upload(self, resource_id: str) -> UploadProducer:
+        """Take up an unfinished WebSocket upload (``reopen``) as the producer its client goes
+        on with, its UTF-8 check picking up after the stored bytes."""
+        entry = await self.entry(resource_id)
+        if entry is None:
+            raise ServerError(f"resource {resource_id} is unknown")
+        writer = await self.reopen(resource_id)
+        record = await asyncio.to_thread(self.storage.read_meta, resource_id) or {}
+        tail_start = max(0, writer.written - 4)
+        tail = await asyncio.to_thread(self.storage.read, resource_id, tail_start, writer.written)
+        token_hash = record.get(RESUME_TOKEN_HASH)
         producer = UploadProducer(
-            writer, entry.metadata, self.quotas.max_resource_size, None, token_hash
+            writer,
+            entry.metadata,
+            self.quotas.max_resource_size,
+            None,
+            token_hash if isinstance(token_hash, str) else None,
         )
         producer.continue_text_after(tail)
-        await self.resumable.adopt(producer)
-        return True
+        return producer
+
+    async def set_resume_deadline(self, resource_id: str, deadline: float | None) -> float | None:
+        """Note in the record beside the bytes until when a released upload waits for its
+        client (None: it waits no more); returns the deadline noted before."""
+
+        def update() -> float | None:
+            record = self.storage.read_meta(resource_id)
+            if record is None:
+                return None
+            before = record.pop(RESUME_DEADLINE, None)
+            if deadline is not None:
+                record[RESUME_DEADLINE] = deadline
+            if deadline is not None or before is not None:
+                # Not fsync'd: ``release`` writes the record durably next.
+                self.storage.write_meta(resource_id, record, False)
+            return before if isinstance(before, int | float) else None
+
+        return await asyncio.to_thread(update)
 
     async def _record_waiting(self, producer: UploadProducer) -> None:
         """Make the status of an upload waiting for its client durable, so that a restart
@@ -517,7 +561,7 @@ class ResourceManager:
                     record["uploader"] = uploader
                 record["checksumAlgorithm"] = checksum_algorithm.value
                 if resume_token_hash is not None:
-                    record["resumeTokenHash"] = resume_token_hash
+                    record[RESUME_TOKEN_HASH] = resume_token_hash
                 await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
             except OSError as exc:  # a full disk
                 raise storage_error(exc) from exc

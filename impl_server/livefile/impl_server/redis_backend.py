@@ -20,6 +20,8 @@ Keys (``P`` is the configurable prefix, ``livefile`` by default):
 - ``P:tombstones`` sorted set: deleted resources, scored by deletion time (410 while kept).
 - ``P:deletions`` pub/sub channel: every deletion, so each process closes its watchers and its
   uploader of the resource and forgets what it cached. ``P:sweep``: which process sweeps now.
+- ``P:handovers`` pub/sub channel: a process asking another to let go of a resumable upload
+  held by a connection that looks half-open, and the answer once it did (``redis_handover.py``).
 
 Statuses are written and published by one Lua script, so the stored status and the published
 one never disagree and a terminal status is never overwritten. A terminal status has its own
@@ -229,6 +231,10 @@ class RedisKeys:
     @property
     def deletions(self) -> str:
         return f"{self.prefix}:deletions"
+
+    @property
+    def handovers(self) -> str:
+        return f"{self.prefix}:handovers"
 
     @property
     def sweep(self) -> str:
@@ -804,45 +810,44 @@ class RedisStatusBus:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-class RedisDeletionFeed:
-    """Deletions across processes: the deleting process publishes each on ``P:deletions``;
-    every other process hears it and calls ``on_deleted`` (its watchers of the resource are
-    closed, its upload of it stopped, its caches forget it). A process that misses one (Redis
-    away at that moment) still finds the resource gone at its next read of the catalog."""
+class RedisFeed:
+    """Notices from one process to the others on one pub/sub channel: ``send`` publishes one
+    (a JSON object, marked with this process's id); every other process hears it in ``heard``.
+    Pub/sub keeps nothing for a process that is not listening: each feed's users must cope
+    with a notice missed (Redis away at that moment)."""
 
-    def __init__(
-        self,
-        store: RedisStore,
-        on_deleted: Callable[[str, ResourceStatus], Awaitable[None]],
-    ) -> None:
+    def __init__(self, store: RedisStore, channel: str) -> None:
         self._store = store
-        self._on_deleted = on_deleted
+        self._channel = channel
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
     async def start(self) -> None:
-        """Start listening; returns once subscribed, so no deletion after it is missed."""
-        self._task = asyncio.create_task(self._listen(), name="livefile-redis-deletions")
+        """Start listening; returns once subscribed, so no notice after it is missed."""
+        name = f"livefile-redis-{self._channel}"
+        self._task = asyncio.create_task(self._listen(), name=name)
         await asyncio.wait_for(self._subscribed.wait(), 10)
 
-    async def announce(self, resource_id: str, status: ResourceStatus) -> None:
-        message = json.dumps(
-            {"id": resource_id, "node": self._store.node_id, "status": status.to_wire()}
-        )
-        await self._store.client.publish(self._store.keys.deletions, message)
+    async def send(self, notice: dict[str, Any]) -> None:
+        message = json.dumps({**notice, "node": self._store.node_id})
+        await self._store.client.publish(self._channel, message)
+
+    async def heard(self, notice: dict[str, Any]) -> None:
+        """Another process sent ``notice``."""
+        raise NotImplementedError
 
     async def _listen(self) -> None:
         while True:
             pubsub = self._store.client.pubsub()
             try:
-                await pubsub.subscribe(self._store.keys.deletions)
+                await pubsub.subscribe(self._channel)
                 async for message in pubsub.listen():
                     if message["type"] == "subscribe":
                         self._subscribed.set()
                     elif message["type"] == "message":
                         await self._heard(message["data"])
             except (RedisError, ConnectionError) as exc:
-                logger.warning("deletions connection lost (%s); reconnecting", exc)
+                logger.warning("%s connection lost (%s); reconnecting", self._channel, exc)
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
@@ -853,16 +858,37 @@ class RedisDeletionFeed:
             notice = json.loads(data)
             if notice["node"] == self._store.node_id:
                 return  # ours: done already
-            status = ResourceStatus.model_validate(notice["status"])
-            await self._on_deleted(str(notice["id"]), status)
+            await self.heard(notice)
         except Exception:
-            logger.exception("a deletion notice could not be handled")
+            logger.exception("a notice on %s could not be handled", self._channel)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class RedisDeletionFeed(RedisFeed):
+    """Deletions across processes: the deleting process publishes each on ``P:deletions``;
+    every other process hears it and calls ``on_deleted`` (its watchers of the resource are
+    closed, its upload of it stopped, its caches forget it). A process that misses one (Redis
+    away at that moment) still finds the resource gone at its next read of the catalog."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        on_deleted: Callable[[str, ResourceStatus], Awaitable[None]],
+    ) -> None:
+        super().__init__(store, store.keys.deletions)
+        self._on_deleted = on_deleted
+
+    async def announce(self, resource_id: str, status: ResourceStatus) -> None:
+        await self.send({"id": resource_id, "status": status.to_wire()})
+
+    async def heard(self, notice: dict[str, Any]) -> None:
+        status = ResourceStatus.model_validate(notice["status"])
+        await self._on_deleted(str(notice["id"]), status)
 
 
 async def _retrying(

@@ -10,6 +10,9 @@ connection the server has not noticed yet) supersedes that connection: it is mad
 
 Only a hash of the token is kept, in memory and in the record beside the bytes, so that an
 upload can be resumed after a restart too (``ResourceManager.recover``).
+
+With several processes (``share``), parking releases the upload instead of holding it here,
+and a claim of an upload this process does not hold reopens it (``shared_resume.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from livefile.api.model import ResourceError
 from livefile.impl_server.upload import UploadProducer
+
+if TYPE_CHECKING:
+    from livefile.impl_server.shared_resume import SharedParking
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,10 @@ CLIENT_LOST = ResourceError(
     code="client_lost",
     message="the uploader's connection was lost and it did not resume within the grace period",
 )
+# Keys of the record beside the bytes: the hash of the token, and (several processes) until
+# when a parked upload waits for its client (epoch seconds).
+RESUME_TOKEN_HASH = "resumeTokenHash"
+RESUME_DEADLINE = "resumeDeadline"
 # How long a claim waits for the connection it supersedes to let go of the upload.
 SUPERSEDE_PATIENCE = 10.0
 
@@ -53,6 +64,10 @@ class ResumeRefused(Exception):
     """A ``ResumeUpload`` that cannot be served; ``str`` is the reason for the close."""
 
 
+class ResumeBusy(Exception):
+    """The connection holding the upload did not let go of it in time: try again."""
+
+
 @dataclass
 class _Held:
     producer: UploadProducer
@@ -68,10 +83,15 @@ class ResumableUploads:
         self.grace = grace
         self._record_waiting = record_waiting  # makes the waiting status durable
         self._held: dict[str, _Held] = {}
+        self.shared: SharedParking | None = None
 
     @property
     def enabled(self) -> bool:
         return self.grace > 0
+
+    def share(self, parking: SharedParking) -> None:
+        """Several processes serve the uploads: park by releasing, claim by reopening."""
+        self.shared = parking
 
     def waiting_ids(self) -> list[str]:
         return [rid for rid, held in self._held.items() if held.parked.is_set()]
@@ -99,6 +119,8 @@ class ResumableUploads:
             return False
         producer.writer.progress(WAITING_STAGE)
         held.supersede = None
+        if self.shared is not None:
+            return await self._release(held)
         with contextlib.suppress(Exception):  # the catalog away: the status is still published
             await self._record_waiting(producer)
         name = f"resume-grace-{producer.resource_id}"
@@ -112,6 +134,32 @@ class ResumableUploads:
         )
         return True
 
+    async def _release(self, held: _Held) -> bool:
+        """Park by letting go: any process may take the upload up (``shared_resume.py``)."""
+        producer = held.producer
+        del self._held[producer.resource_id]
+        try:
+            assert self.shared is not None
+            await self.shared.park(producer, self.grace)
+        except Exception as exc:
+            logger.warning("upload %s could not be parked: %s", producer.resource_id, exc)
+            return False
+        held.parked.set()
+        logger.warning(
+            "upload %s released at %d bytes, resumable on any worker for %g s",
+            producer.resource_id,
+            producer.writer.written,
+            self.grace,
+        )
+        return True
+
+    def let_go(self, resource_id: str) -> None:
+        """Another process was asked to resume ``resource_id``: a connection holding it here
+        is half-open; it stops, and parks the upload."""
+        held = self._held.get(resource_id)
+        if held is not None and held.supersede is not None:
+            held.supersede()
+
     async def adopt(self, producer: UploadProducer) -> None:
         """Hold an upload reopened after a restart, waiting for its client."""
         self._held[producer.resource_id] = _Held(producer, None)
@@ -121,24 +169,22 @@ class ResumableUploads:
         self, resource_id: str, token: str, supersede: Callable[[], None]
     ) -> UploadProducer | None:
         """The upload ``token`` resumes, now carried by the connection ``supersede`` stops;
-        None when this process holds no such upload. Raises ``ResumeRefused`` for a wrong
-        token."""
+        None when there is no such upload to go on with (here, or with several processes,
+        anywhere). Raises ``ResumeRefused`` for a wrong token, ``ResumeBusy`` when the
+        connection holding it does not let go in time."""
         held = self._held.get(resource_id)
-        if held is None:
-            return None
-        expected = held.producer.resume_token_hash or ""
-        if not hmac.compare_digest(token_hash(token), expected):
-            raise ResumeRefused(f"Forbidden: wrong resume token for upload {resource_id}")
-        if not held.parked.is_set():
-            if held.supersede is not None:
-                held.supersede()
-            try:
-                async with asyncio.timeout(SUPERSEDE_PATIENCE):
-                    await held.parked.wait()
-            except TimeoutError:
-                raise ResumeRefused(f"Upload {resource_id} is still busy; try again") from None
-        if self._held.get(resource_id) is not held or held.producer.ended:
-            return None  # it expired or failed meanwhile
+        if held is not None:
+            expected = held.producer.resume_token_hash or ""
+            if not hmac.compare_digest(token_hash(token), expected):
+                raise ResumeRefused(f"Forbidden: wrong resume token for upload {resource_id}")
+            await self._superseded(held)
+        if self.shared is not None:
+            producer = await self.shared.take(resource_id, token)
+            if producer is None:
+                return None
+            held = self._held[resource_id] = _Held(producer, supersede)
+        elif held is None or self._held.get(resource_id) is not held or held.producer.ended:
+            return None  # none here, or it expired or failed meanwhile
         if held.expiry is not None:
             held.expiry.cancel()
             held.expiry = None
@@ -146,6 +192,19 @@ class ResumableUploads:
         held.supersede = supersede
         held.producer.writer.progress(None)  # no longer waiting: the stage goes
         return held.producer
+
+    async def _superseded(self, held: _Held) -> None:
+        """Make the connection carrying ``held`` stop, and wait until it parked the upload."""
+        if held.parked.is_set():
+            return
+        if held.supersede is not None:
+            held.supersede()
+        try:
+            async with asyncio.timeout(SUPERSEDE_PATIENCE):
+                await held.parked.wait()
+        except TimeoutError:
+            resource_id = held.producer.resource_id
+            raise ResumeBusy(f"Upload {resource_id} is still busy; try again") from None
 
     async def _expire(self, held: _Held) -> None:
         await asyncio.sleep(self.grace)

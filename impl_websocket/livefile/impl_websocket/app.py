@@ -37,8 +37,10 @@ from livefile.impl_server.redis_backend import (
     RedisStatusBus,
     RedisStore,
 )
+from livefile.impl_server.redis_handover import RedisHandoverFeed
 from livefile.impl_server.redis_jobs import RedisJobQueue
 from livefile.impl_server.repack_job import RepackHandler
+from livefile.impl_server.shared_resume import SharedParking
 from livefile.impl_server.storage import FilesystemStorage
 from livefile.impl_server.sweeper import Sweeper
 from livefile.impl_server.transfer_job import TransferHandler
@@ -118,11 +120,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         manager.deletions.add_listener(app.state.finished_files.forget)
         deletion_feed: RedisDeletionFeed | None = None
+        handovers: RedisHandoverFeed | None = None
         if settings.redis_url:
             redis_bus.restore_missing = manager.entry
             deletion_feed = RedisDeletionFeed(store, manager.deleted_elsewhere)
             await deletion_feed.start()
             manager.announce_deletion = deletion_feed.announce
+            # A parked upload is released, for whichever worker its client reaches next.
+            handovers = RedisHandoverFeed(store)
+            parking = SharedParking(manager, handovers, patience=settings.lease_seconds)
+            manager.resumable.share(parking)
+            await handovers.listen(manager.resumable.let_go, parking.heard_released)
         runner = app.state.job_runner = JobRunner(settings.job_limits())
         derivations = app.state.derivations = Derivations(manager, runner)
         derivations.register(
@@ -152,8 +160,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tus = tus = TusUploads(
             manager, settings.tus_expiry, data_dir / "tus-staging", shared=bool(settings.redis_url)
         )
-        # With Redis another worker may hold an unfinished upload: orphans are failed as before.
-        recovered = await manager.recover(resumable=not settings.redis_url)
+        # With Redis, only resources whose lease has been missing for a lease period are found
+        # (by the lease keeper, below): another worker may be producing the others.
+        recovered = await manager.recover()
         if recovered:
             logger.warning("%d unfinished upload(s) of a previous run marked FAILED", recovered)
         if settings.redis_url:
@@ -195,6 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await leases.close()
             if deletion_feed is not None:
                 await deletion_feed.close()
+            if handovers is not None:
+                await handovers.close()
             await contexts.stop()
             await bus.close()
             await catalog.close()

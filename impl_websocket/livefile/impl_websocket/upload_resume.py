@@ -1,10 +1,11 @@
 """``ResumeUpload`` on the upload endpoint: which upload a resuming connection gets, or why not.
 
-The upload is claimed from this process's resumable uploads (``resumable_uploads.py``) with its
-secret token. An upload that had completed (its acknowledgement was lost with the connection)
-is acknowledged again, to the holder of its token only. Anything else is refused with a reason:
-unknown, ended FAILED, another upload context, a wrong token — or, when another server process
-holds it (several workers), "try again", so that the client's next attempt may reach it.
+The upload is claimed from the resumable uploads (``resumable_uploads.py``; with several
+processes any of them takes up a parked upload, ``shared_resume.py``) with its secret token. An
+upload that had completed (its acknowledgement was lost with the connection) is acknowledged
+again, to the holder of its token only. Anything else is refused with a reason: unknown, ended
+FAILED, another upload context, a wrong token — or "try again" when the connection holding it
+(in this process or another) did not let go in time, so that the client's next attempt gets it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from livefile.api.messages import ResumeUpload, UploadAcknowledged
 from livefile.api.model import TransferStatus, is_valid_id
 from livefile.impl_common.checksums import parse_stored
 from livefile.impl_server.manager import ResourceManager
-from livefile.impl_server.resumable_uploads import ResumeRefused, token_hash
+from livefile.impl_server.resumable_uploads import (
+    RESUME_TOKEN_HASH,
+    ResumeBusy,
+    ResumeRefused,
+    token_hash,
+)
 from livefile.impl_server.upload import UploadProducer
 
 
 class ResumeLater(LivefileError):
-    """The upload is held by another server process: the client should try again."""
+    """The upload is held by a connection that did not let go in time: try again."""
 
 
 async def claim_upload(
@@ -44,6 +50,8 @@ async def claim_upload(
         producer = await manager.resumable.claim(resource_id, request.resume_token, supersede)
     except ResumeRefused as exc:
         raise PolicyViolationError(str(exc)) from None
+    except ResumeBusy as exc:
+        raise ResumeLater(str(exc)) from None
     if producer is not None:
         return producer
     status = await manager.status(resource_id) or entry.status
@@ -67,6 +75,6 @@ async def claim_upload(
 
 async def _check_token(manager: ResourceManager, resource_id: str, token: str) -> None:
     record = await asyncio.to_thread(manager.storage.read_meta, resource_id) or {}
-    expected = record.get("resumeTokenHash")
+    expected = record.get(RESUME_TOKEN_HASH)
     if not isinstance(expected, str) or not hmac.compare_digest(token_hash(token), expected):
         raise PolicyViolationError(f"Forbidden: wrong resume token for upload {resource_id}")

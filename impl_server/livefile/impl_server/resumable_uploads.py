@@ -137,13 +137,15 @@ class ResumableUploads:
     async def _release(self, held: _Held) -> bool:
         """Park by letting go: any process may take the upload up (``shared_resume.py``)."""
         producer = held.producer
-        del self._held[producer.resource_id]
         try:
             assert self.shared is not None
             await self.shared.park(producer, self.grace)
         except Exception as exc:
             logger.warning("upload %s could not be parked: %s", producer.resource_id, exc)
             return False
+        finally:
+            # Held until released: a claim meanwhile waits for ``parked``, then reopens it.
+            self._held.pop(producer.resource_id, None)
         held.parked.set()
         logger.warning(
             "upload %s released at %d bytes, resumable on any worker for %g s",

@@ -163,7 +163,8 @@ async def test_an_owner_whose_resource_was_ended_elsewhere_is_not_acknowledged(
     start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
 ) -> None:
     owner, other = nodes(start_server, redis_server, tmp_path / "shared")
-    async with AsyncUploadClient(owner.ws_url, timeout=WAIT) as client:
+    # Not resumable: a resumable orphan waits for its client (test_resume_across_workers.py).
+    async with AsyncUploadClient(owner.ws_url, timeout=WAIT, resume_for=0) as client:
         upload = await client.start(filename="frozen.bin", mime_type="application/octet-stream")
         resource_id = upload.resource_id
         async with AsyncDownloadClient(watch_url(other, resource_id), timeout=WAIT) as there:
@@ -287,7 +288,8 @@ async def test_a_watcher_of_an_orphan_hears_its_end_after_redis_restarted_empty(
     redis = RedisProcess(tmp_path / "redis", persistent=False).start()
     try:
         owner, other = nodes(start_server, redis, tmp_path / "shared")
-        async with AsyncUploadClient(owner.ws_url, timeout=WAIT) as client:
+        # Not resumable: a resumable orphan waits for its client (test_resume_across_workers.py).
+        async with AsyncUploadClient(owner.ws_url, timeout=WAIT, resume_for=0) as client:
             upload = await client.start(filename="orphan.bin", mime_type="a/b")
             resource_id = upload.resource_id
             async with AsyncDownloadClient(watch_url(other, resource_id), timeout=WAIT) as there:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -206,8 +207,9 @@ async def test_a_wrong_token_is_refused_on_the_other_worker_and_the_right_one_re
     assert ack["size"] == completed["currentSize"] == 13
 
 
-async def test_the_sdk_resumes_on_the_other_worker_when_the_one_holding_the_upload_is_killed(
-    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+async def test_the_sdk_resumes_on_the_other_worker_when_the_one_holding_the_upload_stops(
+    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path, stop: signal.Signals
 ) -> None:
     first, second = two_workers(start_server, redis_server, tmp_path / "shared")
     data = text(20_000, "killed")
@@ -219,7 +221,7 @@ async def test_the_sdk_resumes_on_the_other_worker_when_the_one_holding_the_uplo
         await write_in_pieces(upload, data[:half])
         await status_with(watcher, currentSize=half)
         proxy.target_port = second.port
-        first.kill()
+        first.stop(stop)
         await write_in_pieces(upload, data[half:])
         result = await upload.finish()
     assert upload.resumes >= 1
@@ -244,6 +246,28 @@ async def test_an_upload_whose_worker_was_killed_waits_for_its_client_on_the_oth
     assert waiting["transferStatus"] == "IN_PROGRESS"
     assert waiting["currentSize"] == 6
     assert resumed == {"@": "UploadResumed", "resourceId": rid, "offset": 6}
+    assert ack["size"] == 13
+
+
+async def test_a_resume_goes_on_once_a_frozen_worker_holding_the_upload_lost_its_lease(
+    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    first, second = two_workers(start_server, redis_server, tmp_path / "shared")
+    assert first.process is not None
+    async with open_ws(f"{first.ws_url}/ws/streaming/upload") as up:
+        ready = await start_raw(up, True)
+        async with watching(second.ws_url, ready["resourceId"]) as watcher:
+            await up.send(b"first\n")
+            await status_with(watcher, currentSize=6)
+            first.process.send_signal(signal.SIGSTOP)  # alive, but deaf to the handover request
+            try:
+                resumed, ack = await resume_and_finish(
+                    second.ws_url, ready, b"first\n", b"second\n"
+                )
+            finally:
+                first.process.send_signal(signal.SIGCONT)
+            await status_with(watcher, transferStatus="COMPLETED", currentSize=13)
+    assert resumed["offset"] == 6
     assert ack["size"] == 13
 
 

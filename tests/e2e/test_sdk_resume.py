@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection
 
 from livefile.api.errors import ConnectionLostError, PolicyViolationError
 from livefile.client_upload import AsyncUploadClient, UploadClient, UploadResult
+from livefile.client_upload.upload import DEFAULT_RESUME_BUFFER
 from tests.conftest import ServerFactory
 from tests.support.cutting_proxy import CuttingProxy
 from tests.support.server import LivefileProcess
@@ -61,10 +62,14 @@ def assert_uploaded_once(
 
 
 async def upload_async(
-    call: str, url: str, context_id: str, data: bytes, path: Path
+    call: str, url: str, context_id: str, data: bytes, path: Path, resume_buffer: int
 ) -> UploadResult:
     async with AsyncUploadClient(
-        url, context_id=context_id, timeout=WAIT, message_size=MESSAGE
+        url,
+        context_id=context_id,
+        timeout=WAIT,
+        message_size=MESSAGE,
+        resume_buffer=resume_buffer,
     ) as client:
         if call == "upload_bytes":
             return await client.upload_bytes(data, filename=FILENAME, supports_line_access=True)
@@ -77,8 +82,16 @@ async def upload_async(
         return await upload.finish()
 
 
-def upload_sync(call: str, url: str, context_id: str, data: bytes, path: Path) -> UploadResult:
-    with UploadClient(url, context_id=context_id, timeout=WAIT, message_size=MESSAGE) as client:
+def upload_sync(
+    call: str, url: str, context_id: str, data: bytes, path: Path, resume_buffer: int
+) -> UploadResult:
+    with UploadClient(
+        url,
+        context_id=context_id,
+        timeout=WAIT,
+        message_size=MESSAGE,
+        resume_buffer=resume_buffer,
+    ) as client:
         if call == "upload_bytes":
             return client.upload_bytes(data, filename=FILENAME, supports_line_access=True)
         if call == "upload_file":
@@ -90,45 +103,66 @@ def upload_sync(call: str, url: str, context_id: str, data: bytes, path: Path) -
             return upload.finish()
 
 
-def upload_with(way: str, url: str, context_id: str, data: bytes, tmp_path: Path) -> UploadResult:
-    """Upload ``data`` (also written to a file, for ``upload_file``) the way ``way`` names:
-    ``async-`` or ``sync-``, then the SDK call (``start``: start, write, finish)."""
-    side, call = way.split("-", 1)
+def upload_with(
+    side: str,
+    call: str,
+    url: str,
+    context_id: str,
+    data: bytes,
+    tmp_path: Path,
+    resume_buffer: int = DEFAULT_RESUME_BUFFER,
+) -> UploadResult:
+    """Upload ``data`` (also written to a file, for ``upload_file``) with the ``async`` or
+    ``sync`` client's ``call`` (``start``: start, write, finish)."""
     path = tmp_path / FILENAME
     path.write_bytes(data)
     if side == "sync":
-        return upload_sync(call, url, context_id, data, path)
-    return asyncio.run(upload_async(call, url, context_id, data, path))
+        return upload_sync(call, url, context_id, data, path, resume_buffer)
+    return asyncio.run(upload_async(call, url, context_id, data, path, resume_buffer))
 
 
-@pytest.mark.parametrize(
-    "way", ["async-start", "async-upload_bytes", "sync-start", "sync-upload_bytes"]
-)
+@pytest.mark.parametrize("side", ["async", "sync"])
+@pytest.mark.parametrize("call", ["start", "upload_bytes", "upload_file"])
 def test_a_lost_acknowledgement_is_asked_for_again_not_uploaded_again(
-    server: LivefileProcess, tmp_path: Path, way: str
+    server: LivefileProcess, tmp_path: Path, side: str, call: str
 ) -> None:
     data = log_lines(8_000, "ack")
     context_id = new_context(server)
     # FinishUpload reaches the server; its UploadAcknowledged is lost with the connection.
     with CuttingProxy(server.port, cut_at_reply=ACKNOWLEDGEMENT) as proxy:
-        result = upload_with(way, proxy.ws_url, context_id, data, tmp_path)
+        result = upload_with(side, call, proxy.ws_url, context_id, data, tmp_path)
     assert proxy.cuts == 1
     assert proxy.connections == 2  # one resume, answered by the acknowledgement again
     assert_uploaded_once(server, context_id, result, data)
 
 
-@pytest.mark.parametrize(
-    "way", ["async-upload_bytes", "async-upload_file", "sync-upload_bytes", "sync-upload_file"]
-)
+@pytest.mark.parametrize("side", ["async", "sync"])
+@pytest.mark.parametrize("call", ["upload_bytes", "upload_file"])
 def test_an_upload_cut_twice_mid_stream_stores_every_byte_once(
-    server: LivefileProcess, tmp_path: Path, way: str
+    server: LivefileProcess, tmp_path: Path, side: str, call: str
 ) -> None:
     data = log_lines(36_000, "cut")  # 396,000 bytes: each connection is cut after 150,000
     context_id = new_context(server)
     with CuttingProxy(server.port, cut_after=150_000, cuts=2, after_first_message=True) as proxy:
-        result = upload_with(way, proxy.ws_url, context_id, data, tmp_path)
+        result = upload_with(side, call, proxy.ws_url, context_id, data, tmp_path)
     assert proxy.cuts == 2
     assert proxy.connections == 3
+    assert_uploaded_once(server, context_id, result, data)
+
+
+@pytest.mark.parametrize("side", ["async", "sync"])
+def test_upload_bytes_cut_while_its_data_still_goes_out_resumes_the_same_resource(
+    server: LivefileProcess, tmp_path: Path, side: str
+) -> None:
+    # With a small replay buffer the pipelined writer is paced by checkpoints: the cut finds
+    # it still sending, before FinishUpload has read the reference.
+    data = log_lines(24_000, "paced")  # 288,000 bytes through a 64 KiB replay buffer
+    context_id = new_context(server)
+    with CuttingProxy(server.port, cut_after=100_000, after_first_message=True) as proxy:
+        result = upload_with(
+            side, "upload_bytes", proxy.ws_url, context_id, data, tmp_path, 4 * MESSAGE
+        )
+    assert proxy.connections == 2
     assert_uploaded_once(server, context_id, result, data)
 
 

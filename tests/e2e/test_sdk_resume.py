@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection
@@ -62,15 +63,9 @@ def assert_uploaded_once(
 
 
 async def upload_async(
-    call: str, url: str, context_id: str, data: bytes, path: Path, resume_buffer: int
+    call: str, url: str, options: dict[str, Any], data: bytes, path: Path
 ) -> UploadResult:
-    async with AsyncUploadClient(
-        url,
-        context_id=context_id,
-        timeout=WAIT,
-        message_size=MESSAGE,
-        resume_buffer=resume_buffer,
-    ) as client:
+    async with AsyncUploadClient(url, **options) as client:
         if call == "upload_bytes":
             return await client.upload_bytes(data, filename=FILENAME, supports_line_access=True)
         if call == "upload_file":
@@ -83,15 +78,9 @@ async def upload_async(
 
 
 def upload_sync(
-    call: str, url: str, context_id: str, data: bytes, path: Path, resume_buffer: int
+    call: str, url: str, options: dict[str, Any], data: bytes, path: Path
 ) -> UploadResult:
-    with UploadClient(
-        url,
-        context_id=context_id,
-        timeout=WAIT,
-        message_size=MESSAGE,
-        resume_buffer=resume_buffer,
-    ) as client:
+    with UploadClient(url, **options) as client:
         if call == "upload_bytes":
             return client.upload_bytes(data, filename=FILENAME, supports_line_access=True)
         if call == "upload_file":
@@ -116,9 +105,15 @@ def upload_with(
     ``sync`` client's ``call`` (``start``: start, write, finish)."""
     path = tmp_path / FILENAME
     path.write_bytes(data)
+    options: dict[str, Any] = {
+        "context_id": context_id,
+        "timeout": WAIT,
+        "message_size": MESSAGE,
+        "resume_buffer": resume_buffer,
+    }
     if side == "sync":
-        return upload_sync(call, url, context_id, data, path, resume_buffer)
-    return asyncio.run(upload_async(call, url, context_id, data, path, resume_buffer))
+        return upload_sync(call, url, options, data, path)
+    return asyncio.run(upload_async(call, url, options, data, path))
 
 
 @pytest.mark.parametrize("side", ["async", "sync"])

@@ -1,7 +1,7 @@
 """The upload SDK's resume paths against a real server (issue 17): an acknowledgement lost with
-its connection, ``upload_bytes`` and ``upload_file`` cut more than once, a cut while the writer
-waits for room in its replay buffer, a server killed (-9) under the sync client, and a resume
-the server refuses for good.
+its connection (async and sync clients, ``livefile upload``), ``upload_bytes`` and
+``upload_file`` cut more than once, a cut while the writer waits for room in its replay buffer,
+a server killed (-9) under the sync client, and a resume the server refuses for good.
 
 Each upload goes into an upload context of its own, so that "nothing duplicated" is checked as
 the server sees it: the context holds exactly one resource, COMPLETED, with exactly the bytes
@@ -10,6 +10,9 @@ sent — and the SDK's result agrees (size, end-to-end checksum, lines)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -29,6 +32,7 @@ from tests.support.server import LivefileProcess
 from tests.support.wire import crc32c_hex, get_json, open_ws, status_where
 
 WAIT = 60.0
+LIVEFILE = [sys.executable, "-m", "livefile.impl_common.cli"]
 MESSAGE = 16 * 1024  # the SDK's message size here: a small upload is many messages
 FILENAME = "sdk.log"
 ACKNOWLEDGEMENT = b'{"@":"UploadAcknowledged"'
@@ -129,6 +133,29 @@ def test_a_lost_acknowledgement_is_asked_for_again_not_uploaded_again(
     assert proxy.cuts == 1
     assert proxy.connections == 2  # one resume, answered by the acknowledgement again
     assert_uploaded_once(server, context_id, result, data)
+
+
+def test_livefile_upload_whose_acknowledgement_is_lost_prints_the_one_completed_upload(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    data = log_lines(8_000, "cli")
+    path = tmp_path / FILENAME
+    path.write_bytes(data)
+    context_id = new_context(server)
+    with CuttingProxy(server.port, cut_at_reply=ACKNOWLEDGEMENT) as proxy:
+        command = [*LIVEFILE, "upload", str(path), "--server", proxy.ws_url]
+        done = subprocess.run(
+            [*command, "--context", context_id, "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+    assert done.returncode == 0, done.stderr
+    assert proxy.connections == 2
+    printed = json.loads(done.stdout.splitlines()[-1])
+    assert (printed["size"], printed["checksum"]) == (len(data), crc32c_hex(data))
+    _, page = get_json(f"{server.http_url}/contexts/{context_id}/resources")
+    assert [resource["id"] for resource in page["resources"]] == [printed["resourceId"]]
 
 
 @pytest.mark.parametrize("side", ["async", "sync"])

@@ -79,10 +79,10 @@ async def next_status(ws: ClientConnection, timeout: float = STATUS_WAIT) -> dic
 async def status_where(
     ws: ClientConnection, timeout: float = STATUS_WAIT, **expected: object
 ) -> dict[str, Any]:
-    """Read statuses until one has the expected fields."""
+    """Read statuses until one has the expected fields (an absent field counts as None)."""
     while True:
         status = await next_status(ws, timeout)
-        if all(status[key] == value for key, value in expected.items()):
+        if all(status.get(key) == value for key, value in expected.items()):
             return status
 
 

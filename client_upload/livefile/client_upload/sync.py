@@ -60,6 +60,11 @@ class Upload:
     def ended(self) -> bool:
         return self._upload.ended
 
+    @property
+    def resumes(self) -> int:
+        """How many times the upload resumed on a new connection."""
+        return self._upload.resumes
+
     def write(self, data: Data) -> None:
         self._thread.run(self._upload.write(data))
 

@@ -532,6 +532,9 @@ class AsyncUpload:
             raise ProtocolError("The server sent binary data on an upload connection")
         reply = self._protocol.receive_text(message)
         if isinstance(reply, ReadyForUpload):
+            # Known at once, not only when ``finish`` reads the reply: a pipelined upload
+            # (``send_whole``) cut while its data still goes out resumes with it.
+            self.resource_id = reply.resource_id
             self._resume_token = reply.resume_token if self._resume_policy else None
             if self._resume_token is None:
                 self._keeping = False

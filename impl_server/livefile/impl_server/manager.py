@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
@@ -68,7 +68,7 @@ from livefile.impl_server.resumable_uploads import ResumableUploads, new_resume_
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.storage_usage import StorageUsage
 from livefile.impl_server.upload import UploadProducer
-from livefile.impl_server.writer import EndNotRecorded, LiveWriter
+from livefile.impl_server.writer import EndNotRecorded, LiveWriter, initial_status
 
 logger = logging.getLogger(__name__)
 FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
@@ -350,11 +350,13 @@ class ResourceManager:
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
         uploader: str | None = None,
         resumable: bool = False,
+        record: Mapping[str, Any] | None = None,
     ) -> UploadProducer:
         """Create a resource for a client's upload (its context's count quota checked first);
         INITIATED is published at once. The metadata fields the server describes are not the
         uploader's to set: they are dropped. ``resumable``: the upload gets a resume token
-        (when resume is on) and may outlive its connection (``resumable_uploads.py``)."""
+        (when resume is on) and may outlive its connection (``resumable_uploads.py``).
+        ``record``: the producer's own fields for the record beside the bytes (tus's state)."""
         metadata = metadata.described({})
         token, token_hash = (
             new_resume_token() if resumable and self.resumable.enabled else (None, None)
@@ -375,6 +377,7 @@ class ResourceManager:
                 checksum_algorithm=checksum_algorithm,
                 uploader=uploader,
                 resume_token_hash=token_hash,
+                record=record,
             )
         except BaseException:
             if context_id is not None:
@@ -395,6 +398,7 @@ class ResourceManager:
         stage: str | None = None,
         uploader: str | None = None,
         resume_token_hash: str | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> LiveWriter:
         """Create a resource and return its writer; INITIATED (with ``stage``) is published at
         once. Every producer starts here (or, going on with an unfinished one, at ``reopen``).
@@ -412,6 +416,7 @@ class ResourceManager:
             owned=True,
             uploader=uploader,
             resume_token_hash=resume_token_hash,
+            record=record,
         )
 
     async def create_unowned(
@@ -488,39 +493,46 @@ class ResourceManager:
         owned: bool,
         uploader: str | None = None,
         resume_token_hash: str | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> LiveWriter:
         await self.usage.check(self.lifecycle.max_storage_bytes)
         resource_id = new_resource_id()
         await self._check_catalog()
-        storage_writer = None
-        try:
-            storage_writer = await asyncio.to_thread(self.storage.create, resource_id)
-            index = None
-            if metadata.supports_line_access:
-                index_path = self.storage.index_path(resource_id)
-                index = await asyncio.to_thread(LineIndexWriter, index_path)
-        except OSError as exc:  # e.g. no inode left on a full disk
-            if storage_writer is not None:
-                storage_writer.close()
-            raise storage_error(exc) from exc
-        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
-        initial = writer.status
+        initial = initial_status(metadata.supports_line_access, stage)
         now = time.time()
         entry = CatalogEntry(
             resource_id, metadata, initial, context_id, None, now, now, kind, tuple(sources)
         )
-        try:
+        fields = {**record_of(entry), **(record or {})}
+        if uploader is not None:
+            fields["uploader"] = uploader
+        fields["checksumAlgorithm"] = checksum_algorithm.value
+        if resume_token_hash is not None:
+            fields["resumeTokenHash"] = resume_token_hash
+
+        def store() -> tuple[StorageWriter, LineIndexWriter | None]:
+            """The empty file, its line index, and the record beside them: one trip to a
+            worker thread (a creation's cost is mostly such trips). The record is not
+            fsync'd: nothing is promised about a resource before its end."""
+            storage_writer = self.storage.create(resource_id)
+            index = None
             try:
-                # Not fsync'd: nothing is promised about a resource before its end.
-                record = record_of(entry)
-                if uploader is not None:
-                    record["uploader"] = uploader
-                record["checksumAlgorithm"] = checksum_algorithm.value
-                if resume_token_hash is not None:
-                    record["resumeTokenHash"] = resume_token_hash
-                await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
-            except OSError as exc:  # a full disk
-                raise storage_error(exc) from exc
+                if metadata.supports_line_access:
+                    index = LineIndexWriter(self.storage.index_path(resource_id))
+                self.storage.write_meta(resource_id, fields, False)
+            except BaseException:
+                storage_writer.close()
+                if index is not None:
+                    index.close()
+                raise
+            return storage_writer, index
+
+        try:
+            storage_writer, index = await asyncio.to_thread(store)
+        except OSError as exc:  # e.g. no inode left on a full disk
+            raise storage_error(exc) from exc
+        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
+        try:
             await self.catalog.create(
                 resource_id, metadata, context_id, initial, kind, sources, owned=owned
             )
@@ -650,19 +662,28 @@ class ResourceManager:
         """Put ``status`` into the record beside the bytes (fsync'd when durable)."""
         if self._deleted.get(resource_id):
             return  # its record is gone, or about to go: never write it again
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
-        if record is None:  # a resource older than records
-            try:
-                entry = await self.catalog.get(resource_id)
-            except Exception:
-                return  # nothing to build it from now; the catalog still records the end
-            if entry is None:
-                return
-            record = record_of(entry)
-        record["status"] = status.model_dump(by_alias=True, mode="json")
-        record["checksum"] = checksum
-        record["updatedAt"] = time.time()
-        await asyncio.to_thread(self.storage.write_meta, resource_id, record, self.durable)
+        change = {
+            "status": status.model_dump(by_alias=True, mode="json"),
+            "checksum": checksum,
+            "updatedAt": time.time(),
+        }
+
+        def update() -> bool:  # one trip to a worker thread: this is on every resource's end
+            record = self.storage.read_meta(resource_id)
+            if record is None:
+                return False
+            self.storage.write_meta(resource_id, record | change, self.durable)
+            return True
+
+        if await asyncio.to_thread(update):
+            return
+        try:  # a resource older than records
+            entry = await self.catalog.get(resource_id)
+        except Exception:
+            return  # nothing to build it from now; the catalog still records the end
+        if entry is not None:
+            record = record_of(entry) | change
+            await asyncio.to_thread(self.storage.write_meta, resource_id, record, self.durable)
 
     async def _restore(self, resource_id: str) -> CatalogEntry | None:
         """Give the catalog back an entry it lost, from the record beside the bytes."""

@@ -196,14 +196,11 @@ class TusUploads:
     ) -> TusUpload:
         """A new upload of ``length`` bytes (None: deferred); empty ones complete at once."""
         self._check_length(length)
-        producer = await self._manager.create_upload(
-            metadata, context_id, checksum_algorithm=ChecksumAlgorithm.CRC32C
-        )
         state = TusState(length, self._expires_at(), raw_metadata, PARTIAL if partial else None)
-        upload = await self._adopt(producer.writer, state, context_id)
+        upload = await self._open_new(metadata, context_id, state)
         if length == 0:
             await self._complete(upload)
-        described = self._describe_open(producer.writer.resource_id, upload)
+        described = self._describe_open(upload.writer.resource_id, upload)
         await self._let_go(upload)
         return described
 
@@ -224,26 +221,28 @@ class TusUploads:
         lengths = [part.state.length for part in parts]
         length = None if None in lengths else sum(n for n in lengths if n is not None)
         self._check_length(length)
-        producer = await self._manager.create_upload(
-            metadata, context_id, checksum_algorithm=ChecksumAlgorithm.CRC32C
-        )
         ids = tuple(part.resource_id for part in parts)
         state = TusState(length, self._expires_at(), raw_metadata, FINAL, ids)
-        upload = await self._adopt(producer.writer, state, context_id)
+        upload = await self._open_new(metadata, context_id, state)
         self._start_concatenation(upload)
-        return self._describe_open(producer.writer.resource_id, upload)
+        return self._describe_open(upload.writer.resource_id, upload)
 
     def _check_length(self, length: int | None) -> None:
         if length is not None and self.max_size is not None and length > self.max_size:
             raise TusError(413, f"Upload-Length {length} is above the limit of {self.max_size}")
 
-    async def _adopt(self, writer: LiveWriter, state: TusState, context_id: str | None) -> _Open:
+    async def _open_new(
+        self, metadata: ResourceMetadata, context_id: str | None, state: TusState
+    ) -> _Open:
+        """Create the upload's resource, ``state`` in its record from the start, and hold it."""
+        producer = await self._manager.create_upload(
+            metadata,
+            context_id,
+            checksum_algorithm=ChecksumAlgorithm.CRC32C,
+            record={RECORD_KEY: state.to_json()},
+        )
+        writer = producer.writer
         upload = _Open(writer, state, context_id)
-        try:
-            await self._save_state(writer.resource_id, state)
-        except OSError as exc:
-            await writer.fail(ResourceError(code="storage_failed", message=str(exc)))
-            raise ServerError(f"Storage failure: {exc}") from exc
         self._open[writer.resource_id] = upload
         self._arm_expiry(writer.resource_id, state.expires_at)
         return upload

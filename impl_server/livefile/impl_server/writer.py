@@ -70,6 +70,18 @@ class StoppedError(ServerError):
         self.error = error
 
 
+def initial_status(line_access: bool, stage: str | None) -> ResourceStatus:
+    """A new resource's first status (INITIATED, nothing stored): its creation records it
+    before the resource's writer exists."""
+    return ResourceStatus(
+        transfer_status=TransferStatus.INITIATED,
+        current_size=0,
+        number_of_lines=0 if line_access else None,
+        revision=0,
+        stage=stage,
+    )
+
+
 class LiveWriter:
     """Writes one resource between its creation and its terminal status (``ResourceWriter``).
 
@@ -85,7 +97,6 @@ class LiveWriter:
         publish: Publish,
         record_end: RecordEnd,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
-        revision: int = 0,
         stage: str | None = None,
         durable: bool = False,
         on_stored: Callable[[int], None] | None = None,
@@ -102,12 +113,16 @@ class LiveWriter:
         self._written = reopened.size if reopened else 0  # bytes appended to storage
         self._writer = writer
         self._index = index
-        self.status = ResourceStatus(
-            transfer_status=TransferStatus.IN_PROGRESS if reopened else TransferStatus.INITIATED,
-            current_size=self._written,
-            number_of_lines=self._lines(ended=False),
-            revision=reopened.revision if reopened else revision,
-            stage=stage,
+        self.status = (
+            ResourceStatus(
+                transfer_status=TransferStatus.IN_PROGRESS,
+                current_size=self._written,
+                number_of_lines=self._lines(ended=False),
+                revision=reopened.revision,
+                stage=stage,
+            )
+            if reopened
+            else initial_status(index is not None, stage)
         )
         self._clock = CheckpointClock(checkpoint_interval)
         self._publish = publish

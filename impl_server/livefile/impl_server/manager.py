@@ -58,6 +58,7 @@ from livefile.impl_common.checksums import parse_stored
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
 from livefile.impl_server.deletions import DeletionWatchers, deleted_error
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.lifecycle import Lifecycle, expired_error
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
@@ -262,7 +263,7 @@ class ResourceManager:
             raise ServerError(f"resource {resource_id} is unknown or has ended")
         if not await self.catalog.adopt(resource_id):  # takes the lease of a shared catalog
             raise ResourceHeldError(f"resource {resource_id} is being written by another process")
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         recorded = (entry_of(record) if record else None) or entry
         if checksum_algorithm is None:  # the one its record names (CRC-32C for older records)
             named = (record or {}).get("checksumAlgorithm", ChecksumAlgorithm.CRC32C.value)
@@ -276,7 +277,7 @@ class ResourceManager:
         prefix = dataclasses.replace(prefix, revision=newest + 1)
         storage_writer = index = None
         try:
-            storage_writer = await asyncio.to_thread(self.storage.create, resource_id)
+            storage_writer = await in_file_thread(self.storage.create, resource_id)
             if entry.metadata.supports_line_access:
                 index_path = self.storage.index_path(resource_id)
                 index = await asyncio.to_thread(reopen_index, index_path, path, prefix.size)
@@ -318,14 +319,14 @@ class ResourceManager:
         it cannot be resumed (no resume token, resume off, or its files are unreadable)."""
         if not self.resumable.enabled or entry.kind is not ResourceKind.UPLOAD:
             return False
-        record = await asyncio.to_thread(self.storage.read_meta, entry.resource_id)
+        record = await in_file_thread(self.storage.read_meta, entry.resource_id)
         token_hash = record.get("resumeTokenHash") if record else None
         if not isinstance(token_hash, str):
             return False
         try:
             writer = await self.reopen(entry.resource_id)
             tail_start = max(0, writer.written - 4)
-            tail = await asyncio.to_thread(
+            tail = await in_file_thread(
                 self.storage.read, entry.resource_id, tail_start, writer.written
             )
         except (OSError, ServerError, ValueError) as exc:
@@ -528,7 +529,7 @@ class ResourceManager:
             return storage_writer, index
 
         try:
-            storage_writer, index = await asyncio.to_thread(store)
+            storage_writer, index = await in_file_thread(store)
         except OSError as exc:  # e.g. no inode left on a full disk
             raise storage_error(exc) from exc
         writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
@@ -556,13 +557,13 @@ class ResourceManager:
         ``DESCRIBED_FIELDS``: an image's size and BlurHash) in the record beside the bytes and
         in the catalog. Called before the producer completes, so whoever sees the resource
         COMPLETED finds them in its metadata."""
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         if record is not None:
             metadata = ResourceMetadata.model_validate(record["metadata"]).described(description)
             record["metadata"] = metadata.model_dump(by_alias=True, mode="json")
             try:
                 # Not fsync'd: the terminal record written next is, and keeps this metadata.
-                await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
+                await in_file_thread(self.storage.write_meta, resource_id, record, False)
             except OSError as exc:
                 raise storage_error(exc) from exc
         await self.catalog.describe(resource_id, description)
@@ -675,7 +676,7 @@ class ResourceManager:
             self.storage.write_meta(resource_id, record | change, self.durable)
             return True
 
-        if await asyncio.to_thread(update):
+        if await in_file_thread(update):
             return
         try:  # a resource older than records
             entry = await self.catalog.get(resource_id)
@@ -683,13 +684,13 @@ class ResourceManager:
             return  # nothing to build it from now; the catalog still records the end
         if entry is not None:
             record = record_of(entry) | change
-            await asyncio.to_thread(self.storage.write_meta, resource_id, record, self.durable)
+            await in_file_thread(self.storage.write_meta, resource_id, record, self.durable)
 
     async def _restore(self, resource_id: str) -> CatalogEntry | None:
         """Give the catalog back an entry it lost, from the record beside the bytes."""
         if self._deleted.get(resource_id):
             return None  # not lost: deleted (its record may not be removed yet)
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         entry = entry_of(record) if record is not None else None
         if entry is None or entry.resource_id != resource_id:
             return None
@@ -882,7 +883,7 @@ class ResourceManager:
         """Which token created ``resource_id`` (``Grant.token_id``), as its record says."""
         if not is_valid_id(resource_id):
             return None
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         uploader = record.get("uploader") if record is not None else None
         return uploader if isinstance(uploader, str) else None
 
@@ -930,7 +931,7 @@ class ResourceManager:
                 await self.announce_deletion(resource_id, status)
             except Exception as exc:  # the others' watchers then learn it from the catalog
                 logger.warning("could not announce the deletion of %s: %s", resource_id, exc)
-        freed = await asyncio.to_thread(self.storage.remove, resource_id)
+        freed = await in_file_thread(self.storage.remove, resource_id)
         self.usage.freed(freed)
         logger.info("resource %s deleted (%s): %d bytes freed", resource_id, reason, freed)
         return status

@@ -48,6 +48,7 @@ from livefile.api.model import (
     TransferStatus,
 )
 from livefile.impl_common.checksums import Digest, new_digest
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.manager import KEEP, Keep, ResourceHeldError, ResourceManager
 from livefile.impl_server.writer import LiveWriter
 
@@ -264,7 +265,7 @@ class TusUploads:
             return self._describe_open(resource_id, upload)
         entry = await self._manager.entry(resource_id)
         record = (
-            await asyncio.to_thread(self._manager.storage.read_meta, resource_id)
+            await in_file_thread(self._manager.storage.read_meta, resource_id)
             if entry is not None
             else None
         )
@@ -278,7 +279,7 @@ class TusUploads:
         if status.is_terminal:
             offset = status.current_size
         else:
-            offset = await asyncio.to_thread(self._manager.storage.size, resource_id)
+            offset = await in_file_thread(self._manager.storage.size, resource_id)
         return TusUpload(resource_id, state, offset, status, entry.upload_context_id)
 
     def _describe_open(self, resource_id: str, upload: _Open) -> TusUpload:
@@ -405,11 +406,11 @@ class TusUploads:
                     size += len(piece)
                     if limit is not None and writer.written + size > limit:
                         raise TusError(413, f"The body reaches past the upload's length ({limit})")
-                    await asyncio.to_thread(_stage, stage, digest, piece)
+                    await in_file_thread(_stage, stage, digest, piece)
                 if bytes.fromhex(digest.hexdigest()) != expected:
                     raise TusError(460, f"Checksum mismatch ({algorithm}): the PATCH was discarded")
                 stage.seek(0)
-                while piece := await asyncio.to_thread(stage.read, STAGE_PIECE):
+                while piece := await in_file_thread(stage.read, STAGE_PIECE):
                     await writer.append(piece)
         finally:
             staged.unlink(missing_ok=True)
@@ -525,7 +526,7 @@ class TusUploads:
         """Recovery takes an unfinished tus upload up again until it expires: its writer is
         reopened at once, so its status says truthfully IN_PROGRESS with the stored size (what
         HEAD answers) and watchers can read those bytes; a final upload's concatenation goes on."""
-        record = await asyncio.to_thread(self._manager.storage.read_meta, entry.resource_id)
+        record = await in_file_thread(self._manager.storage.read_meta, entry.resource_id)
         state = TusState.from_json(record.get(RECORD_KEY)) if record else None
         if state is None:
             return None
@@ -561,7 +562,7 @@ class TusUploads:
             # cache), and nothing is acknowledged as durable before the upload completes.
             storage.write_meta(resource_id, record, False)
 
-        await asyncio.to_thread(save)
+        await in_file_thread(save)
 
     def _lock(self, resource_id: str) -> asyncio.Lock:
         return self._locks.setdefault(resource_id, asyncio.Lock())

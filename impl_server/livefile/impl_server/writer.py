@@ -36,6 +36,7 @@ from livefile.impl_common.checksums import (
     stored_form,
 )
 from livefile.impl_common.lines import line_count, line_ends
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.line_index import LineIndexWriter
 from livefile.impl_server.reopen import StoredPrefix
 from livefile.impl_server.storage import storage_error
@@ -333,7 +334,7 @@ class LiveWriter:
             await self._writer_task
         if sync and self._write_error is None:
             try:
-                await asyncio.to_thread(self._sync)
+                await in_file_thread(self._sync)
             except OSError as exc:
                 logger.error("flushing resource %s to disk failed: %s", self._resource_id, exc)
                 self._write_error = exc
@@ -362,12 +363,12 @@ class LiveWriter:
         try:
             if self._hash_with_store:
                 # A CRC costs less than a second thread hop: one thread does both.
-                await asyncio.to_thread(self._append_and_hash, data, self._written)
+                await in_file_thread(self._append_and_hash, data, self._written)
             else:
                 # Storing and hashing both release the GIL: run them side by side.
                 await asyncio.gather(
-                    asyncio.to_thread(self._append, data, self._written),
-                    asyncio.to_thread(self._digest.update, data),
+                    in_file_thread(self._append, data, self._written),
+                    in_file_thread(self._digest.update, data),
                 )
         except OSError as exc:
             logger.error("writing resource %s failed: %s", self._resource_id, exc)

@@ -459,7 +459,9 @@ class ResourceManager:
             index,
             self.checkpoint_interval,
             lambda status: self._publish(resource_id, status),
-            lambda status, checksum: self._persist_end(resource_id, status, checksum),
+            lambda status, checksum, durable_bytes: self._persist_end(
+                resource_id, status, checksum, durable_bytes
+            ),
             algorithm,
             durable=self.durable,
             on_stored=self.usage.stored,
@@ -586,7 +588,11 @@ class ResourceManager:
         return [*self._active, *held]
 
     async def _persist_end(
-        self, resource_id: str, status: ResourceStatus, checksum: str | None
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        durable_bytes: Callable[[], None] | None = None,
     ) -> ResourceStatus:
         """Record a writer's terminal status; returns the terminal status that stands. Raises
         ``EndNotRecorded`` (with the FAILED status held instead) when it could not be recorded
@@ -594,7 +600,7 @@ class ResourceManager:
         try:
             if self._deleted.get(resource_id):
                 return status  # deleted: nothing is left to record it in
-            return await self._end(resource_id, status, checksum)
+            return await self._end(resource_id, status, checksum, durable_bytes)
         finally:
             # Whatever the catalog said, this process no longer produces the resource.
             self._active.pop(resource_id, None)
@@ -602,18 +608,24 @@ class ResourceManager:
             self.resumable.ended(resource_id)
 
     async def _end(
-        self, resource_id: str, status: ResourceStatus, checksum: str | None
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        durable_bytes: Callable[[], None] | None,
     ) -> ResourceStatus:
         completed = status.transfer_status is TransferStatus.COMPLETED
         try:
-            # The record beside the bytes first: what the uploader is told is on disk before
-            # any process can serve it, and survives Redis losing its memory.
-            await self._write_record(resource_id, status, checksum)
+            # The bytes and the record beside them first: what the uploader is told is on disk
+            # before any process can serve it, and survives Redis losing its memory.
+            await self._write_record(resource_id, status, checksum, durable_bytes)
         except OSError as exc:
-            logger.error("the record of %s could not be written: %s", resource_id, exc)
+            logger.error("the end of %s could not be stored: %s", resource_id, exc)
             if completed:
-                error = ResourceError(code="storage_failed", message=f"record not written: {exc}")
+                error = ResourceError(code="storage_failed", message=f"not stored: {exc}")
                 status, checksum, completed = _failed_after(status, error), None, False
+                with contextlib.suppress(OSError):  # the record says FAILED, if it can
+                    await self._write_record(resource_id, status, None)
         try:
             recorded = await self._record(resource_id, status, checksum)
             if recorded is None:
@@ -658,9 +670,14 @@ class ResourceManager:
         return recorded
 
     async def _write_record(
-        self, resource_id: str, status: ResourceStatus, checksum: str | None
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        durable_bytes: Callable[[], None] | None = None,
     ) -> None:
-        """Put ``status`` into the record beside the bytes (fsync'd when durable)."""
+        """Put ``status`` into the record beside the bytes (fsync'd when durable), after
+        ``durable_bytes`` (the writer's fsync of them) on the same worker thread."""
         if self._deleted.get(resource_id):
             return  # its record is gone, or about to go: never write it again
         change = {
@@ -670,6 +687,8 @@ class ResourceManager:
         }
 
         def update() -> bool:  # one trip to a worker thread: this is on every resource's end
+            if durable_bytes is not None:
+                durable_bytes()
             record = self.storage.read_meta(resource_id)
             if record is None:
                 return False

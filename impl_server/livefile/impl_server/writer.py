@@ -48,7 +48,12 @@ Publish = Callable[[ResourceStatus], None]
 # Records a terminal status (and the checksum of a COMPLETED resource) durably and returns the
 # terminal status that stands: this one, or the one another process recorded first. Raises
 # ``EndNotRecorded`` when it could not be recorded in time.
-RecordEnd = Callable[[ResourceStatus, str | None], Awaitable[ResourceStatus]]
+# ``durable_bytes``, when given, makes the resource's bytes durable: it runs on the same worker
+# thread just before the record beside them is written (one trip for both, at every end), and
+# its ``OSError`` ends the resource FAILED ``storage_failed``.
+RecordEnd = Callable[
+    [ResourceStatus, str | None, Callable[[], None] | None], Awaitable[ResourceStatus]
+]
 
 
 class EndNotRecorded(ServerError):
@@ -244,26 +249,33 @@ class LiveWriter:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self._ending = True
         self._cancel_timer()
-        await self._stop_writer(sync=self._durable)
+        await self._stop_writer(close=False)  # made durable with the record: one trip
         if self._write_error is not None:
             self._ending = False
+            self._close_files()
             error = ResourceError(code="storage_failed", message=str(self._write_error))
             await self._fail(error)
             raise storage_error(self._write_error)
-        if size is not None:
-            if self._written:
-                raise ServerError("a composed resource cannot have bytes of its own")
-            self._written = size
-        self._stage = self._percent = None
-        completed = self._next(TransferStatus.COMPLETED, None)
         try:
-            standing = await self._record_end(completed, checksum or self.stored_checksum)
+            if size is not None:
+                if self._written:
+                    raise ServerError("a composed resource cannot have bytes of its own")
+                self._written = size
+            self._stage = self._percent = None
+            completed = self._next(TransferStatus.COMPLETED, None)
+            durable_bytes = self._sync if self._durable else None
+            standing = await self._record_end(
+                completed, checksum or self.stored_checksum, durable_bytes
+            )
         except EndNotRecorded as exc:
             self._settle(exc.status)
             raise
         finally:
             self._ending = False
+            self._close_files()
         self._settle(standing)
+        if standing.error is not None and standing.error.code == "storage_failed":
+            raise ServerError(f"Storage failure: {standing.error.message}")
         if standing.transfer_status is not TransferStatus.COMPLETED:
             why = f": {standing.error.code}" if standing.error else ""
             raise ServerError(f"The resource was ended elsewhere before it completed (FAILED{why})")
@@ -290,7 +302,7 @@ class LiveWriter:
             await self._stop_writer()
             self._end(TransferStatus.FAILED, error)
             try:
-                standing = await self._record_end(self.status, None)
+                standing = await self._record_end(self.status, None, None)
             except EndNotRecorded:
                 pass
             except Exception:
@@ -328,7 +340,7 @@ class LiveWriter:
         creation was refused, which nobody can watch."""
         await self._stop_writer()
 
-    async def _stop_writer(self, sync: bool = False) -> None:
+    async def _stop_writer(self, sync: bool = False, close: bool = True) -> None:
         if not self._writer_task.done():
             await self._queue.put(None)
             await self._writer_task
@@ -338,6 +350,10 @@ class LiveWriter:
             except OSError as exc:
                 logger.error("flushing resource %s to disk failed: %s", self._resource_id, exc)
                 self._write_error = exc
+        if close:
+            self._close_files()
+
+    def _close_files(self) -> None:
         self._writer.close()
         if self._index is not None:
             self._index.close()

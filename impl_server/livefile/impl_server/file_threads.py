@@ -50,16 +50,19 @@ class _FileThreads:
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0  # threads waiting for a call
+        self._queued = 0  # calls not taken by a thread yet
 
     def submit(self, call: _Call) -> None:
-        if self._idle == 0 and self._threads < MOST_THREADS:  # read unlocked: a hint
-            with self._lock:
-                if self._idle == 0 and self._threads < MOST_THREADS:
-                    self._threads += 1
-                    # Daemon: the server finishes its writes before it exits; nothing waits
-                    # on an idle thread then.
-                    name = f"livefile-file-{self._threads}"
-                    threading.Thread(target=self._work, name=name, daemon=True).start()
+        with self._lock:
+            self._queued += 1
+            # A thread more when the calls waiting outnumber the threads waiting: several
+            # calls may come before a woken thread takes the first.
+            if self._queued > self._idle and self._threads < MOST_THREADS:
+                self._threads += 1
+                # Daemon: the server finishes its writes before it exits; nothing waits on
+                # an idle thread then.
+                name = f"livefile-file-{self._threads}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
         self._calls.put(call)
 
     def _work(self) -> None:
@@ -69,6 +72,7 @@ class _FileThreads:
             loop, future, context, function, args = self._calls.get()
             with self._lock:
                 self._idle -= 1
+                self._queued -= 1
             try:
                 result = context.run(function, *args)
             except BaseException as exc:  # handed to the awaiting task, as to_thread does

@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
@@ -58,6 +58,7 @@ from livefile.impl_common.checksums import parse_stored
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
 from livefile.impl_server.deletions import DeletionWatchers, deleted_error
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.lifecycle import Lifecycle, expired_error
 from livefile.impl_server.line_index import LineIndexWriter, final_line_count
 from livefile.impl_server.quotas import Quotas
@@ -74,7 +75,7 @@ from livefile.impl_server.resumable_uploads import (
 from livefile.impl_server.storage import storage_error
 from livefile.impl_server.storage_usage import StorageUsage
 from livefile.impl_server.upload import UploadProducer
-from livefile.impl_server.writer import EndNotRecorded, LiveWriter
+from livefile.impl_server.writer import EndNotRecorded, LiveWriter, initial_status
 
 logger = logging.getLogger(__name__)
 FINISHED_ENTRIES_CACHED = 10_000  # about 1 KiB each
@@ -268,7 +269,7 @@ class ResourceManager:
             raise ServerError(f"resource {resource_id} is unknown or has ended")
         if not await self.catalog.adopt(resource_id):  # takes the lease of a shared catalog
             raise ResourceHeldError(f"resource {resource_id} is being written by another process")
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         recorded = (entry_of(record) if record else None) or entry
         if checksum_algorithm is None:  # the one its record names (CRC-32C for older records)
             named = (record or {}).get("checksumAlgorithm", ChecksumAlgorithm.CRC32C.value)
@@ -282,7 +283,7 @@ class ResourceManager:
         prefix = dataclasses.replace(prefix, revision=newest + 1)
         storage_writer = index = None
         try:
-            storage_writer = await asyncio.to_thread(self.storage.create, resource_id)
+            storage_writer = await in_file_thread(self.storage.create, resource_id)
             if entry.metadata.supports_line_access:
                 index_path = self.storage.index_path(resource_id)
                 index = await asyncio.to_thread(reopen_index, index_path, path, prefix.size)
@@ -327,7 +328,7 @@ class ResourceManager:
         ``client_lost``). Without a token (or with resume off) it is not this policy's."""
         if not self.resumable.enabled or entry.kind is not ResourceKind.UPLOAD:
             return None
-        record = await asyncio.to_thread(self.storage.read_meta, entry.resource_id) or {}
+        record = await in_file_thread(self.storage.read_meta, entry.resource_id) or {}
         if not isinstance(record.get(RESUME_TOKEN_HASH), str):
             return None
         deadline = record.get(RESUME_DEADLINE)
@@ -350,9 +351,9 @@ class ResourceManager:
         if entry is None:
             raise ServerError(f"resource {resource_id} is unknown")
         writer = await self.reopen(resource_id)
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id) or {}
+        record = await in_file_thread(self.storage.read_meta, resource_id) or {}
         tail_start = max(0, writer.written - 4)
-        tail = await asyncio.to_thread(self.storage.read, resource_id, tail_start, writer.written)
+        tail = await in_file_thread(self.storage.read, resource_id, tail_start, writer.written)
         token_hash = record.get(RESUME_TOKEN_HASH)
         producer = UploadProducer(
             writer,
@@ -380,7 +381,7 @@ class ResourceManager:
                 self.storage.write_meta(resource_id, record, False)
             return before if isinstance(before, int | float) else None
 
-        return await asyncio.to_thread(update)
+        return await in_file_thread(update)
 
     async def _record_waiting(self, producer: UploadProducer) -> None:
         """Make the status of an upload waiting for its client durable, so that a restart
@@ -394,11 +395,13 @@ class ResourceManager:
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.MD5,
         uploader: str | None = None,
         resumable: bool = False,
+        record: Mapping[str, Any] | None = None,
     ) -> UploadProducer:
         """Create a resource for a client's upload (its context's count quota checked first);
         INITIATED is published at once. The metadata fields the server describes are not the
         uploader's to set: they are dropped. ``resumable``: the upload gets a resume token
-        (when resume is on) and may outlive its connection (``resumable_uploads.py``)."""
+        (when resume is on) and may outlive its connection (``resumable_uploads.py``).
+        ``record``: the producer's own fields for the record beside the bytes (tus's state)."""
         metadata = metadata.described({})
         token, token_hash = (
             new_resume_token() if resumable and self.resumable.enabled else (None, None)
@@ -419,6 +422,7 @@ class ResourceManager:
                 checksum_algorithm=checksum_algorithm,
                 uploader=uploader,
                 resume_token_hash=token_hash,
+                record=record,
             )
         except BaseException:
             if context_id is not None:
@@ -439,6 +443,7 @@ class ResourceManager:
         stage: str | None = None,
         uploader: str | None = None,
         resume_token_hash: str | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> LiveWriter:
         """Create a resource and return its writer; INITIATED (with ``stage``) is published at
         once. Every producer starts here (or, going on with an unfinished one, at ``reopen``).
@@ -456,6 +461,7 @@ class ResourceManager:
             owned=True,
             uploader=uploader,
             resume_token_hash=resume_token_hash,
+            record=record,
         )
 
     async def create_unowned(
@@ -497,7 +503,9 @@ class ResourceManager:
             index,
             self.checkpoint_interval,
             lambda status: self._publish(resource_id, status),
-            lambda status, checksum: self._persist_end(resource_id, status, checksum),
+            lambda status, checksum, durable_bytes: self._persist_end(
+                resource_id, status, checksum, durable_bytes
+            ),
             algorithm,
             durable=self.durable,
             on_stored=self.usage.stored,
@@ -532,39 +540,46 @@ class ResourceManager:
         owned: bool,
         uploader: str | None = None,
         resume_token_hash: str | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> LiveWriter:
         await self.usage.check(self.lifecycle.max_storage_bytes)
         resource_id = new_resource_id()
         await self._check_catalog()
-        storage_writer = None
-        try:
-            storage_writer = await asyncio.to_thread(self.storage.create, resource_id)
-            index = None
-            if metadata.supports_line_access:
-                index_path = self.storage.index_path(resource_id)
-                index = await asyncio.to_thread(LineIndexWriter, index_path)
-        except OSError as exc:  # e.g. no inode left on a full disk
-            if storage_writer is not None:
-                storage_writer.close()
-            raise storage_error(exc) from exc
-        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
-        initial = writer.status
+        initial = initial_status(metadata.supports_line_access, stage)
         now = time.time()
         entry = CatalogEntry(
             resource_id, metadata, initial, context_id, None, now, now, kind, tuple(sources)
         )
-        try:
+        fields = {**record_of(entry), **(record or {})}
+        if uploader is not None:
+            fields["uploader"] = uploader
+        fields["checksumAlgorithm"] = checksum_algorithm.value
+        if resume_token_hash is not None:
+            fields[RESUME_TOKEN_HASH] = resume_token_hash
+
+        def store() -> tuple[StorageWriter, LineIndexWriter | None]:
+            """The empty file, its line index, and the record beside them: one trip to a
+            worker thread (a creation's cost is mostly such trips). The record is not
+            fsync'd: nothing is promised about a resource before its end."""
+            storage_writer = self.storage.create(resource_id)
+            index = None
             try:
-                # Not fsync'd: nothing is promised about a resource before its end.
-                record = record_of(entry)
-                if uploader is not None:
-                    record["uploader"] = uploader
-                record["checksumAlgorithm"] = checksum_algorithm.value
-                if resume_token_hash is not None:
-                    record[RESUME_TOKEN_HASH] = resume_token_hash
-                await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
-            except OSError as exc:  # a full disk
-                raise storage_error(exc) from exc
+                if metadata.supports_line_access:
+                    index = LineIndexWriter(self.storage.index_path(resource_id))
+                self.storage.write_meta(resource_id, fields, False)
+            except BaseException:
+                storage_writer.close()
+                if index is not None:
+                    index.close()
+                raise
+            return storage_writer, index
+
+        try:
+            storage_writer, index = await in_file_thread(store)
+        except OSError as exc:  # e.g. no inode left on a full disk
+            raise storage_error(exc) from exc
+        writer = self._writer(resource_id, storage_writer, index, checksum_algorithm, stage=stage)
+        try:
             await self.catalog.create(
                 resource_id, metadata, context_id, initial, kind, sources, owned=owned
             )
@@ -588,13 +603,13 @@ class ResourceManager:
         ``DESCRIBED_FIELDS``: an image's size and BlurHash) in the record beside the bytes and
         in the catalog. Called before the producer completes, so whoever sees the resource
         COMPLETED finds them in its metadata."""
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         if record is not None:
             metadata = ResourceMetadata.model_validate(record["metadata"]).described(description)
             record["metadata"] = metadata.model_dump(by_alias=True, mode="json")
             try:
                 # Not fsync'd: the terminal record written next is, and keeps this metadata.
-                await asyncio.to_thread(self.storage.write_meta, resource_id, record, False)
+                await in_file_thread(self.storage.write_meta, resource_id, record, False)
             except OSError as exc:
                 raise storage_error(exc) from exc
         await self.catalog.describe(resource_id, description)
@@ -617,7 +632,11 @@ class ResourceManager:
         return [*self._active, *held]
 
     async def _persist_end(
-        self, resource_id: str, status: ResourceStatus, checksum: str | None
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        durable_bytes: Callable[[], None] | None = None,
     ) -> ResourceStatus:
         """Record a writer's terminal status; returns the terminal status that stands. Raises
         ``EndNotRecorded`` (with the FAILED status held instead) when it could not be recorded
@@ -625,7 +644,7 @@ class ResourceManager:
         try:
             if self._deleted.get(resource_id):
                 return status  # deleted: nothing is left to record it in
-            return await self._end(resource_id, status, checksum)
+            return await self._end(resource_id, status, checksum, durable_bytes)
         finally:
             # Whatever the catalog said, this process no longer produces the resource.
             self._active.pop(resource_id, None)
@@ -633,18 +652,24 @@ class ResourceManager:
             self.resumable.ended(resource_id)
 
     async def _end(
-        self, resource_id: str, status: ResourceStatus, checksum: str | None
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        durable_bytes: Callable[[], None] | None,
     ) -> ResourceStatus:
         completed = status.transfer_status is TransferStatus.COMPLETED
         try:
-            # The record beside the bytes first: what the uploader is told is on disk before
-            # any process can serve it, and survives Redis losing its memory.
-            await self._write_record(resource_id, status, checksum)
+            # The bytes and the record beside them first: what the uploader is told is on disk
+            # before any process can serve it, and survives Redis losing its memory.
+            await self._write_record(resource_id, status, checksum, durable_bytes)
         except OSError as exc:
-            logger.error("the record of %s could not be written: %s", resource_id, exc)
+            logger.error("the end of %s could not be stored: %s", resource_id, exc)
             if completed:
-                error = ResourceError(code="storage_failed", message=f"record not written: {exc}")
+                error = ResourceError(code="storage_failed", message=f"not stored: {exc}")
                 status, checksum, completed = _failed_after(status, error), None, False
+                with contextlib.suppress(OSError):  # the record says FAILED, if it can
+                    await self._write_record(resource_id, status, None)
         try:
             recorded = await self._record(resource_id, status, checksum)
             if recorded is None:
@@ -689,30 +714,46 @@ class ResourceManager:
         return recorded
 
     async def _write_record(
-        self, resource_id: str, status: ResourceStatus, checksum: str | None
+        self,
+        resource_id: str,
+        status: ResourceStatus,
+        checksum: str | None,
+        durable_bytes: Callable[[], None] | None = None,
     ) -> None:
-        """Put ``status`` into the record beside the bytes (fsync'd when durable)."""
+        """Put ``status`` into the record beside the bytes (fsync'd when durable), after
+        ``durable_bytes`` (the writer's fsync of them) on the same worker thread."""
         if self._deleted.get(resource_id):
             return  # its record is gone, or about to go: never write it again
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
-        if record is None:  # a resource older than records
-            try:
-                entry = await self.catalog.get(resource_id)
-            except Exception:
-                return  # nothing to build it from now; the catalog still records the end
-            if entry is None:
-                return
-            record = record_of(entry)
-        record["status"] = status.model_dump(by_alias=True, mode="json")
-        record["checksum"] = checksum
-        record["updatedAt"] = time.time()
-        await asyncio.to_thread(self.storage.write_meta, resource_id, record, self.durable)
+        change = {
+            "status": status.model_dump(by_alias=True, mode="json"),
+            "checksum": checksum,
+            "updatedAt": time.time(),
+        }
+
+        def update() -> bool:  # one trip to a worker thread: this is on every resource's end
+            if durable_bytes is not None:
+                durable_bytes()
+            record = self.storage.read_meta(resource_id)
+            if record is None:
+                return False
+            self.storage.write_meta(resource_id, record | change, self.durable)
+            return True
+
+        if await in_file_thread(update):
+            return
+        try:  # a resource older than records
+            entry = await self.catalog.get(resource_id)
+        except Exception:
+            return  # nothing to build it from now; the catalog still records the end
+        if entry is not None:
+            record = record_of(entry) | change
+            await in_file_thread(self.storage.write_meta, resource_id, record, self.durable)
 
     async def _restore(self, resource_id: str) -> CatalogEntry | None:
         """Give the catalog back an entry it lost, from the record beside the bytes."""
         if self._deleted.get(resource_id):
             return None  # not lost: deleted (its record may not be removed yet)
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         entry = entry_of(record) if record is not None else None
         if entry is None or entry.resource_id != resource_id:
             return None
@@ -905,7 +946,7 @@ class ResourceManager:
         """Which token created ``resource_id`` (``Grant.token_id``), as its record says."""
         if not is_valid_id(resource_id):
             return None
-        record = await asyncio.to_thread(self.storage.read_meta, resource_id)
+        record = await in_file_thread(self.storage.read_meta, resource_id)
         uploader = record.get("uploader") if record is not None else None
         return uploader if isinstance(uploader, str) else None
 
@@ -953,7 +994,7 @@ class ResourceManager:
                 await self.announce_deletion(resource_id, status)
             except Exception as exc:  # the others' watchers then learn it from the catalog
                 logger.warning("could not announce the deletion of %s: %s", resource_id, exc)
-        freed = await asyncio.to_thread(self.storage.remove, resource_id)
+        freed = await in_file_thread(self.storage.remove, resource_id)
         self.usage.freed(freed)
         logger.info("resource %s deleted (%s): %d bytes freed", resource_id, reason, freed)
         return status

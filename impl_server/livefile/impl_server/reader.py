@@ -9,7 +9,6 @@ unpublished is ever served, whatever the file's physical length.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from livefile.api.errors import RangeNotReadableError, ResourceFailedError
 from livefile.api.interfaces import CatalogEntry, StatusSubscription, Storage
 from livefile.api.model import ResourceStatus, TransferStatus
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.line_index import read_lines
 
 # A small read from the page cache takes microseconds, less than the hop to a worker thread and
@@ -112,7 +112,7 @@ class Reader:
         """Bytes ``[start, end)`` that the caller has checked with ``check_range``."""
         if end - start <= INLINE_READ_MAX:
             return self._storage.read(self.resource_id, start, end)
-        return await asyncio.to_thread(self._storage.read, self.resource_id, start, end)
+        return await in_file_thread(self._storage.read, self.resource_id, start, end)
 
     async def iter_published(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` that the caller has checked, in pieces of at most
@@ -143,7 +143,7 @@ class Reader:
         # Every line holds at least one byte, so no more than ``max_bytes`` lines fit in a
         # reply: a request for billions of lines reads no more of the index than that.
         count = min(count, max(max_bytes, 1))
-        raw = await asyncio.to_thread(
+        raw = await in_file_thread(
             read_lines,
             self.path,
             self.index_path,

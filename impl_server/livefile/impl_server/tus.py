@@ -48,6 +48,7 @@ from livefile.api.model import (
     TransferStatus,
 )
 from livefile.impl_common.checksums import Digest, new_digest
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.manager import KEEP, Keep, ResourceHeldError, ResourceManager
 from livefile.impl_server.writer import LiveWriter
 
@@ -196,14 +197,11 @@ class TusUploads:
     ) -> TusUpload:
         """A new upload of ``length`` bytes (None: deferred); empty ones complete at once."""
         self._check_length(length)
-        producer = await self._manager.create_upload(
-            metadata, context_id, checksum_algorithm=ChecksumAlgorithm.CRC32C
-        )
         state = TusState(length, self._expires_at(), raw_metadata, PARTIAL if partial else None)
-        upload = await self._adopt(producer.writer, state, context_id)
+        upload = await self._open_new(metadata, context_id, state)
         if length == 0:
             await self._complete(upload)
-        described = self._describe_open(producer.writer.resource_id, upload)
+        described = self._describe_open(upload.writer.resource_id, upload)
         await self._let_go(upload)
         return described
 
@@ -224,26 +222,28 @@ class TusUploads:
         lengths = [part.state.length for part in parts]
         length = None if None in lengths else sum(n for n in lengths if n is not None)
         self._check_length(length)
-        producer = await self._manager.create_upload(
-            metadata, context_id, checksum_algorithm=ChecksumAlgorithm.CRC32C
-        )
         ids = tuple(part.resource_id for part in parts)
         state = TusState(length, self._expires_at(), raw_metadata, FINAL, ids)
-        upload = await self._adopt(producer.writer, state, context_id)
+        upload = await self._open_new(metadata, context_id, state)
         self._start_concatenation(upload)
-        return self._describe_open(producer.writer.resource_id, upload)
+        return self._describe_open(upload.writer.resource_id, upload)
 
     def _check_length(self, length: int | None) -> None:
         if length is not None and self.max_size is not None and length > self.max_size:
             raise TusError(413, f"Upload-Length {length} is above the limit of {self.max_size}")
 
-    async def _adopt(self, writer: LiveWriter, state: TusState, context_id: str | None) -> _Open:
+    async def _open_new(
+        self, metadata: ResourceMetadata, context_id: str | None, state: TusState
+    ) -> _Open:
+        """Create the upload's resource, ``state`` in its record from the start, and hold it."""
+        producer = await self._manager.create_upload(
+            metadata,
+            context_id,
+            checksum_algorithm=ChecksumAlgorithm.CRC32C,
+            record={RECORD_KEY: state.to_json()},
+        )
+        writer = producer.writer
         upload = _Open(writer, state, context_id)
-        try:
-            await self._save_state(writer.resource_id, state)
-        except OSError as exc:
-            await writer.fail(ResourceError(code="storage_failed", message=str(exc)))
-            raise ServerError(f"Storage failure: {exc}") from exc
         self._open[writer.resource_id] = upload
         self._arm_expiry(writer.resource_id, state.expires_at)
         return upload
@@ -265,7 +265,7 @@ class TusUploads:
             return self._describe_open(resource_id, upload)
         entry = await self._manager.entry(resource_id)
         record = (
-            await asyncio.to_thread(self._manager.storage.read_meta, resource_id)
+            await in_file_thread(self._manager.storage.read_meta, resource_id)
             if entry is not None
             else None
         )
@@ -279,7 +279,7 @@ class TusUploads:
         if status.is_terminal:
             offset = status.current_size
         else:
-            offset = await asyncio.to_thread(self._manager.storage.size, resource_id)
+            offset = await in_file_thread(self._manager.storage.size, resource_id)
         return TusUpload(resource_id, state, offset, status, entry.upload_context_id)
 
     def _describe_open(self, resource_id: str, upload: _Open) -> TusUpload:
@@ -406,11 +406,11 @@ class TusUploads:
                     size += len(piece)
                     if limit is not None and writer.written + size > limit:
                         raise TusError(413, f"The body reaches past the upload's length ({limit})")
-                    await asyncio.to_thread(_stage, stage, digest, piece)
+                    await in_file_thread(_stage, stage, digest, piece)
                 if bytes.fromhex(digest.hexdigest()) != expected:
                     raise TusError(460, f"Checksum mismatch ({algorithm}): the PATCH was discarded")
                 stage.seek(0)
-                while piece := await asyncio.to_thread(stage.read, STAGE_PIECE):
+                while piece := await in_file_thread(stage.read, STAGE_PIECE):
                     await writer.append(piece)
         finally:
             staged.unlink(missing_ok=True)
@@ -526,7 +526,7 @@ class TusUploads:
         """Recovery takes an unfinished tus upload up again until it expires: its writer is
         reopened at once, so its status says truthfully IN_PROGRESS with the stored size (what
         HEAD answers) and watchers can read those bytes; a final upload's concatenation goes on."""
-        record = await asyncio.to_thread(self._manager.storage.read_meta, entry.resource_id)
+        record = await in_file_thread(self._manager.storage.read_meta, entry.resource_id)
         state = TusState.from_json(record.get(RECORD_KEY)) if record else None
         if state is None:
             return None
@@ -562,7 +562,7 @@ class TusUploads:
             # cache), and nothing is acknowledged as durable before the upload completes.
             storage.write_meta(resource_id, record, False)
 
-        await asyncio.to_thread(save)
+        await in_file_thread(save)
 
     def _lock(self, resource_id: str) -> asyncio.Lock:
         return self._locks.setdefault(resource_id, asyncio.Lock())

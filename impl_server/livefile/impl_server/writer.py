@@ -36,6 +36,7 @@ from livefile.impl_common.checksums import (
     stored_form,
 )
 from livefile.impl_common.lines import line_count, line_ends
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.line_index import LineIndexWriter
 from livefile.impl_server.reopen import StoredPrefix
 from livefile.impl_server.storage import storage_error
@@ -47,7 +48,12 @@ Publish = Callable[[ResourceStatus], None]
 # Records a terminal status (and the checksum of a COMPLETED resource) durably and returns the
 # terminal status that stands: this one, or the one another process recorded first. Raises
 # ``EndNotRecorded`` when it could not be recorded in time.
-RecordEnd = Callable[[ResourceStatus, str | None], Awaitable[ResourceStatus]]
+# ``durable_bytes``, when given, makes the resource's bytes durable: it runs on the same worker
+# thread just before the record beside them is written (one trip for both, at every end), and
+# its ``OSError`` ends the resource FAILED ``storage_failed``.
+RecordEnd = Callable[
+    [ResourceStatus, str | None, Callable[[], None] | None], Awaitable[ResourceStatus]
+]
 
 
 class EndNotRecorded(ServerError):
@@ -70,6 +76,18 @@ class StoppedError(ServerError):
         self.error = error
 
 
+def initial_status(line_access: bool, stage: str | None) -> ResourceStatus:
+    """A new resource's first status (INITIATED, nothing stored): its creation records it
+    before the resource's writer exists."""
+    return ResourceStatus(
+        transfer_status=TransferStatus.INITIATED,
+        current_size=0,
+        number_of_lines=0 if line_access else None,
+        revision=0,
+        stage=stage,
+    )
+
+
 class LiveWriter:
     """Writes one resource between its creation and its terminal status (``ResourceWriter``).
 
@@ -85,7 +103,6 @@ class LiveWriter:
         publish: Publish,
         record_end: RecordEnd,
         checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
-        revision: int = 0,
         stage: str | None = None,
         durable: bool = False,
         on_stored: Callable[[int], None] | None = None,
@@ -102,12 +119,16 @@ class LiveWriter:
         self._written = reopened.size if reopened else 0  # bytes appended to storage
         self._writer = writer
         self._index = index
-        self.status = ResourceStatus(
-            transfer_status=TransferStatus.IN_PROGRESS if reopened else TransferStatus.INITIATED,
-            current_size=self._written,
-            number_of_lines=self._lines(ended=False),
-            revision=reopened.revision if reopened else revision,
-            stage=stage,
+        self.status = (
+            ResourceStatus(
+                transfer_status=TransferStatus.IN_PROGRESS,
+                current_size=self._written,
+                number_of_lines=self._lines(ended=False),
+                revision=reopened.revision,
+                stage=stage,
+            )
+            if reopened
+            else initial_status(index is not None, stage)
         )
         self._clock = CheckpointClock(checkpoint_interval)
         self._publish = publish
@@ -228,26 +249,33 @@ class LiveWriter:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
         self._ending = True
         self._cancel_timer()
-        await self._stop_writer(sync=self._durable)
+        await self._stop_writer(close=False)  # made durable with the record: one trip
         if self._write_error is not None:
             self._ending = False
+            self._close_files()
             error = ResourceError(code="storage_failed", message=str(self._write_error))
             await self._fail(error)
             raise storage_error(self._write_error)
-        if size is not None:
-            if self._written:
-                raise ServerError("a composed resource cannot have bytes of its own")
-            self._written = size
-        self._stage = self._percent = None
-        completed = self._next(TransferStatus.COMPLETED, None)
         try:
-            standing = await self._record_end(completed, checksum or self.stored_checksum)
+            if size is not None:
+                if self._written:
+                    raise ServerError("a composed resource cannot have bytes of its own")
+                self._written = size
+            self._stage = self._percent = None
+            completed = self._next(TransferStatus.COMPLETED, None)
+            durable_bytes = self._sync if self._durable else None
+            standing = await self._record_end(
+                completed, checksum or self.stored_checksum, durable_bytes
+            )
         except EndNotRecorded as exc:
             self._settle(exc.status)
             raise
         finally:
             self._ending = False
+            self._close_files()
         self._settle(standing)
+        if standing.error is not None and standing.error.code == "storage_failed":
+            raise ServerError(f"Storage failure: {standing.error.message}")
         if standing.transfer_status is not TransferStatus.COMPLETED:
             why = f": {standing.error.code}" if standing.error else ""
             raise ServerError(f"The resource was ended elsewhere before it completed (FAILED{why})")
@@ -274,7 +302,7 @@ class LiveWriter:
             await self._stop_writer()
             self._end(TransferStatus.FAILED, error)
             try:
-                standing = await self._record_end(self.status, None)
+                standing = await self._record_end(self.status, None, None)
             except EndNotRecorded:
                 pass
             except Exception:
@@ -312,16 +340,20 @@ class LiveWriter:
         creation was refused, which nobody can watch."""
         await self._stop_writer()
 
-    async def _stop_writer(self, sync: bool = False) -> None:
+    async def _stop_writer(self, sync: bool = False, close: bool = True) -> None:
         if not self._writer_task.done():
             await self._queue.put(None)
             await self._writer_task
         if sync and self._write_error is None:
             try:
-                await asyncio.to_thread(self._sync)
+                await in_file_thread(self._sync)
             except OSError as exc:
                 logger.error("flushing resource %s to disk failed: %s", self._resource_id, exc)
                 self._write_error = exc
+        if close:
+            self._close_files()
+
+    def _close_files(self) -> None:
         self._writer.close()
         if self._index is not None:
             self._index.close()
@@ -347,12 +379,12 @@ class LiveWriter:
         try:
             if self._hash_with_store:
                 # A CRC costs less than a second thread hop: one thread does both.
-                await asyncio.to_thread(self._append_and_hash, data, self._written)
+                await in_file_thread(self._append_and_hash, data, self._written)
             else:
                 # Storing and hashing both release the GIL: run them side by side.
                 await asyncio.gather(
-                    asyncio.to_thread(self._append, data, self._written),
-                    asyncio.to_thread(self._digest.update, data),
+                    in_file_thread(self._append, data, self._written),
+                    in_file_thread(self._digest.update, data),
                 )
         except OSError as exc:
             logger.error("writing resource %s failed: %s", self._resource_id, exc)

@@ -9,14 +9,13 @@ from starlette.requests import HTTPConnection
 
 from livefile.impl_server.access import Scope, TokenAuthority
 from livefile.impl_websocket.access import TOKEN_PARAMETER
+from livefile.impl_websocket.route_urls import url_for_id
 
-# Stands in for the resource id when the URI's prefix is built once per connection.
-_ID_PLACEHOLDER = "0" * 32
 _WS_SCHEME = {"http": "ws", "https": "wss"}
 
 
 class DownloadLinks:
-    """Builds the references of one connection (``url_for`` is a route search: done once)."""
+    """Builds the references of one connection (the route's path is looked up once)."""
 
     def __init__(
         self, connection: HTTPConnection, authority: TokenAuthority | None, token_ttl: float
@@ -28,10 +27,9 @@ class DownloadLinks:
 
     def uri(self, resource_id: str) -> str:
         if self._base is None:
-            sample = str(self._connection.url_for("download", resource_id=_ID_PLACEHOLDER))
-            assert sample.endswith(_ID_PLACEHOLDER), sample  # the id is the path's last segment
+            sample = url_for_id(self._connection, "download", "resource_id", "")
             scheme, rest = sample.split("://", 1)
-            self._base = f"{_WS_SCHEME.get(scheme, scheme)}://{rest.removesuffix(_ID_PLACEHOLDER)}"
+            self._base = f"{_WS_SCHEME.get(scheme, scheme)}://{rest}"
         uri = self._base + resource_id
         if self._authority is None or not self._authority.can_sign:
             return uri

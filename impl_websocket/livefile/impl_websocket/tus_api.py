@@ -48,6 +48,7 @@ from livefile.impl_server.tus import (
 )
 from livefile.impl_websocket.access import ACCESS_RESPONSES, grant_of
 from livefile.impl_websocket.download_links import DownloadLinks
+from livefile.impl_websocket.route_urls import url_for_id
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = (
@@ -334,7 +335,7 @@ async def _create(
     links = DownloadLinks(request, request.app.state.token_authority, settings.reference_token_ttl)
     headers = {
         **exchange.headers(),
-        "Location": str(request.url_for(UPLOAD_ROUTE, upload_id=upload.resource_id)),
+        "Location": url_for_id(request, UPLOAD_ROUTE, "upload_id", upload.resource_id),
         "Upload-Expires": _expires(upload),
         "X-Livefile-Resource-Id": upload.resource_id,
         "X-Livefile-Reference": links.uri(upload.resource_id),

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from livefile.client_download import AsyncDownloadClient
 from livefile.client_upload import AsyncUpload, AsyncUploadClient
@@ -253,6 +254,37 @@ async def test_a_completed_upload_is_acknowledged_again_to_its_token(
         await again.send(json.dumps(resume_message(ready)))
         assert await receive_json(again) == first
         assert await wait_closed(again) == (1000, "Upload completed")
+
+
+async def test_a_resume_while_the_lost_connection_still_finishes_gets_the_acknowledgement(
+    server: LivefileProcess,
+) -> None:
+    # The reporter's recipe (issue 17): FinishUpload, the connection lost at once, and a
+    # ResumeUpload at once, while the old connection is still storing the end. The resume
+    # waits for it to let go, and the upload it let go of had COMPLETED.
+    data = text(56_250, "end")  # 900,000 bytes
+    async with open_ws(f"{server.ws_url}/ws/streaming/upload") as up:
+        ready = await start_raw(up, True)
+        for offset in range(0, len(data), PIECE):
+            await up.send(data[offset : offset + PIECE])
+        await up.send(json.dumps({"@": "FinishUpload", "checksum": crc32c_hex(data)}))
+        up.transport.write_eof()
+        async with open_ws(f"{server.ws_url}/ws/streaming/upload") as again:
+            await again.send(json.dumps(resume_message(ready)))
+            try:
+                reply = await receive_json(again)
+            except ConnectionClosed:
+                reply = {"closed": (again.close_code, again.close_reason)}
+            closed = await wait_closed(again)
+        up.transport.abort()
+    assert reply == {
+        "@": "UploadAcknowledged",
+        "size": len(data),
+        "checksum": crc32c_hex(data),
+        "checksumAlgorithm": "crc32c",
+        "numberOfLines": 56_250,
+    }
+    assert closed == (1000, "Upload completed")
 
 
 async def test_a_resume_must_name_the_upload_context(server: LivefileProcess) -> None:

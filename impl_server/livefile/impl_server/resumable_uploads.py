@@ -7,6 +7,8 @@ watchers keep following), and a timer fails it with ``client_lost`` once the gra
 over. A new connection that shows the token (``ResumeUpload``) *claims* it and goes on from the
 stored size. A claim that arrives while the old connection still looks alive (a half-open TCP
 connection the server has not noticed yet) supersedes that connection: it is made to park first.
+A connection busy finishing the upload (``FinishUpload``) does not park but ends it: the claim
+wakes then and finds it ended (the caller acknowledges a COMPLETED upload again).
 
 Only a hash of the token is kept, in memory and in the record beside the bytes, so that an
 upload can be resumed after a restart too (``ResourceManager.recover``).
@@ -72,7 +74,8 @@ class ResumeBusy(Exception):
 class _Held:
     producer: UploadProducer
     supersede: Callable[[], None] | None  # stops the connection carrying it, if one does
-    parked: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once no connection carries it: parked (or released), or ended. A claim waits for it.
+    let_go: asyncio.Event = field(default_factory=asyncio.Event)
     expiry: asyncio.Task[None] | None = None
 
 
@@ -94,17 +97,21 @@ class ResumableUploads:
         self.shared = parking
 
     def waiting_ids(self) -> list[str]:
-        return [rid for rid, held in self._held.items() if held.parked.is_set()]
+        return [rid for rid, held in self._held.items() if held.let_go.is_set()]
 
     def attach(self, producer: UploadProducer, supersede: Callable[[], None]) -> None:
         """A connection carries ``producer``; ``supersede`` makes it stop (and park)."""
         self._held[producer.resource_id] = _Held(producer, supersede)
 
     def ended(self, resource_id: str) -> None:
-        """The upload completed or failed: nothing to resume any more."""
+        """The upload completed or failed: nothing to resume any more. A claim waiting for
+        the connection that ended it wakes, and finds it gone."""
         held = self._held.pop(resource_id, None)
-        if held is not None and held.expiry is not None:
+        if held is None:
+            return
+        if held.expiry is not None:
             held.expiry.cancel()
+        held.let_go.set()
 
     async def park(self, producer: UploadProducer) -> bool:
         """The connection is lost: store what it sent and wait for the client. False when the
@@ -125,7 +132,7 @@ class ResumableUploads:
             await self._record_waiting(producer)
         name = f"resume-grace-{producer.resource_id}"
         held.expiry = asyncio.create_task(self._expire(held), name=name)
-        held.parked.set()
+        held.let_go.set()
         logger.warning(
             "upload %s waits for its client at %d bytes (resumable for %g s)",
             producer.resource_id,
@@ -144,9 +151,9 @@ class ResumableUploads:
             logger.warning("upload %s could not be parked: %s", producer.resource_id, exc)
             return False
         finally:
-            # Held until released: a claim meanwhile waits for ``parked``, then reopens it.
+            # Held until released: a claim meanwhile waits for ``let_go``, then reopens it.
             self._held.pop(producer.resource_id, None)
-        held.parked.set()
+        held.let_go.set()
         logger.warning(
             "upload %s released at %d bytes, resumable on any worker for %g s",
             producer.resource_id,
@@ -190,20 +197,21 @@ class ResumableUploads:
         if held.expiry is not None:
             held.expiry.cancel()
             held.expiry = None
-        held.parked.clear()
+        held.let_go.clear()
         held.supersede = supersede
         held.producer.writer.progress(None)  # no longer waiting: the stage goes
         return held.producer
 
     async def _superseded(self, held: _Held) -> None:
-        """Make the connection carrying ``held`` stop, and wait until it parked the upload."""
-        if held.parked.is_set():
+        """Make the connection carrying ``held`` stop, and wait until it let go of the upload
+        (parked it, or ended it: a connection finishing it does not stop for this)."""
+        if held.let_go.is_set():
             return
         if held.supersede is not None:
             held.supersede()
         try:
             async with asyncio.timeout(SUPERSEDE_PATIENCE):
-                await held.parked.wait()
+                await held.let_go.wait()
         except TimeoutError:
             resource_id = held.producer.resource_id
             raise ResumeBusy(f"Upload {resource_id} is still busy; try again") from None
@@ -226,7 +234,7 @@ class ResumableUploads:
         for held in self._held.values():
             if held.expiry is not None:
                 held.expiry.cancel()
-            if held.parked.is_set():
+            if held.let_go.is_set():
                 waiting.append(held.producer)
         self._held.clear()
         return waiting

@@ -23,7 +23,7 @@ from tests.conftest import ServerFactory
 from tests.support.metrics import Scrape, scrape_async, wait_for_metrics
 from tests.support.raw_upload import RawUpload, upload
 from tests.support.server import LivefileProcess
-from tests.support.wire import get_json, open_ws, wait_closed
+from tests.support.wire import META, get_json, open_ws, wait_closed
 
 WAIT = 30.0
 
@@ -146,9 +146,12 @@ async def test_an_upload_into_a_closed_context_is_told_it_is_closed(
     context_id = opened["contextId"]
     assert get_json(f"{server.http_url}/contexts/{context_id}", method="DELETE")[0] == 204
     upload_url = f"{server.ws_url}/ws/streaming/upload?streamingUploadContextId={context_id}"
+    start = json.dumps({"@": "StartUpload", "metadata": META})
     async with open_ws(upload_url) as up:
+        await up.send(start)
         assert await wait_closed(up) == (1008, f"Upload context {context_id} is closed")
     async with open_ws(f"{upload_url[: -len(context_id)]}{'0' * 32}") as up:
+        await up.send(start)
         assert await wait_closed(up) == (1008, f"Unknown upload context {'0' * 32}")
     status, body = get_json(f"{server.http_url}/contexts/{context_id}")
     assert (status, body) == (404, {"detail": "Upload context is closed"})

@@ -301,6 +301,32 @@ async def test_a_resume_must_name_the_upload_context(server: LivefileProcess) ->
         )
 
 
+async def test_a_resume_goes_on_in_a_context_closed_meanwhile_where_nothing_new_starts(
+    server: LivefileProcess,
+) -> None:
+    _, context = get_json(f"{server.http_url}/contexts", "POST")
+    context_id = context["contextId"]
+    in_context = f"{server.ws_url}/ws/streaming/upload?streamingUploadContextId={context_id}"
+    async with open_ws(in_context) as up:
+        ready = await start_raw(up, True)
+        async with watching(server.ws_url, ready["resourceId"]) as watcher:
+            await send_then_lose(up, watcher, b"first\n")
+            await status_with(watcher, stage="waiting_for_client")
+    assert get_json(f"{server.http_url}/contexts/{context_id}", "DELETE")[0] == 204
+    async with open_ws(in_context) as refused:
+        await refused.send(json.dumps({"@": "StartUpload", "metadata": META}))
+        assert await wait_closed(refused) == (1008, f"Upload context {context_id} is closed")
+    async with open_ws(in_context) as again:
+        await again.send(json.dumps(resume_message(ready)))
+        resumed = await receive_json(again)
+        await again.send(b"second\n")
+        ack = await finish_raw(again, b"first\nsecond\n")
+    assert resumed == {"@": "UploadResumed", "resourceId": ready["resourceId"], "offset": 6}
+    assert ack["size"] == 13
+    _, page = get_json(f"{server.http_url}/contexts/{context_id}/resources")
+    assert [resource["id"] for resource in page["resources"]] == [ready["resourceId"]]
+
+
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 async def test_an_upload_and_its_followers_go_on_across_a_server_restart(
     tmp_path: Path, stop: signal.Signals

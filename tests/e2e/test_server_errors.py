@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import ServerFactory
 from tests.support.server import LivefileProcess
 from tests.support.wire import (
+    META,
     download,
     get_json,
     open_ws,
@@ -175,9 +176,11 @@ async def test_missing_context_when_required_closes_1008(start_server: ServerFac
         assert await wait_closed(ws) == (1008, "Missing parameter streamingUploadContextId")
 
 
-async def test_unknown_context_closes_1008(healthy: LivefileProcess) -> None:
+async def test_unknown_context_closes_1008_at_start_upload(healthy: LivefileProcess) -> None:
+    # Refused at StartUpload, not at connect: a ResumeUpload needs no open context.
     uri = f"{healthy.ws_url}/ws/streaming/upload?streamingUploadContextId=nope"
     async with open_ws(uri) as ws:
+        await ws.send(json.dumps({"@": "StartUpload", "metadata": META}))
         assert await wait_closed(ws) == (1008, "Unknown upload context nope")
 
 

@@ -61,7 +61,6 @@ from livefile.impl_common.upload_protocol import (
     UploadServerProtocol,
 )
 from livefile.impl_server.access import TokenAuthority
-from livefile.impl_server.contexts import context_refusal
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.upload import NotUtf8Error, UploadProducer
@@ -137,7 +136,7 @@ class UploadSession:
         error = ResourceError(code="disconnected", message="the uploader's connection ended")
         lost = False  # the connection was lost, not closed: a resumable upload waits
         try:
-            await self._check_context()
+            self._check_context()
             if self.dialect is Dialect.STEP_STREAMING and not self._fragments:
                 raise ProtocolViolation(close_codes.UNSUPPORTED_DATA, REASON_NEEDS_FRAMES)
             await self._serve()
@@ -191,13 +190,13 @@ class UploadSession:
             if close is not None:
                 await self._close(*close)
 
-    async def _check_context(self) -> None:
-        if self.context_id is None:
-            if self.settings.require_upload_context:
-                raise PolicyViolationError(close_codes.REASON_MISSING_CONTEXT)
-        elif await self.manager.contexts.resource_count(self.context_id) is None:
-            closed = await self.manager.contexts.was_closed(self.context_id)
-            raise PolicyViolationError(context_refusal(self.context_id, closed))
+    def _check_context(self) -> None:
+        """A missing context is refused at once. An unknown or closed one is refused only for
+        ``StartUpload`` (``create_upload`` says so): a ``ResumeUpload`` needs no open context —
+        the upload's entry names its context, and the resume token proves its client — so an
+        upload in a context goes on after a restart that forgot the context (kept in memory)."""
+        if self.context_id is None and self.settings.require_upload_context:
+            raise PolicyViolationError(close_codes.REASON_MISSING_CONTEXT)
 
     async def _serve(self) -> None:
         while True:

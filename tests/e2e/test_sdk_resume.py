@@ -345,19 +345,11 @@ async def test_a_resume_refused_because_the_upload_was_deleted_meanwhile_fails_a
     assert resource_id in str(error)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="server: upload_resume.claim_upload finds no catalog entry for a deleted upload"
-    " (only its tombstone) and refuses 'Cannot resume: unknown upload', not that it was deleted",
-)
 async def test_a_resume_refused_because_the_upload_was_deleted_says_so(
     server: LivefileProcess,
 ) -> None:
     error, resource_id, _ = await delete_meanwhile(server)
-    assert (
-        str(error) == f"closed with 1008: Cannot resume upload {resource_id}: it FAILED (deleted)"
-    )
+    assert str(error) == f"closed with 1008: Cannot resume upload {resource_id}: it was deleted"
 
 
 async def test_a_resume_refused_because_the_grace_period_passed_fails_at_once(

@@ -14,9 +14,12 @@ from livefile.api.model import ResourceError, ResourceStatus
 logger = logging.getLogger(__name__)
 
 
+DELETED = "deleted"  # the error code of a deleted resource's last status
+
+
 def deleted_error(reason: str) -> ResourceError:
     """The error of a deleted resource's last status."""
-    return ResourceError(code="deleted", message=reason)
+    return ResourceError(code=DELETED, message=reason)
 
 
 class DeletionWatchers:

@@ -3,9 +3,10 @@
 The upload is claimed from the resumable uploads (``resumable_uploads.py``; with several
 processes any of them takes up a parked upload, ``shared_resume.py``) with its secret token. An
 upload that had completed (its acknowledgement was lost with the connection) is acknowledged
-again, to the holder of its token only. Anything else is refused with a reason: unknown, ended
-FAILED, another upload context, a wrong token — or "try again" when the connection holding it
-(in this process or another) did not let go in time, so that the client's next attempt gets it.
+again, to the holder of its token only — also when the resume arrived while the old connection
+was still finishing it. Anything else is refused with a reason: unknown, deleted, ended FAILED,
+another upload context, a wrong token — or "try again" (1013) when the connection holding it (in
+this process or another) did not let go in time, so that the client's next attempt gets it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from livefile.api.errors import LivefileError, PolicyViolationError
 from livefile.api.messages import ResumeUpload, UploadAcknowledged
 from livefile.api.model import TransferStatus, is_valid_id
 from livefile.impl_common.checksums import parse_stored
+from livefile.impl_server.deletions import DELETED
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.resumable_uploads import (
     RESUME_TOKEN_HASH,
@@ -43,6 +45,8 @@ async def claim_upload(
     resource_id = request.resource_id
     entry = await manager.entry(resource_id) if is_valid_id(resource_id) else None
     if entry is None:
+        if await manager.gone(resource_id):  # its tombstone is kept: GET answers 410
+            raise PolicyViolationError(_deleted(resource_id))
         raise PolicyViolationError(f"Cannot resume: unknown upload {resource_id[:40]!r}")
     if entry.upload_context_id != context_id:
         raise PolicyViolationError(f"Forbidden: upload {resource_id} is in another upload context")
@@ -66,11 +70,17 @@ async def claim_upload(
             number_of_lines=status.number_of_lines,
         )
     if status.transfer_status is TransferStatus.FAILED:
+        if status.error is not None and status.error.code == DELETED:  # its deletion runs
+            raise PolicyViolationError(_deleted(resource_id))
         why = f" ({status.error.code})" if status.error else ""
         raise PolicyViolationError(f"Cannot resume upload {resource_id}: it FAILED{why}")
     if resource_id in manager.active_ids:
         raise PolicyViolationError(f"Cannot resume upload {resource_id}: it is not resumable")
     raise ResumeLater(f"Upload {resource_id} is not resumable here now; try again")
+
+
+def _deleted(resource_id: str) -> str:
+    return f"Cannot resume upload {resource_id}: it was deleted"
 
 
 async def _check_token(manager: ResourceManager, resource_id: str, token: str) -> None:

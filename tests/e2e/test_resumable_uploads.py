@@ -265,8 +265,12 @@ async def test_a_resume_while_the_lost_connection_still_finishes_gets_the_acknow
     data = text(56_250, "end")  # 900,000 bytes
     async with open_ws(f"{server.ws_url}/ws/streaming/upload") as up:
         ready = await start_raw(up, True)
-        for offset in range(0, len(data), PIECE):
-            await up.send(data[offset : offset + PIECE])
+        async with watching(server.ws_url, ready["resourceId"]) as watcher:
+            for offset in range(0, len(data), PIECE):
+                await up.send(data[offset : offset + PIECE])
+            # Every data message was read: the old connection reads FinishUpload next, long
+            # before the new one has been accepted and reads its ResumeUpload.
+            await status_with(watcher, currentSize=len(data))
         await up.send(json.dumps({"@": "FinishUpload", "checksum": crc32c_hex(data)}))
         up.transport.write_eof()
         async with open_ws(f"{server.ws_url}/ws/streaming/upload") as again:

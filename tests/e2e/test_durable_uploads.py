@@ -27,8 +27,10 @@ def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip("strace is not installed (Debian: strace)")
     trace = tmp_path / "flushes.trace"
     wrapper = tmp_path / "python-under-strace"
+    # -D: strace runs as a detached grandchild and the server keeps the pid the test started,
+    # so stopping the server stops it (strace as the parent would detach and leave it running).
     wrapper.write_text(
-        f"#!/bin/sh\nexec {strace} -f -qq -y --seccomp-bpf -e trace=fsync,fdatasync"
+        f"#!/bin/sh\nexec {strace} -D -f -qq -y --seccomp-bpf -e trace=fsync,fdatasync"
         f' -e signal=none -o {trace} {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)

@@ -299,8 +299,10 @@ class TusUploads:
         checksum: tuple[str, bytes] | None = None,
         length: int | None = None,
         last: bool = False,
+        size: int | None = None,
     ) -> TusUpload:
-        """Append ``body`` at ``offset`` (409 unless it is the upload's offset). ``checksum``:
+        """Append ``body`` (``size`` bytes, when its request says) at ``offset`` (409 unless it
+        is the upload's offset). ``checksum``:
         the algorithm and digest the body must have (460 if not: nothing appended). ``length``:
         a deferred length declared now. ``last``: this body ends the upload (the IETF draft's
         ``Upload-Complete: ?1``). The upload completes when its length is reached. Raises
@@ -315,6 +317,9 @@ class TusUploads:
             if length is not None:
                 await self._declare_length(upload, length)
             limit = upload.state.length if upload.state.length is not None else self.max_size
+            if limit is not None and size is not None and offset + size > limit:
+                # Refused before a byte is read: the body says how long it is.
+                raise TusError(413, f"The body reaches past the upload's length ({limit})")
             try:
                 if checksum is None:
                     await self._append(writer, body, limit)
@@ -322,19 +327,24 @@ class TusUploads:
                     await self._append_checked(writer, body, limit, checksum)
             except BaseException:
                 await writer.flush()
-                await self._renew(upload)  # what was stored stays resumable
+                await self._settle(upload)  # what was stored stays (resumable, or complete)
                 await self._let_go(upload)
                 raise
             await writer.flush()
             if last:
                 await self._declare_length(upload, writer.written)
-            if upload.state.length is not None and writer.written == upload.state.length:
-                await self._complete(upload)
-            else:
-                await self._renew(upload)
+            await self._settle(upload)
             described = self._describe_open(resource_id, upload)
             await self._let_go(upload)
             return described
+
+    async def _settle(self, upload: _Open) -> None:
+        """After a body: complete the upload if its length is reached, else push its expiry
+        back."""
+        if upload.state.length is not None and upload.writer.written == upload.state.length:
+            await self._complete(upload)
+        else:
+            await self._renew(upload)
 
     async def _let_go(self, upload: _Open) -> None:
         """With several processes, release the writer of an unfinished upload after a request
@@ -381,11 +391,14 @@ class TusUploads:
     async def _append(
         self, writer: LiveWriter, body: AsyncIterator[bytes], limit: int | None
     ) -> None:
+        # The writer's size lags behind the pieces queued for it: count what was taken here.
+        taken = writer.written
         async for piece in coalesced(body, COALESCE_MOST):
-            if limit is not None and writer.written + len(piece) > limit:
-                # Nothing of a body reaching past the end is taken (a client bug, or a lie).
+            if limit is not None and taken + len(piece) > limit:
+                # Nothing of a piece reaching past the end is taken (a client bug, or a lie).
                 raise TusError(413, f"The body reaches past the upload's length ({limit})")
             await writer.append(piece)
+            taken += len(piece)
 
     async def _append_checked(
         self,

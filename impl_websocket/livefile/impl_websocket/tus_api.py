@@ -111,6 +111,13 @@ class _Exchange:
             return True
         return (self.int_header("content-length") or 0) > 0
 
+    def check_body_size(self, length: int | None) -> None:
+        """A creation-with-upload whose body is longer than the upload is refused (413) before
+        anything is created."""
+        size = self.int_header("content-length")
+        if length is not None and size is not None and size > length:
+            raise TusError(413, f"The body reaches past the upload's length ({length})")
+
     def check_body_type(self) -> None:
         """tus PATCHes (and creation-with-upload) carry ``application/offset+octet-stream``."""
         if not self.ietf and self.request.headers.get("content-type") != OFFSET_STREAM:
@@ -319,6 +326,8 @@ async def _create(
             raise TusError(400, "Give either Upload-Length or Upload-Defer-Length: 1")
         if with_body:
             exchange.check_body_type()
+        if with_body:
+            exchange.check_body_size(length)  # before the upload exists
         upload = await tus.create(
             metadata, context_id, length, raw_metadata, partial=concat == PARTIAL
         )
@@ -330,6 +339,7 @@ async def _create(
                 body,
                 checksum=checksum,
                 last=complete,
+                size=exchange.int_header("content-length"),
             )
     settings = request.app.state.settings
     links = DownloadLinks(request, request.app.state.token_authority, settings.reference_token_ttl)
@@ -394,6 +404,7 @@ async def _patch(
         checksum=exchange.checksum(),
         length=exchange.int_header("upload-length"),
         last=exchange.upload_complete(),
+        size=exchange.int_header("content-length"),
     )
     headers = {**exchange.headers(), "Upload-Offset": str(upload.offset)}
     if not upload.complete:

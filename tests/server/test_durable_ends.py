@@ -8,9 +8,10 @@ import os
 import stat
 from pathlib import Path
 
+import crc32c
 import pytest
 
-from livefile.api.model import ResourceMetadata, ResourceStatus, TransferStatus
+from livefile.api.model import ChecksumAlgorithm, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
 from livefile.impl_server.contexts import UploadContexts
@@ -74,6 +75,29 @@ async def test_bytes_index_and_record_are_on_stable_storage_before_completed_is_
     assert f"fsync file {rid}.idx" in before
     assert any(e.startswith("fsync file") and ".meta." in e for e in before)
     assert f"fsync dir {rid[2:4]}" in before  # the renamed record's (and the bytes') entry
+
+
+async def test_a_last_piece_given_to_complete_is_stored_and_flushed_before_the_record(
+    manager: ResourceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``complete(last=...)`` (a small tus upload's body): the bytes land in the file, are
+    flushed, then the record; COMPLETED says their size and checksum."""
+    journal = Journal(monkeypatch)
+    journal.published(manager)
+    binary = ResourceMetadata(filename="small.bin", mime_type="application/octet-stream")
+    writer = await manager.create_resource(binary, checksum_algorithm=ChecksumAlgorithm.CRC32C)
+    await writer.append(b"first ")
+    status = await writer.complete(last=b"and last")
+    rid = writer.resource_id
+    assert status.current_size == len(b"first and last")
+    assert manager.storage.read(rid, 0, status.current_size) == b"first and last"
+    entry = await manager.entry(rid)
+    assert entry is not None
+    assert entry.checksum == f"crc32c:{crc32c.crc32c(b'first and last'):08x}"
+    events = journal.events
+    data_flushed = events.index(f"fsync file {rid}.bin")
+    record_flushed = next(i for i, e in enumerate(events) if ".meta." in e)
+    assert data_flushed < record_flushed < events.index("published COMPLETED")
 
 
 async def test_scratch_data_is_never_flushed(

@@ -668,6 +668,10 @@ class ResourceManager:
             if completed:
                 error = ResourceError(code="storage_failed", message=f"not stored: {exc}")
                 status, checksum, completed = _failed_after(status, error), None, False
+                with contextlib.suppress(OSError):  # the size it says is the size stored
+                    stored = await in_file_thread(self.storage.size, resource_id)
+                    if stored < status.current_size:
+                        status = status.model_copy(update={"current_size": stored})
                 with contextlib.suppress(OSError):  # the record says FAILED, if it can
                     await self._write_record(resource_id, status, None)
         try:

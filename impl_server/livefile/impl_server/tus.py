@@ -320,9 +320,10 @@ class TusUploads:
             if limit is not None and size is not None and offset + size > limit:
                 # Refused before a byte is read: the body says how long it is.
                 raise TusError(413, f"The body reaches past the upload's length ({limit})")
+            held, taken = b"", writer.written
             try:
                 if checksum is None:
-                    await self._append(writer, body, limit)
+                    held, taken = await self._append(writer, body, limit)
                 else:
                     await self._append_checked(writer, body, limit, checksum)
             except BaseException:
@@ -330,10 +331,15 @@ class TusUploads:
                 await self._settle(upload)  # what was stored stays (resumable, or complete)
                 await self._let_go(upload)
                 raise
-            await writer.flush()
-            if last:
-                await self._declare_length(upload, writer.written)
-            await self._settle(upload)
+            if held and taken == upload.state.length:
+                await self._complete(upload, last=held)  # stored on the end's own trip
+            else:
+                if held:
+                    await writer.append(held)
+                await writer.flush()
+                if last:
+                    await self._declare_length(upload, writer.written)
+                await self._settle(upload)
             described = self._describe_open(resource_id, upload)
             await self._let_go(upload)
             return described
@@ -390,15 +396,26 @@ class TusUploads:
 
     async def _append(
         self, writer: LiveWriter, body: AsyncIterator[bytes], limit: int | None
-    ) -> None:
+    ) -> tuple[bytes, int]:
+        """Append ``body`` but for its last piece, which is returned (the caller appends it,
+        or ends the upload with it), with the upload's size once it is appended too."""
         # The writer's size lags behind the pieces queued for it: count what was taken here.
         taken = writer.written
-        async for piece in coalesced(body, COALESCE_MOST):
-            if limit is not None and taken + len(piece) > limit:
-                # Nothing of a piece reaching past the end is taken (a client bug, or a lie).
-                raise TusError(413, f"The body reaches past the upload's length ({limit})")
-            await writer.append(piece)
-            taken += len(piece)
+        held = b""
+        try:
+            async for piece in coalesced(body, COALESCE_MOST):
+                if limit is not None and taken + len(piece) > limit:
+                    # Nothing of a piece reaching past the end is taken (a client bug, or a lie).
+                    raise TusError(413, f"The body reaches past the upload's length ({limit})")
+                if held:
+                    await writer.append(held)
+                held = piece
+                taken += len(piece)
+        except BaseException:
+            if held:
+                await writer.append(held)  # what arrived is kept
+            raise
+        return held, taken
 
     async def _append_checked(
         self,
@@ -428,11 +445,11 @@ class TusUploads:
         finally:
             staged.unlink(missing_ok=True)
 
-    async def _complete(self, upload: _Open) -> None:
+    async def _complete(self, upload: _Open, last: bytes = b"") -> None:
         resource_id = upload.writer.resource_id
         self._cancel_expiry(resource_id)
         try:
-            await upload.writer.complete()
+            await upload.writer.complete(last=last)
         finally:
             self._forget(resource_id)
 

@@ -44,6 +44,9 @@ from livefile.impl_server.storage import storage_error
 logger = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 4
+# The most bytes ``complete`` stores itself as a resource's last piece: they are hashed on the
+# event loop (a CRC-32C of 64 KiB takes microseconds).
+LAST_PIECE_MOST = 64 * 1024
 Publish = Callable[[ResourceStatus], None]
 # Records a terminal status (and the checksum of a COMPLETED resource) durably and returns the
 # terminal status that stands: this one, or the one another process recorded first. Raises
@@ -225,13 +228,18 @@ class LiveWriter:
         return self.checksum
 
     async def complete(
-        self, *, size: int | None = None, checksum: str | None = None
+        self, *, size: int | None = None, checksum: str | None = None, last: bytes = b""
     ) -> ResourceStatus:
         """End COMPLETED once everything is stored (and, when durable, on stable storage).
 
         ``size`` and ``checksum`` (stored form) end a resource whose bytes were not appended
         here but are composed by its reader from other resources' files (a bundle of finished
         members, ``bundle/reader.py``): nothing may have been appended to it.
+
+        ``last``: the resource's last bytes, stored on the end's own trip to a worker thread,
+        with the bytes made durable and the record written: for a short upload (a small tus
+        creation-with-upload) one trip less. Beyond ``LAST_PIECE_MOST`` bytes, or for a
+        resource with a line index, they are appended first as any other bytes.
 
         COMPLETED is recorded first, by the catalog's fenced write, and published only once it
         stands, so nobody anywhere sees COMPLETED for a resource that ends otherwise. Raises —
@@ -240,10 +248,15 @@ class LiveWriter:
         recorded in time (``EndNotRecorded``: the resource is FAILED)."""
         if self._abandoned:
             raise ServerError("Another worker produces this resource now")
+        if last and (len(last) > LAST_PIECE_MOST or self._index is not None or size is not None):
+            await self.append(last)
+            last = b""
         async with self._end_lock:
-            return await self._complete(size=size, checksum=checksum)
+            return await self._complete(size=size, checksum=checksum, last=last)
 
-    async def _complete(self, *, size: int | None, checksum: str | None) -> ResourceStatus:
+    async def _complete(
+        self, *, size: int | None, checksum: str | None, last: bytes
+    ) -> ResourceStatus:
         self.check_stopped()
         if self.ended or self._ending:
             raise ServerError(f"The resource has already ended {self.status.transfer_status.value}")
@@ -261,12 +274,12 @@ class LiveWriter:
                 if self._written:
                     raise ServerError("a composed resource cannot have bytes of its own")
                 self._written = size
+            end_trip = self._end_trip(last)
             self._stage = self._percent = None
             completed = self._next(TransferStatus.COMPLETED, None)
-            durable_bytes = self._sync if self._durable else None
-            standing = await self._record_end(
-                completed, checksum or self.stored_checksum, durable_bytes
-            )
+            standing = await self._record_end(completed, checksum or self.stored_checksum, end_trip)
+            if last and self._on_stored is not None:
+                self._on_stored(len(last))  # here, on the event loop, as after every append
         except EndNotRecorded as exc:
             self._settle(exc.status)
             raise
@@ -352,6 +365,22 @@ class LiveWriter:
                 self._write_error = exc
         if close:
             self._close_files()
+
+    def _end_trip(self, last: bytes) -> Callable[[], None] | None:
+        """What the end's trip to a worker thread does before the record is written: store
+        ``last`` (counted and hashed here, on the event loop), make the bytes durable."""
+        if not last:
+            return self._sync if self._durable else None
+        offset = self._written
+        self._digest.update(last)
+        self._written += len(last)
+
+        def store_last() -> None:
+            self._append(last, offset)
+            if self._durable:
+                self._sync()
+
+        return store_last
 
     def _close_files(self) -> None:
         self._writer.close()

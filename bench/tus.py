@@ -64,12 +64,13 @@ SMALL_MISSED = (
     "a 10 KiB upload is mostly fixed costs. livefile acknowledges a durable upload: the bytes,"
     " the record beside them and the catalog entry are fsync'd before the 201 (tus-node-server"
     " fsyncs nothing), and every file operation runs on a worker thread so that a slow disk"
-    " never stalls other connections: three trips to a worker thread per upload (create the"
-    " files; store the bytes; make them and the record durable). Each trip wakes a thread and"
-    " then the event loop again, which on this virtual machine costs tens of microseconds of"
-    " CPU and more wall time when other processes hold the cores; the same code with those"
-    " operations inline on the event loop spent 1.65-2.1 ms of server CPU per upload against"
-    " 1.9-2.4 ms. See the --no-durable row for livefile without the durability promise."
+    " never stalls other connections: two trips to a worker thread per upload (create the"
+    " files and the record; store the bytes and make them and the record durable). Each trip"
+    " wakes a thread and then the event loop again, which on this virtual machine costs tens"
+    " of microseconds of CPU and more wall time when other processes hold the cores (with"
+    " five trips through asyncio.to_thread the same code spent 1.65-2.1 ms of server CPU per"
+    " upload inline on the event loop against 2.6-3.4 ms). See the --no-durable row for"
+    " livefile without the durability promise."
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -80,9 +81,20 @@ def test_a_process_writing_an_upload_holds_it_against_the_others(
         f"{first.http_url}/files/", headers={**TUS, "Upload-Length": str(len(DATA))}
     )
     path = "/files/" + created.headers["X-Livefile-Resource-Id"]
+    info_url = f"{first.http_url}/resources/{path.rsplit('/', 1)[1]}"
+
+    def published_size() -> int:
+        size: int = requests.get(info_url).json()["status"]["currentSize"]
+        return size
 
     def slow_body() -> Iterator[bytes]:
         yield DATA[:PIECE]
+        # Once the first process has taken the first piece it holds the upload (the client
+        # sends the next request at once: the first process may not have read this one yet).
+        deadline = time.monotonic() + WAIT
+        while published_size() < PIECE:
+            assert time.monotonic() < deadline, "the first piece was never published"
+            time.sleep(0.02)
         # While this PATCH is still open on the first process, the second refuses to write.
         answer = patch(second, path, PIECE, DATA[PIECE : 2 * PIECE])
         assert answer.status_code == 423

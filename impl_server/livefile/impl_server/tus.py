@@ -320,10 +320,10 @@ class TusUploads:
             if limit is not None and size is not None and offset + size > limit:
                 # Refused before a byte is read: the body says how long it is.
                 raise TusError(413, f"The body reaches past the upload's length ({limit})")
-            held, taken = b"", writer.written
+            held = b""
             try:
                 if checksum is None:
-                    held, taken = await self._append(writer, body, limit)
+                    held, _ = await self._append(writer, body, limit, upload.state.length)
                 else:
                     await self._append_checked(writer, body, limit, checksum)
             except BaseException:
@@ -331,11 +331,9 @@ class TusUploads:
                 await self._settle(upload)  # what was stored stays (resumable, or complete)
                 await self._let_go(upload)
                 raise
-            if held and taken == upload.state.length:
+            if held:  # the body reached the upload's length
                 await self._complete(upload, last=held)  # stored on the end's own trip
             else:
-                if held:
-                    await writer.append(held)
                 await writer.flush()
                 if last:
                     await self._declare_length(upload, writer.written)
@@ -395,10 +393,15 @@ class TusUploads:
             await self._save_state(upload.writer.resource_id, upload.state)
 
     async def _append(
-        self, writer: LiveWriter, body: AsyncIterator[bytes], limit: int | None
+        self,
+        writer: LiveWriter,
+        body: AsyncIterator[bytes],
+        limit: int | None,
+        length: int | None,
     ) -> tuple[bytes, int]:
-        """Append ``body`` but for its last piece, which is returned (the caller appends it,
-        or ends the upload with it), with the upload's size once it is appended too."""
+        """Append ``body`` as it arrives, but for the piece that reaches the upload's
+        ``length``, which is returned (the caller ends the upload with it: nothing may follow
+        it), with the upload's size once it is appended too."""
         # The writer's size lags behind the pieces queued for it: count what was taken here.
         taken = writer.written
         held = b""
@@ -407,10 +410,11 @@ class TusUploads:
                 if limit is not None and taken + len(piece) > limit:
                     # Nothing of a piece reaching past the end is taken (a client bug, or a lie).
                     raise TusError(413, f"The body reaches past the upload's length ({limit})")
-                if held:
-                    await writer.append(held)
-                held = piece
                 taken += len(piece)
+                if taken == length:
+                    held = piece  # the last one: stored with the upload's end
+                else:
+                    await writer.append(piece)  # at once: watchers follow the upload live
         except BaseException:
             if held:
                 await writer.append(held)  # what arrived is kept

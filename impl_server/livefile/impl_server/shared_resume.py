@@ -27,6 +27,7 @@ import time
 from typing import Protocol
 
 from livefile.api.errors import ServerError
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.manager import ResourceHeldError, ResourceManager
 from livefile.impl_server.resumable_uploads import (
     CLIENT_LOST,
@@ -77,7 +78,7 @@ class SharedParking:
         """The upload ``token`` resumes, reopened here; None when it is not unfinished (it
         completed, failed, or its grace period is over: then it ends FAILED ``client_lost``
         now). Raises ``ResumeRefused`` (a wrong token, not resumable) or ``ResumeBusy``."""
-        record = await asyncio.to_thread(self._manager.storage.read_meta, resource_id) or {}
+        record = await in_file_thread(self._manager.storage.read_meta, resource_id) or {}
         expected = record.get(RESUME_TOKEN_HASH)
         if not isinstance(expected, str):
             raise ResumeRefused(f"Cannot resume upload {resource_id}: it is not resumable")

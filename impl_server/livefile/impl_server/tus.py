@@ -323,7 +323,7 @@ class TusUploads:
             held = b""
             try:
                 if checksum is None:
-                    held, _ = await self._append(writer, body, limit, upload.state.length)
+                    held = await self._append(writer, body, limit, upload.state.length)
                 else:
                     await self._append_checked(writer, body, limit, checksum)
             except BaseException:
@@ -398,10 +398,10 @@ class TusUploads:
         body: AsyncIterator[bytes],
         limit: int | None,
         length: int | None,
-    ) -> tuple[bytes, int]:
+    ) -> bytes:
         """Append ``body`` as it arrives, but for the piece that reaches the upload's
         ``length``, which is returned (the caller ends the upload with it: nothing may follow
-        it), with the upload's size once it is appended too."""
+        it)."""
         # The writer's size lags behind the pieces queued for it: count what was taken here.
         taken = writer.written
         held = b""
@@ -419,7 +419,7 @@ class TusUploads:
             if held:
                 await writer.append(held)  # what arrived is kept
             raise
-        return held, taken
+        return held
 
     async def _append_checked(
         self,

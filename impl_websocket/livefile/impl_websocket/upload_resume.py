@@ -11,7 +11,6 @@ this process or another) did not let go in time, so that the client's next attem
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import Callable
 
@@ -20,6 +19,7 @@ from livefile.api.messages import ResumeUpload, UploadAcknowledged
 from livefile.api.model import TransferStatus, is_valid_id
 from livefile.impl_common.checksums import parse_stored
 from livefile.impl_server.deletions import DELETED
+from livefile.impl_server.file_threads import in_file_thread
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.resumable_uploads import (
     RESUME_TOKEN_HASH,
@@ -84,7 +84,7 @@ def _deleted(resource_id: str) -> str:
 
 
 async def _check_token(manager: ResourceManager, resource_id: str, token: str) -> None:
-    record = await asyncio.to_thread(manager.storage.read_meta, resource_id) or {}
+    record = await in_file_thread(manager.storage.read_meta, resource_id) or {}
     expected = record.get(RESUME_TOKEN_HASH)
     if not isinstance(expected, str) or not hmac.compare_digest(token_hash(token), expected):
         raise PolicyViolationError(f"Forbidden: wrong resume token for upload {resource_id}")

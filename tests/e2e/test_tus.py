@@ -21,9 +21,11 @@ from tusclient.uploader.uploader import Uploader
 
 from livefile.api.model import TransferStatus
 from livefile.client_download import AsyncDownloadClient
+from livefile.impl_server.tus import WHOLE_MOST
 from tests.conftest import ServerFactory
 from tests.support.cutting_proxy import CuttingProxy
 from tests.support.server import LivefileProcess
+from tests.support.wire import plain_status
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_STREAM = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -346,6 +348,77 @@ def test_creation_with_upload_and_a_deferred_length(tus_server: LivefileProcess)
     head = requests.head(url, headers=TUS)
     assert (head.headers["Upload-Offset"], head.headers["Upload-Length"]) == ("6", "6")
     assert content(tus_server, resource_id_of(url)) == b"abcdef"
+
+
+# A creation whose body is the whole upload, up to WHOLE_MOST bytes, is read first and stored
+# in one go; a longer one is appended as it arrives. Both end the same for their client.
+@pytest.mark.parametrize("size", [1, WHOLE_MOST, WHOLE_MOST + 1])
+def test_a_creation_carrying_the_whole_upload_is_completed_at_its_answer(
+    tus_server: LivefileProcess, size: int
+) -> None:
+    body = DATA[:size]
+    created = requests.post(
+        f"{tus_server.http_url}/files/",
+        data=body,
+        headers={
+            **OFFSET_STREAM,
+            "Upload-Length": str(size),
+            "Upload-Metadata": metadata(filename="whole.bin", filetype="image/png"),
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["Upload-Offset"] == str(size)
+    resource_id = created.headers["X-Livefile-Resource-Id"]
+    described = info(tus_server, resource_id)
+    assert plain_status(described["status"]) == {
+        "transferStatus": "COMPLETED",
+        "currentSize": size,
+        "numberOfLines": None,
+    }
+    assert described["checksum"] == crc32c_of(body)
+    assert described["metadata"] == {
+        "filename": "whole.bin",
+        "mimeType": "image/png",
+        "supportsLineAccess": False,
+    }
+    assert content(tus_server, resource_id) == body
+    head = requests.head(created.headers["Location"], headers=TUS)
+    assert (head.headers["Upload-Offset"], head.headers["Upload-Length"]) == (str(size), str(size))
+    late = patch(created.headers["Location"], size, b"more")
+    assert late.status_code == 409  # complete: nothing more is taken
+
+
+def test_an_ietf_creation_carrying_the_whole_upload_is_complete(
+    tus_server: LivefileProcess,
+) -> None:
+    draft = {"Upload-Draft-Interop-Version": "6"}
+    created = requests.post(
+        f"{tus_server.http_url}/files/",
+        data=DATA[:3000],
+        headers={**draft, "Upload-Complete": "?1"},
+    )
+    assert created.status_code == 201
+    assert created.headers["Upload-Offset"] == "3000"
+    head = requests.head(created.headers["Location"], headers=draft)
+    assert (head.headers["Upload-Offset"], head.headers["Upload-Complete"]) == ("3000", "?1")
+    assert content(tus_server, created.headers["X-Livefile-Resource-Id"]) == DATA[:3000]
+
+
+def test_a_whole_creation_with_a_wrong_checksum_is_refused_with_460_and_creates_nothing(
+    tus_server: LivefileProcess,
+) -> None:
+    context_id = requests.post(f"{tus_server.http_url}/contexts").json()["contextId"]
+    url = f"{tus_server.http_url}/files/?streamingUploadContextId={context_id}"
+    headers = {**OFFSET_STREAM, "Upload-Length": "5000"}
+    wrong = "sha1 " + base64.b64encode(hashlib.sha1(b"other bytes").digest()).decode()
+    refused = requests.post(url, data=DATA[:5000], headers={**headers, "Upload-Checksum": wrong})
+    assert refused.status_code == 460
+    assert "X-Livefile-Resource-Id" not in refused.headers
+    right = "sha1 " + base64.b64encode(hashlib.sha1(DATA[:5000]).digest()).decode()
+    taken = requests.post(url, data=DATA[:5000], headers={**headers, "Upload-Checksum": right})
+    assert taken.status_code == 201
+    listed = requests.get(f"{tus_server.http_url}/contexts/{context_id}/resources").json()
+    assert [r["id"] for r in listed["resources"]] == [taken.headers["X-Livefile-Resource-Id"]]
 
 
 def test_a_body_past_the_upload_length_is_refused(tus_server: LivefileProcess) -> None:

@@ -72,6 +72,33 @@ async def test_patches_alternating_between_two_processes(
     assert info["checksum"] == f"{crc32c.crc32c(DATA):08x}"
 
 
+def test_a_whole_upload_created_on_one_process_is_complete_on_the_other(
+    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A small creation-with-upload is stored and recorded COMPLETED in one go: the other
+    process finds it complete in the shared catalog, with its bytes and checksum."""
+    common = ("--redis-url", redis_server.url)
+    nodes = [start_server(*common, data_dir=tmp_path / "shared") for _ in range(2)]
+    body = DATA[:10_000]
+    created = requests.post(
+        f"{nodes[0].http_url}/files/",
+        data=body,
+        headers={
+            **TUS,
+            "Upload-Length": "10000",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert created.status_code == 201, created.text
+    resource_id = created.headers["X-Livefile-Resource-Id"]
+    info = requests.get(f"{nodes[1].http_url}/resources/{resource_id}").json()
+    assert info["status"]["transferStatus"] == "COMPLETED"
+    assert info["checksum"] == f"{crc32c.crc32c(body):08x}"
+    assert requests.get(f"{nodes[1].http_url}/resources/{resource_id}/content").content == body
+    head = requests.head(f"{nodes[1].http_url}/files/{resource_id}", headers=TUS)
+    assert head.headers["Upload-Offset"] == "10000"
+
+
 def test_a_process_writing_an_upload_holds_it_against_the_others(
     start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
 ) -> None:

@@ -100,6 +100,38 @@ async def test_a_last_piece_given_to_complete_is_stored_and_flushed_before_the_r
     assert data_flushed < record_flushed < events.index("published COMPLETED")
 
 
+async def test_an_upload_stored_whole_is_durable_and_indexed_before_completed_is_told(
+    manager: ResourceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``store_upload`` (a small tus creation-with-upload): bytes, line index and the terminal
+    record flushed, then the catalog; INITIATED and COMPLETED published in that order, and the
+    resource reads as any upload does."""
+    journal = Journal(monkeypatch)
+    journal.published(manager)
+    rid, status = await manager.store_upload(TEXT, None, DATA + b"four")
+    assert (status.transfer_status, status.current_size) == (TransferStatus.COMPLETED, 18)
+    assert (status.number_of_lines, status.revision) == (4, 1)
+    events = journal.events
+    completed = events.index("published COMPLETED")
+    assert events.index("published INITIATED") < completed
+    before = events[:completed]
+    assert {f"fsync file {rid}.bin", f"fsync file {rid}.idx", f"fsync dir {rid[2:4]}"} <= set(
+        before
+    )
+    assert any(e.startswith("fsync file") and ".meta." in e for e in before)
+    entry = await manager.entry(rid)
+    assert entry is not None
+    assert entry.status == status
+    assert entry.checksum == f"crc32c:{crc32c.crc32c(DATA + b'four'):08x}"
+    record = manager.storage.read_meta(rid)
+    assert record is not None
+    assert record["status"]["transferStatus"] == "COMPLETED"  # the record is terminal at once
+    reader = await manager.reader(rid)
+    assert reader is not None
+    page = await reader.read_lines(2, 2, 1024)
+    assert page.lines == [b"three\n", b"four"]
+
+
 async def test_scratch_data_is_never_flushed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from livefile.api.errors import ChecksumMismatchError, QuotaExceededError, ServerError
+from livefile.api.interfaces import PageQuery
 from livefile.api.model import ResourceError, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
@@ -115,6 +116,40 @@ async def test_context_listener_hears_creation_statuses_and_refusals(tmp_path: P
     assert ("status", "INITIATED") in listener.events
     assert ("status", "COMPLETED") in listener.events
     assert kinds[-2:] == ["creationRefused", "contextClosed"]
+    await manager.catalog.close()
+
+
+async def test_an_upload_stored_whole_is_heard_of_and_counted_in_its_context(
+    tmp_path: Path,
+) -> None:
+    manager = make_manager(tmp_path, Quotas(max_resources_per_context=1))
+    context_id = await manager.contexts.open()
+    listener = RecordingListener()
+    await manager.contexts.add_listener(context_id, listener)
+    resource_id, _ = await manager.store_upload(META, context_id, b"whole")
+    with pytest.raises(QuotaExceededError):
+        await manager.store_upload(META, context_id, b"one too many")
+    assert await manager.contexts.resource_count(context_id) == 1
+    assert listener.events == [
+        ("resourceCreated", None),
+        ("status", "INITIATED"),
+        ("status", "COMPLETED"),
+        ("creationRefused", f"Upload context {context_id} already holds 1 resources"),
+    ]
+    page = await manager.catalog.page(PageQuery(None, 10, context_id))
+    assert [entry.resource_id for entry in page.entries] == [resource_id]
+    await manager.catalog.close()
+
+
+async def test_an_upload_that_cannot_be_stored_whole_leaves_nothing(tmp_path: Path) -> None:
+    manager = make_manager(tmp_path, Quotas(max_resources_per_context=1))
+    context_id = await manager.contexts.open()
+    shutil.rmtree(tmp_path / "resources", ignore_errors=True)
+    (tmp_path / "resources").write_text("not a folder")  # storage cannot create any file
+    with pytest.raises(ServerError, match="Storage failure"):
+        await manager.store_upload(META, context_id, b"lost")
+    assert await manager.contexts.resource_count(context_id) == 0
+    assert (await manager.catalog.page(PageQuery(None, 10))).entries == []
     await manager.catalog.close()
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from livefile.api.errors import PolicyViolationError, QuotaExceededError, ServerError
@@ -54,7 +54,8 @@ from livefile.api.model import (
     is_valid_id,
     new_resource_id,
 )
-from livefile.impl_common.checksums import parse_stored
+from livefile.impl_common.checksums import new_digest, parse_stored, stored_form
+from livefile.impl_common.lines import line_count, line_ends
 from livefile.impl_common.lru import LruCache
 from livefile.impl_server.contexts import UnknownContextError, UploadContexts, context_refusal
 from livefile.impl_server.deletions import DeletionWatchers, deleted_error
@@ -128,6 +129,15 @@ class ResourceHeldError(ServerError):
 
 class CatalogUnavailableError(ServerError):
     """The catalog cannot be reached and this process knows no status to serve instead."""
+
+
+def _end_fields(status: ResourceStatus, checksum: str | None) -> dict[str, Any]:
+    """What a resource's record says of its (terminal) status."""
+    return {
+        "status": status.model_dump(by_alias=True, mode="json"),
+        "checksum": checksum,
+        "updatedAt": time.time(),
+    }
 
 
 def _failed_after(status: ResourceStatus, error: ResourceError) -> ResourceStatus:
@@ -406,16 +416,7 @@ class ResourceManager:
         token, token_hash = (
             new_resume_token() if resumable and self.resumable.enabled else (None, None)
         )
-        if context_id is not None:
-            try:
-                await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
-            except UnknownContextError:
-                closed = await self.contexts.was_closed(context_id)
-                raise PolicyViolationError(context_refusal(context_id, closed)) from None
-            except QuotaExceededError as exc:
-                self.contexts.creation_refused(context_id, metadata, str(exc))
-                raise
-        try:
+        async with self._placed_in(context_id, metadata):
             writer = await self.create_resource(
                 metadata,
                 context_id=context_id,
@@ -424,13 +425,109 @@ class ResourceManager:
                 resume_token_hash=token_hash,
                 record=record,
             )
-        except BaseException:
-            if context_id is not None:
-                # The resource was not created: its place in the context's quota is free again.
-                with contextlib.suppress(Exception):
-                    await self.contexts.release(context_id)
-            raise
         return UploadProducer(writer, metadata, self.quotas.max_resource_size, token, token_hash)
+
+    @contextlib.asynccontextmanager
+    async def _placed_in(
+        self, context_id: str | None, metadata: ResourceMetadata
+    ) -> AsyncIterator[None]:
+        """A place in ``context_id``'s count quota for a new upload (refused when the context is
+        unknown, closed or full), given back when the upload is not created after all."""
+        if context_id is None:
+            yield
+            return
+        try:
+            await self.contexts.reserve(context_id, self.quotas.max_resources_per_context)
+        except UnknownContextError:
+            closed = await self.contexts.was_closed(context_id)
+            raise PolicyViolationError(context_refusal(context_id, closed)) from None
+        except QuotaExceededError as exc:
+            self.contexts.creation_refused(context_id, metadata, str(exc))
+            raise
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.contexts.release(context_id)
+            raise
+
+    async def store_upload(
+        self,
+        metadata: ResourceMetadata,
+        context_id: str | None,
+        data: bytes,
+        checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
+        record: Mapping[str, Any] | None = None,
+    ) -> tuple[str, ResourceStatus]:
+        """Create a client's upload whose bytes all came with its creation (a small tus
+        creation-with-upload) and end it COMPLETED; returns its id and the status that stands.
+
+        Its bytes, line index and terminal record are stored (durable, when the server is) in
+        one trip to a worker thread, then the catalog creates the entry and records the end:
+        one trip where ``create_upload`` and the writer's end take two, and no writer. Nobody
+        can watch the resource before this returns (its id is known nowhere else yet), so its
+        statuses INITIATED and COMPLETED are published one after the other; its context hears
+        of it as of any upload. Raises as ``create_upload`` does, ``ServerError`` when storing
+        failed (nothing is left), ``EndNotRecorded`` as any end (the resource is FAILED)."""
+        metadata = metadata.described({})
+        async with self._placed_in(context_id, metadata):
+            resource_id, entry, fields = await self._new_entry(
+                metadata, ResourceKind.UPLOAD, (), context_id, checksum_algorithm, None, record
+            )
+            digest = new_digest(checksum_algorithm)
+            digest.update(data)
+            checksum = stored_form(checksum_algorithm, digest.hexdigest())
+            ends = line_ends(data, 0) if metadata.supports_line_access else None
+            completed = entry.status.model_copy(
+                update={
+                    "transfer_status": TransferStatus.COMPLETED,
+                    "current_size": len(data),
+                    "number_of_lines": None
+                    if ends is None
+                    else line_count(len(ends), ends[-1] if ends else 0, len(data), True),
+                    "revision": 1,
+                }
+            )
+            ended = fields | _end_fields(completed, checksum)
+
+            def store() -> None:
+                """The bytes, their line index and the terminal record beside them."""
+                storage_writer = self.storage.create(resource_id)
+                try:
+                    storage_writer.write(data)
+                    if self.durable:
+                        storage_writer.sync()
+                finally:
+                    storage_writer.close()
+                if ends is not None:
+                    index = LineIndexWriter(self.storage.index_path(resource_id))
+                    try:
+                        index.append(ends)
+                        if self.durable:
+                            index.sync()
+                    finally:
+                        index.close()
+                self.storage.write_meta(resource_id, ended, self.durable)
+
+            try:
+                await in_file_thread(store)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    await in_file_thread(self.storage.remove, resource_id)
+                raise storage_error(exc) from exc
+            self.usage.stored(len(data))
+            try:
+                await self.catalog.create(
+                    resource_id, metadata, context_id, entry.status, ResourceKind.UPLOAD
+                )
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    await in_file_thread(self.storage.remove, resource_id)
+                raise
+        self._announce(resource_id, context_id, metadata, entry.status)
+        standing = await self._record_standing(resource_id, completed, checksum)
+        self._publish(resource_id, standing)
+        return resource_id, standing
 
     async def create_resource(
         self,
@@ -542,20 +639,14 @@ class ResourceManager:
         resume_token_hash: str | None = None,
         record: Mapping[str, Any] | None = None,
     ) -> LiveWriter:
-        await self.usage.check(self.lifecycle.max_storage_bytes)
-        resource_id = new_resource_id()
-        await self._check_catalog()
-        initial = initial_status(metadata.supports_line_access, stage)
-        now = time.time()
-        entry = CatalogEntry(
-            resource_id, metadata, initial, context_id, None, now, now, kind, tuple(sources)
+        resource_id, entry, fields = await self._new_entry(
+            metadata, kind, sources, context_id, checksum_algorithm, stage, record
         )
-        fields = {**record_of(entry), **(record or {})}
         if uploader is not None:
             fields["uploader"] = uploader
-        fields["checksumAlgorithm"] = checksum_algorithm.value
         if resume_token_hash is not None:
             fields[RESUME_TOKEN_HASH] = resume_token_hash
+        initial, now = entry.status, entry.created_at
 
         def store() -> tuple[StorageWriter, LineIndexWriter | None]:
             """The empty file, its line index, and the record beside them: one trip to a
@@ -592,11 +683,46 @@ class ResourceManager:
             return writer
         self._active[resource_id] = writer
         self._created_at[resource_id] = now
+        self._announce(resource_id, context_id, metadata, initial)
+        return writer
+
+    def _announce(
+        self,
+        resource_id: str,
+        context_id: str | None,
+        metadata: ResourceMetadata,
+        initial: ResourceStatus,
+    ) -> None:
+        """A new resource's first status published, and its context told of it."""
         if context_id is not None:
             self._context_of[resource_id] = context_id
             self.contexts.resource_created(context_id, resource_id, metadata)
         self._publish(resource_id, initial)
-        return writer
+
+    async def _new_entry(
+        self,
+        metadata: ResourceMetadata,
+        kind: ResourceKind,
+        sources: tuple[str, ...],
+        context_id: str | None,
+        checksum_algorithm: ChecksumAlgorithm,
+        stage: str | None,
+        record: Mapping[str, Any] | None,
+    ) -> tuple[str, CatalogEntry, dict[str, Any]]:
+        """A new resource's id, its INITIATED entry and the fields of the record beside its
+        bytes (``record``: the producer's own); refused while the data directory is full or the
+        catalog cannot record it."""
+        await self.usage.check(self.lifecycle.max_storage_bytes)
+        resource_id = new_resource_id()
+        await self._check_catalog()
+        initial = initial_status(metadata.supports_line_access, stage)
+        now = time.time()
+        entry = CatalogEntry(
+            resource_id, metadata, initial, context_id, None, now, now, kind, tuple(sources)
+        )
+        fields = {**record_of(entry), **(record or {})}
+        fields["checksumAlgorithm"] = checksum_algorithm.value
+        return resource_id, entry, fields
 
     async def describe(self, resource_id: str, description: dict[str, Any]) -> None:
         """Record what a producer learnt of its resource's content (the metadata fields of
@@ -667,13 +793,22 @@ class ResourceManager:
             logger.error("the end of %s could not be stored: %s", resource_id, exc)
             if completed:
                 error = ResourceError(code="storage_failed", message=f"not stored: {exc}")
-                status, checksum, completed = _failed_after(status, error), None, False
+                status, checksum = _failed_after(status, error), None
                 with contextlib.suppress(OSError):  # the size it says is the size stored
                     stored = await in_file_thread(self.storage.size, resource_id)
                     if stored < status.current_size:
                         status = status.model_copy(update={"current_size": stored})
                 with contextlib.suppress(OSError):  # the record says FAILED, if it can
                     await self._write_record(resource_id, status, None)
+        return await self._record_standing(resource_id, status, checksum)
+
+    async def _record_standing(
+        self, resource_id: str, status: ResourceStatus, checksum: str | None
+    ) -> ResourceStatus:
+        """Record a terminal status already stored beside the bytes in the catalog; returns the
+        one that stands. A COMPLETED the catalog could not take in time is held FAILED
+        (``EndNotRecorded``)."""
+        completed = status.transfer_status is TransferStatus.COMPLETED
         try:
             recorded = await self._record(resource_id, status, checksum)
             if recorded is None:
@@ -728,11 +863,7 @@ class ResourceManager:
         ``durable_bytes`` (the writer's fsync of them) on the same worker thread."""
         if self._deleted.get(resource_id):
             return  # its record is gone, or about to go: never write it again
-        change = {
-            "status": status.model_dump(by_alias=True, mode="json"),
-            "checksum": checksum,
-            "updatedAt": time.time(),
-        }
+        change = _end_fields(status, checksum)
 
         def update() -> bool:  # one trip to a worker thread: this is on every resource's end
             if durable_bytes is not None:

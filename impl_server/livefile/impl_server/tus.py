@@ -2,10 +2,12 @@
 
 A tus upload is one more producer on the writer seam: its creation makes a resource (watchers
 follow it at once, like any upload), each PATCH appends through the resource's ``LiveWriter``,
-and the upload ends COMPLETED when its declared length is reached. Between PATCHes it stays
-IN_PROGRESS; it outlives a dropped connection and a restart of the server (recovery keeps it,
-``ResourceManager.reopen`` takes its writer up again at its stored size) until it expires, then
-it ends FAILED with ``expired``.
+and the upload ends COMPLETED when its declared length is reached. A creation whose body is the
+whole upload, up to ``WHOLE_MOST`` bytes, is stored and completed in one go instead
+(``create_whole``: nobody can watch an upload before its creation is answered). Between
+PATCHes it stays IN_PROGRESS; it outlives a dropped connection and a restart of the server
+(recovery keeps it, ``ResourceManager.reopen`` takes its writer up again at its stored size)
+until it expires, then it ends FAILED with ``expired``.
 
 What tus adds to a resource — its declared length, its expiry, its raw ``Upload-Metadata``, its
 part in a concatenation — is kept in the record beside its bytes (key ``tus``), so any process
@@ -60,6 +62,9 @@ FINAL = "final"
 STAGE_PIECE = 1024 * 1024  # bytes read back from a staged PATCH per append
 COALESCE_MOST = 1024 * 1024  # bytes of body pieces joined into one append
 BODY_QUEUE = 16  # body pieces read ahead of the appends
+# The most bytes a creation-with-upload may carry to be stored in one go (``create_whole``):
+# read whole into memory before anything is created.
+WHOLE_MOST = 64 * 1024
 LOCK_WAIT = 10.0  # seconds a request waits for the PATCH holding its upload to end
 
 EXPIRED = ResourceError(code="expired", message="the tus upload was not finished before it expired")
@@ -204,6 +209,36 @@ class TusUploads:
         described = self._describe_open(upload.writer.resource_id, upload)
         await self._let_go(upload)
         return described
+
+    async def create_whole(
+        self,
+        metadata: ResourceMetadata,
+        context_id: str | None,
+        data: bytes,
+        raw_metadata: str,
+        *,
+        checksum: tuple[str, bytes] | None = None,
+        partial: bool = False,
+    ) -> TusUpload:
+        """A new upload whose creation carries all of its bytes (a small creation-with-upload,
+        up to ``WHOLE_MOST``): checked against ``checksum`` (460: nothing is created), then
+        stored and COMPLETED in one go (``ResourceManager.store_upload``)."""
+        self._check_length(len(data))
+        if checksum is not None:
+            algorithm, expected = checksum
+            digest = CHECKSUMS[algorithm]()
+            digest.update(data)
+            if bytes.fromhex(digest.hexdigest()) != expected:
+                raise TusError(460, f"Checksum mismatch ({algorithm}): the upload was discarded")
+        state = TusState(len(data), self._expires_at(), raw_metadata, PARTIAL if partial else None)
+        resource_id, status = await self._manager.store_upload(
+            metadata,
+            context_id,
+            data,
+            ChecksumAlgorithm.CRC32C,
+            record={RECORD_KEY: state.to_json()},
+        )
+        return TusUpload(resource_id, state, status.current_size, status, context_id)
 
     async def create_final(
         self,

@@ -41,6 +41,7 @@ from livefile.impl_server.tus import (
     CHECKSUMS,
     FINAL,
     PARTIAL,
+    WHOLE_MOST,
     BodyInterrupted,
     TusError,
     TusUpload,
@@ -122,6 +123,10 @@ class _Exchange:
         """tus PATCHes (and creation-with-upload) carry ``application/offset+octet-stream``."""
         if not self.ietf and self.request.headers.get("content-type") != OFFSET_STREAM:
             raise TusError(415, f"Content-Type must be {OFFSET_STREAM}")
+
+    async def whole_body(self) -> bytes:
+        """The request's body, read whole (it said how long it is)."""
+        return b"".join([piece async for piece in self.body()])
 
     async def body(self) -> AsyncIterator[bytes]:
         try:
@@ -326,12 +331,23 @@ async def _create(
             raise TusError(400, "Give either Upload-Length or Upload-Defer-Length: 1")
         if with_body:
             exchange.check_body_type()
-        if with_body:
             exchange.check_body_size(length)  # before the upload exists
-        upload = await tus.create(
-            metadata, context_id, length, raw_metadata, partial=concat == PARTIAL
-        )
-        if with_body or complete:
+        size = exchange.int_header("content-length")
+        if with_body and length == size and size is not None and size <= WHOLE_MOST:
+            # The body is the whole upload: read first, then stored and completed in one go.
+            upload = await tus.create_whole(
+                metadata,
+                context_id,
+                await exchange.whole_body(),
+                raw_metadata,
+                checksum=checksum,
+                partial=concat == PARTIAL,
+            )
+        else:
+            upload = await tus.create(
+                metadata, context_id, length, raw_metadata, partial=concat == PARTIAL
+            )
+        if (with_body or complete) and not upload.complete:
             body = exchange.body() if with_body else _nothing()
             upload = await tus.write(
                 upload.resource_id,

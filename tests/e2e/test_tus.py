@@ -434,6 +434,30 @@ def test_a_body_past_the_upload_length_is_refused(tus_server: LivefileProcess) -
     assert "X-Livefile-Resource-Id" not in creation.headers
 
 
+def test_a_long_body_of_unknown_size_is_cut_at_the_upload_length(
+    tus_server: LivefileProcess,
+) -> None:
+    """A chunked body (no Content-Length) 8 times the upload's length: the server reads it in
+    pieces and takes none that would reach past the end (it once took 2 MiB of this 1 MiB
+    upload: the writer's size lags behind the pieces queued for it). The client gets its 413
+    while still sending, and the upload stays resumable at the offset its bytes reached."""
+    length = 1024 * 1024
+    url = create(tus_server, length).headers["Location"]
+    chunks = (os.urandom(64 * 1024) for _ in range(8 * length // (64 * 1024)))
+    answer = requests.patch(
+        url, data=chunks, headers={**OFFSET_STREAM, "Upload-Offset": "0"}, timeout=WAIT
+    )
+    assert answer.status_code == 413
+    offset = int(requests.head(url, headers=TUS).headers["Upload-Offset"])
+    assert offset <= length
+    # What is stored so far (the upload may still be growing: without partial=true the answer
+    # would wait for its end).
+    stored = requests.get(
+        f"{tus_server.http_url}/resources/{resource_id_of(url)}/content?partial=true"
+    )
+    assert len(stored.content) == offset
+
+
 async def test_a_final_upload_is_readable_as_its_parts_arrive_in_order(
     tus_server: LivefileProcess,
 ) -> None:

@@ -378,11 +378,12 @@ class TusUploads:
             return described
 
     async def _settle(self, upload: _Open) -> None:
-        """After a body: complete the upload if its length is reached, else push its expiry
-        back."""
+        """After a body: complete the upload if its length is reached, else publish its size
+        (watchers and readers see the offset HEAD answers) and push its expiry back."""
         if upload.state.length is not None and upload.writer.written == upload.state.length:
             await self._complete(upload)
         else:
+            upload.writer.checkpoint()
             await self._renew(upload)
 
     async def _let_go(self, upload: _Open) -> None:

@@ -222,6 +222,11 @@ class LiveWriter:
         else:
             self._arm_timer()
 
+    def checkpoint(self) -> None:
+        """Publish what is stored now, if anything is unpublished (a producer that pauses: a
+        tus PATCH that ended), rather than at the next checkpoint."""
+        self._checkpoint()
+
     async def flush(self) -> str:
         await self._queue.join()
         self.check_storage()

@@ -80,6 +80,10 @@ class BackgroundTraffic:
         self._loop_ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="background-traffic", daemon=True)
+        # No proxies from the environment: urlopen's default opener reads os.environ on each
+        # request, and reading it on this thread while pytest sets and removes
+        # PYTEST_CURRENT_TEST on the main one raised KeyError now and then.
+        self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def start(self) -> BackgroundTraffic:
         self._thread.start()
@@ -140,7 +144,7 @@ class BackgroundTraffic:
         url = f"{self.server.http_url}/resources/{resource_id}/content"
 
         def get() -> bytes:
-            with urllib.request.urlopen(url, timeout=WAIT) as response:
+            with self._http.open(url, timeout=WAIT) as response:
                 body: bytes = response.read()
                 return body
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
 
+from livefile.api.messages import DerivedReference
 from livefile.api.model import ChecksumAlgorithm
 from livefile.api.transfers import TransferStarted
 from livefile.client_upload.client import (
@@ -136,6 +137,18 @@ class UploadClient:
         if not self._thread.loop.is_closed():
             self._thread.run(self._client.aclose())
         self._thread.close()
+
+    def repack(self, resource: str) -> DerivedReference:
+        """See ``AsyncUploadClient.repack``: the server repacks an existing resource (a
+        reference or an id on this server; it may still be uploading) into one normalized ZIP,
+        a new resource returned at once, which grows as the archive is read."""
+        return self._thread.run(self._client.repack(resource))
+
+    def image(self, resource: str) -> DerivedReference:
+        """See ``AsyncUploadClient.image``: the server normalizes an existing image resource
+        to WebP, a new resource returned at once, produced once the image is COMPLETED, whose
+        metadata then carries its ``width``, ``height`` and ``blurhash``."""
+        return self._thread.run(self._client.image(resource))
 
     def fetch(
         self,

@@ -3,6 +3,7 @@ printed at once, as ``livefile repack`` prints its ZIP's; the same refusals and 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,15 @@ def test_with_access_control_the_token_must_upload_and_read(
         assert admitted.returncode == 0, admitted.stderr
         assert admitted.stdout.startswith(f"{server.ws_url}/ws/streaming/download/")
         assert "?token=" in admitted.stdout  # a reference that can be handed on as it is
+
+
+def test_a_live_upload_asks_for_its_webp_too(server: LivefileProcess, tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg_turned_by_exif())
+    args = ("upload", str(path), "--live", "--idle-timeout", "0.3", "--image")
+    uploaded = livefile(*args, "--server", server.ws_url)
+    assert uploaded.returncode == 0, uploaded.stderr
+    _reference, webp_reference, result = uploaded.stdout.splitlines()
+    assert json.loads(result)["derived"][0]["reference"]["uri"] == webp_reference
+    with DownloadClient(webp_reference, timeout=WAIT) as watcher:
+        assert watcher.wait_for_end(WAIT).transfer_status is TransferStatus.COMPLETED

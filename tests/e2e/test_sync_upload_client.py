@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -72,3 +73,34 @@ def test_an_unknown_resource_raises_and_the_client_stays_usable(server: Livefile
             client.repack("0" * 32)
         result = client.upload_bytes(tar_gz({"x.txt": b"x\n"}), filename="x.tar.gz")
         assert client.repack(result.resource_id).kind == "repack"
+
+
+def test_the_sync_uploads_ask_for_derived_resources_as_the_async_ones_do(
+    server: LivefileProcess, tmp_path: Path
+) -> None:
+    files = {"a.txt": b"alpha\n"}
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_turned_by_exif())
+    announced: list[DerivedReference] = []
+    with UploadClient(server.ws_url, timeout=WAIT) as client:
+        upload = client.start(filename="a.tar.gz", mime_type="application/gzip", repack=True)
+        with upload:
+            (zipped,) = upload.derived  # known with the reference, before any data
+            upload.keep_alive()  # adds nothing to the resource
+            upload.write(tar_gz(files))
+        assert upload.result is not None
+        assert upload.result.derived == (zipped,)
+        from_file = client.upload_file(photo, image=True, on_derived=announced.append)
+        streamed = client.upload_stream(
+            iter([tar_gz(files)]), filename="b.tar.gz", repack=True, on_derived=announced.append
+        )
+    assert [d.kind for d in announced] == ["image", "repack"]
+    assert (from_file.derived, streamed.derived) == ((announced[0],), (announced[1],))
+    for derived in (zipped, announced[1]):
+        data, final = followed_to_end(derived)
+        assert final.transfer_status is TransferStatus.COMPLETED
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            assert archive.read("a.txt") == b"alpha\n"
+    webp, final = followed_to_end(announced[0])
+    assert final.transfer_status is TransferStatus.COMPLETED
+    assert Image.open(io.BytesIO(webp)).size == (40, 60)

@@ -136,6 +136,9 @@ async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> Upl
         charset=args.charset,
         on_reference=_print_reference,
         progress=notes.progress,
+        repack=args.repack,
+        image=args.image,
+        on_derived=_print_derived,
         on_rotation=notes.rotation,
     )
 

@@ -14,6 +14,7 @@ from livefile.client_upload.client import (
     DEFAULT_TIMEOUT,
     FALLBACK_MIME_TYPE,
     AsyncUploadClient,
+    DerivedCallback,
     ReferenceCallback,
 )
 from livefile.client_upload.live_file import EndSignal, RotationCallback
@@ -21,6 +22,7 @@ from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME
 from livefile.client_upload.upload import (
     DEFAULT_RESUME_BUFFER,
     DEFAULT_RESUME_FOR,
+    KEEPALIVE_INTERVAL,
     AsyncUpload,
     Data,
     Progress,
@@ -66,8 +68,23 @@ class Upload:
         """How many times the upload resumed on a new connection."""
         return self._upload.resumes
 
+    @property
+    def derived(self) -> tuple[DerivedReference, ...]:
+        """Resources the server derives from this one (``repack=True``, ``image=True``), known
+        with the reference."""
+        return self._upload.derived
+
+    @property
+    def result(self) -> UploadResult | None:
+        """The result, once finished."""
+        return self._upload.result
+
     def write(self, data: Data) -> None:
         self._thread.run(self._upload.write(data))
+
+    def keep_alive(self) -> None:
+        """See ``AsyncUpload.keep_alive``: the upload goes on though no data comes."""
+        self._thread.run(self._upload.keep_alive())
 
     def finish(self) -> UploadResult:
         return self._thread.run(self._upload.finish())
@@ -127,6 +144,10 @@ class UploadClient:
     @property
     def server(self) -> str:
         return self._client.server
+
+    @property
+    def upload_uri(self) -> str:
+        return self._client.upload_uri
 
     @property
     def idle_connections(self) -> int:
@@ -191,6 +212,8 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         progress: Progress | None = None,
+        repack: bool = False,
+        image: bool = False,
     ) -> Upload:
         upload = self._thread.run(
             self._client.start(
@@ -199,6 +222,8 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 progress=progress,
+                repack=repack,
+                image=image,
             )
         )
         return Upload(self._thread, upload)
@@ -212,6 +237,9 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         return self._thread.run(
@@ -222,6 +250,9 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
             )
         )
@@ -235,6 +266,9 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         return self._thread.run(
@@ -245,6 +279,9 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
             )
         )
@@ -258,6 +295,9 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         return self._thread.run(
@@ -268,6 +308,9 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
             )
         )
@@ -283,8 +326,12 @@ class UploadClient:
         charset: str | None = None,
         poll_interval: float = 0.05,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
         on_rotation: RotationCallback | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
     ) -> UploadResult:
         return self._thread.run(
             self._client.upload_live_file(
@@ -296,8 +343,12 @@ class UploadClient:
                 charset=charset,
                 poll_interval=poll_interval,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
                 on_rotation=on_rotation,
+                keepalive_interval=keepalive_interval,
             )
         )
 

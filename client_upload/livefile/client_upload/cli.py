@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from livefile.api.errors import LivefileError
 from livefile.api.messages import DerivedReference
@@ -39,6 +41,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 PIPE_READ_SIZE = 1024 * 1024
+DerivedKind = Literal["repack", "image"]
 
 
 class LiveEnd:
@@ -133,6 +136,9 @@ async def _upload(args: argparse.Namespace, source: Source, notes: Notes) -> Upl
         charset=args.charset,
         on_reference=_print_reference,
         progress=notes.progress,
+        repack=args.repack,
+        image=args.image,
+        on_derived=_print_derived,
         on_rotation=notes.rotation,
     )
 
@@ -338,21 +344,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     shown.add_argument("--quiet", action="store_true", help="no progress bar, even on a terminal")
     parser.set_defaults(handler=upload)
 
-    repack = subparsers.add_parser(
+    _derive_command(
+        subparsers,
         "repack",
         help="repack an archive into a ZIP resource; print its reference",
         description="Ask the server to repack RESOURCE (a reference, or an id with --server),"
         " which may still be uploading, into one normalized ZIP: a new resource whose"
         " reference is printed at once; follow it with livefile get or tail.",
     )
-    repack.add_argument("resource", help="a reference, or a resource id with --server")
-    _request_arguments(
-        repack,
-        server="server URL for a bare id",
-        token="access token with upload scope (LIVEFILE_TOKEN); a reference's own token is"
-        " used to read it",
+    _derive_command(
+        subparsers,
+        "image",
+        help="convert an image into a WebP resource; print its reference",
+        description="Ask the server to normalize the image RESOURCE (a reference, or an id with"
+        " --server) to WebP: a new resource whose reference is printed at once, made once the"
+        " image is COMPLETED (follow it with livefile get or tail); its metadata then carries"
+        " the width, height and BlurHash (GET /resources/ID).",
     )
-    repack.set_defaults(handler=request_repack)
 
     fetch = subparsers.add_parser(
         "fetch",
@@ -389,17 +397,37 @@ def _request_arguments(parser: argparse.ArgumentParser, *, server: str, token: s
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
 
 
-def request_repack(args: argparse.Namespace) -> int:
-    """The ``repack`` command's handler."""
+def _derive_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    what: DerivedKind,
+    *,
+    help: str,
+    description: str,
+) -> None:
+    """``livefile repack`` or ``livefile image``: one request deriving a resource from another."""
+    parser = subparsers.add_parser(what, help=help, description=description)
+    parser.add_argument("resource", help="a reference, or a resource id with --server")
+    _request_arguments(
+        parser,
+        server="server URL for a bare id",
+        token="access token with upload scope that can also read the resource, e.g. admin"
+        " (LIVEFILE_TOKEN); without one, a reference's own token is sent",
+    )
+    parser.set_defaults(handler=functools.partial(request_derived, what=what))
+
+
+def request_derived(args: argparse.Namespace, what: DerivedKind) -> int:
+    """The handler of ``repack`` and ``image``: the derived resource's reference, printed."""
 
     async def ask() -> DerivedReference:
         client = AsyncUploadClient(args.server, timeout=args.timeout, token=args.token)
-        return await client.repack(args.resource)
+        derive = client.repack if what == "repack" else client.image
+        return await derive(args.resource)
 
     try:
         derived = asyncio.run(ask())
     except LivefileError as exc:
-        return _fail(f"repack refused: {type(exc).__name__}: {exc}", EXIT_FAILED)
+        return _fail(f"{what} refused: {type(exc).__name__}: {exc}", EXIT_FAILED)
     except ValueError as exc:
         return _fail(str(exc).splitlines()[0], EXIT_USAGE)
     print(derived.reference.uri, flush=True)

@@ -162,7 +162,9 @@ class AsyncUploadClient:
 
     async def _derive(self, resource: str, what: str) -> DerivedReference:
         parsed = parse_reference(reference_or_id(resource, self.server))
-        token = parsed.token or self.token
+        # The client's own token first: deriving needs upload scope, which a reference's token
+        # (download, for that resource alone) never has.
+        token = self.token or parsed.token
         url = f"{parsed.http_base}/resources/{parsed.resource_id}/{what}"
         body = await asyncio.to_thread(_post, url, token, self.timeout)
         return DerivedReference.model_validate(body)

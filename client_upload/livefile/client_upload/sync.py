@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
 
+from livefile.api.messages import DerivedReference
 from livefile.api.model import ChecksumAlgorithm
 from livefile.api.transfers import TransferStarted
 from livefile.client_upload.client import (
@@ -13,6 +14,7 @@ from livefile.client_upload.client import (
     DEFAULT_TIMEOUT,
     FALLBACK_MIME_TYPE,
     AsyncUploadClient,
+    DerivedCallback,
     ReferenceCallback,
 )
 from livefile.client_upload.live_file import EndSignal, RotationCallback
@@ -20,6 +22,7 @@ from livefile.client_upload.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_TIME
 from livefile.client_upload.upload import (
     DEFAULT_RESUME_BUFFER,
     DEFAULT_RESUME_FOR,
+    KEEPALIVE_INTERVAL,
     AsyncUpload,
     Data,
     Progress,
@@ -65,8 +68,23 @@ class Upload:
         """How many times the upload resumed on a new connection."""
         return self._upload.resumes
 
+    @property
+    def derived(self) -> tuple[DerivedReference, ...]:
+        """Resources the server derives from this one (``repack=True``, ``image=True``), known
+        with the reference."""
+        return self._upload.derived
+
+    @property
+    def result(self) -> UploadResult | None:
+        """The result, once finished."""
+        return self._upload.result
+
     def write(self, data: Data) -> None:
         self._thread.run(self._upload.write(data))
+
+    def keep_alive(self) -> None:
+        """See ``AsyncUpload.keep_alive``: the upload goes on though no data comes."""
+        self._thread.run(self._upload.keep_alive())
 
     def finish(self) -> UploadResult:
         return self._thread.run(self._upload.finish())
@@ -128,6 +146,10 @@ class UploadClient:
         return self._client.server
 
     @property
+    def upload_uri(self) -> str:
+        return self._client.upload_uri
+
+    @property
     def idle_connections(self) -> int:
         return self._client.idle_connections
 
@@ -136,6 +158,18 @@ class UploadClient:
         if not self._thread.loop.is_closed():
             self._thread.run(self._client.aclose())
         self._thread.close()
+
+    def repack(self, resource: str) -> DerivedReference:
+        """See ``AsyncUploadClient.repack``: the server repacks an existing resource (a
+        reference or an id on this server; it may still be uploading) into one normalized ZIP,
+        a new resource returned at once, which grows as the archive is read."""
+        return self._thread.run(self._client.repack(resource))
+
+    def image(self, resource: str) -> DerivedReference:
+        """See ``AsyncUploadClient.image``: the server normalizes an existing image resource
+        to WebP, a new resource returned at once, produced once the image is COMPLETED, whose
+        metadata then carries its ``width``, ``height`` and ``blurhash``."""
+        return self._thread.run(self._client.image(resource))
 
     def fetch(
         self,
@@ -178,6 +212,8 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         progress: Progress | None = None,
+        repack: bool = False,
+        image: bool = False,
     ) -> Upload:
         upload = self._thread.run(
             self._client.start(
@@ -186,6 +222,8 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 progress=progress,
+                repack=repack,
+                image=image,
             )
         )
         return Upload(self._thread, upload)
@@ -199,6 +237,9 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         return self._thread.run(
@@ -209,6 +250,9 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
             )
         )
@@ -222,6 +266,9 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         return self._thread.run(
@@ -232,6 +279,9 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
             )
         )
@@ -245,6 +295,9 @@ class UploadClient:
         supports_line_access: bool = False,
         charset: str | None = None,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
     ) -> UploadResult:
         return self._thread.run(
@@ -255,6 +308,9 @@ class UploadClient:
                 supports_line_access=supports_line_access,
                 charset=charset,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
             )
         )
@@ -270,8 +326,12 @@ class UploadClient:
         charset: str | None = None,
         poll_interval: float = 0.05,
         on_reference: ReferenceCallback | None = None,
+        repack: bool = False,
+        image: bool = False,
+        on_derived: DerivedCallback | None = None,
         progress: Progress | None = None,
         on_rotation: RotationCallback | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
     ) -> UploadResult:
         return self._thread.run(
             self._client.upload_live_file(
@@ -283,8 +343,12 @@ class UploadClient:
                 charset=charset,
                 poll_interval=poll_interval,
                 on_reference=on_reference,
+                repack=repack,
+                image=image,
+                on_derived=on_derived,
                 progress=progress,
                 on_rotation=on_rotation,
+                keepalive_interval=keepalive_interval,
             )
         )
 

@@ -65,7 +65,7 @@ from livefile.impl_websocket.http_metrics import TrafficCounter, route_template
 from livefile.impl_websocket.http_metrics import router as metrics_router
 from livefile.impl_websocket.http_search import router as search_router
 from livefile.impl_websocket.image_api import router as image_router
-from livefile.impl_websocket.offline_docs import DocsPolicy
+from livefile.impl_websocket.offline_docs import DocsPolicy, docs_router
 from livefile.impl_websocket.settings import Settings
 from livefile.impl_websocket.tracing import (
     TracingMiddleware,
@@ -215,6 +215,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Swagger UI and ReDoc from assets shipped in the fastapi-offline package, not a CDN, so
     # that /docs and /redoc work on a machine without internet (offline_docs.py).
     app = FastAPIOffline(
+        docs_url=None,  # the pages are docs_router's, which pass on the token
+        redoc_url=None,
         static_url=DOCS_ASSETS_PATH,
         title="livefile",
         summary="Files downloadable while they are still being uploaded.",
@@ -272,6 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lifecycle_router)
     app.include_router(search_router)
     app.include_router(viewer_router)
+    app.include_router(docs_router(DOCS_ASSETS_PATH))
 
     @app.websocket("/ws/streaming/upload")
     async def upload(websocket: WebSocket) -> None:

@@ -10,6 +10,8 @@ import json
 import os
 import struct
 
+from livefile.api.model import TransferStatus
+from livefile.client_download import AsyncDownloadClient
 from tests.support.server import LivefileProcess
 from tests.support.wire import (
     META,
@@ -97,6 +99,35 @@ async def test_a_message_inside_a_fragmented_one_is_refused_with_1002(
                 break
             await asyncio.sleep(0.05)
     assert (body["status"]["transferStatus"], body["status"]["currentSize"]) == ("FAILED", 10)
+
+
+async def test_a_message_arriving_with_one_over_the_limit_is_stored_before_the_refusal(
+    server: LivefileProcess,
+) -> None:
+    """A message and, in the same read, the head of one over the size limit: the first is the
+    client's and is stored (uvicorn dropped every frame parsed before the one its parser
+    refused); the second closes the connection with 1009, the upload FAILED with the bytes
+    before it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await upgrade(reader, writer, "/ws/streaming/upload", subprotocol=None)
+    start = json.dumps({"@": "StartUpload", "metadata": META}).encode()
+    writer.write(masked_frame(0x81, start))
+    _, payload = await asyncio.wait_for(read_frame(reader), WAIT)
+    resource_id = json.loads(payload)["reference"]["uri"].rsplit("/", 1)[1]
+    before = os.urandom(100)
+    over_the_limit = b"\x82\xff" + struct.pack("!Q", 2 * 1024 * 1024) + os.urandom(4)
+    writer.write(masked_frame(0x82, before) + over_the_limit)  # one write: one read
+    while True:
+        opcode, payload = await asyncio.wait_for(read_frame(reader), WAIT)
+        if opcode == 0x8:
+            break
+    assert struct.unpack("!H", payload[:2])[0] == 1009
+    writer.close()
+    reference = f"{server.ws_url}/ws/streaming/download/{resource_id}"
+    async with AsyncDownloadClient(reference, timeout=WAIT) as watcher:
+        end = await watcher.wait_for_end(WAIT)
+        assert (end.transfer_status, end.current_size) == (TransferStatus.FAILED, 100)
+        assert await watcher.read(0, 100) == before
 
 
 def masked_frame(first_byte: int, payload: bytes) -> bytes:

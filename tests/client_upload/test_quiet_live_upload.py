@@ -10,15 +10,30 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.client_upload.test_upload_cli import LIVEFILE
 from tests.client_upload.watch import wait_for_end, wait_for_status
 from tests.conftest import ServerFactory
+from tests.support.server import LivefileProcess
 from tests.support.wire import download
 
 IDLE_TIMEOUT = 3.0
 WAIT = 30.0
+
+
+@pytest.fixture(scope="module")
+def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivefileProcess]:
+    """One server with the short idle timeout for the tests that leave it running: each
+    uploads its own resource (the tests that stop the server start their own)."""
+    server = LivefileProcess(
+        tmp_path_factory.mktemp("quiet") / "data", "--upload-idle-timeout", str(IDLE_TIMEOUT)
+    ).start()
+    yield server
+    server.kill()
 
 
 def start_live_upload(path: Path, ws_url: str, *options: str) -> tuple[subprocess.Popen[str], str]:
@@ -43,9 +58,9 @@ def exit_within(process: subprocess.Popen[str], seconds: float) -> tuple[str, st
 
 
 async def test_quiet_live_upload_outlives_the_idle_timeout_and_completes(
-    start_server: ServerFactory, tmp_path: Path
+    quiet_server: LivefileProcess, tmp_path: Path
 ) -> None:
-    server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
+    server = quiet_server
     path = tmp_path / "app.log"
     path.write_bytes(b"started\n")
     process, resource_id = start_live_upload(path, server.ws_url)
@@ -105,12 +120,12 @@ async def test_without_resume_a_server_shutdown_is_reported_at_once_while_the_fi
 
 
 async def test_an_uploader_that_is_truly_gone_still_fails_after_the_idle_timeout(
-    start_server: ServerFactory, tmp_path: Path
+    quiet_server: LivefileProcess, tmp_path: Path
 ) -> None:
     """A stopped uploader keeps its TCP connection (the kernel still answers) but sends
     nothing, keep-alives included, and answers no ping: the server fails its upload after the
     idle timeout; once it runs again it reports that end at once."""
-    server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
+    server = quiet_server
     path = tmp_path / "app.log"
     path.write_bytes(b"started\n")
     process, resource_id = start_live_upload(path, server.ws_url)
@@ -143,10 +158,10 @@ def start_pipe_upload(ws_url: str, *options: str) -> tuple[subprocess.Popen[str]
 
 
 async def test_quiet_pipe_outlives_the_idle_timeout_and_completes(
-    start_server: ServerFactory,
+    quiet_server: LivefileProcess,
 ) -> None:
     """A CI step that prints nothing for longer than the idle timeout keeps its log."""
-    server = start_server("--upload-idle-timeout", str(IDLE_TIMEOUT))
+    server = quiet_server
     process, resource_id = start_pipe_upload(server.ws_url)
     assert process.stdin is not None
     try:

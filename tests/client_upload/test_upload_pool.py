@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,6 +87,15 @@ class Forwarder(TcpProxy):
             writer.write_eof()  # the server ended the connection; a silent one stays open
 
 
+@pytest.fixture(scope="module")
+def counted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivefileProcess]:
+    """A server for the tests that count its upload connections, which no test of another
+    module may hold (each test leaves none open)."""
+    server = LivefileProcess(tmp_path_factory.mktemp("counted") / "data").start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture
 async def forwarder(server: LivefileProcess) -> AsyncIterator[Forwarder]:
     async with Forwarder(server.port) as forwarder:
@@ -120,8 +129,10 @@ async def test_sequential_uploads_of_every_kind_reuse_one_connection(
     assert await download(server.ws_url, upload.resource_id) == b"started"
 
 
-async def test_the_pool_is_closed_at_the_end_of_the_client(start_server: ServerFactory) -> None:
-    server = start_server()
+async def test_the_pool_is_closed_at_the_end_of_the_client(
+    counted_server: LivefileProcess,
+) -> None:
+    server = counted_server
     async with AsyncUploadClient(server.ws_url, timeout=WAIT) as client:
         for index in range(3):
             await client.upload_bytes(b"kept", filename=f"{index}.bin")
@@ -134,8 +145,8 @@ async def test_the_pool_is_closed_at_the_end_of_the_client(start_server: ServerF
     await wait_for_metrics(server.http_url, lambda m: m[UPLOADS] == 0)
 
 
-def test_the_sync_client_reuses_and_closes_its_connections(start_server: ServerFactory) -> None:
-    server = start_server()
+def test_the_sync_client_reuses_and_closes_its_connections(counted_server: LivefileProcess) -> None:
+    server = counted_server
     with UploadClient(server.ws_url, timeout=WAIT) as client:
         results = [client.upload_bytes(b"sync %d" % i, filename=f"{i}.bin") for i in range(5)]
         assert client.idle_connections == 1

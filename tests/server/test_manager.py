@@ -14,9 +14,10 @@ from livefile.api.interfaces import PageQuery
 from livefile.api.model import ResourceError, ResourceMetadata, ResourceStatus, TransferStatus
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
-from livefile.impl_server.contexts import ContextEvent, RedisUploadContexts, UploadContexts
+from livefile.impl_server.contexts import ContextEvent, UploadContexts
 from livefile.impl_server.manager import ResourceManager
 from livefile.impl_server.quotas import Quotas
+from livefile.impl_server.redis_contexts import RedisUploadContexts
 from livefile.impl_server.storage import FilesystemStorage
 from tests.support.redis_server import RedisProcess
 

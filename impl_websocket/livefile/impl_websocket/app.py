@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from redis.exceptions import RedisError
 from starlette.middleware.cors import CORSMiddleware
 
 from livefile.api.errors import AccessDeniedError
@@ -23,22 +22,13 @@ from livefile.impl_server.bundle.store import BundleForms
 from livefile.impl_server.bundle_job import BundleHandler
 from livefile.impl_server.bus import InProcessStatusBus
 from livefile.impl_server.catalog import SqliteCatalog
-from livefile.impl_server.contexts import RedisUploadContexts, UploadContexts
+from livefile.impl_server.contexts import UploadContexts
 from livefile.impl_server.derivations import Derivations
 from livefile.impl_server.image_job import ImageHandler
-from livefile.impl_server.images.blurhashes import Blurhashes, RedisSummaries
+from livefile.impl_server.images.blurhashes import Blurhashes
 from livefile.impl_server.jobs import JobRunner
 from livefile.impl_server.manager import CatalogUnavailableError, ResourceManager
 from livefile.impl_server.quotas import Quotas
-from livefile.impl_server.redis_backend import (
-    LeaseKeeper,
-    RedisCatalog,
-    RedisDeletionFeed,
-    RedisStatusBus,
-    RedisStore,
-)
-from livefile.impl_server.redis_handover import RedisHandoverFeed
-from livefile.impl_server.redis_jobs import RedisJobQueue
 from livefile.impl_server.repack_job import RepackHandler
 from livefile.impl_server.shared_resume import SharedParking
 from livefile.impl_server.storage import FilesystemStorage
@@ -94,6 +84,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         leases: LeaseKeeper | None = None
         contexts: UploadContexts
         if settings.redis_url:
+            # Imported here: Redis's client takes about a second of CPU to import, which a
+            # server without Redis need not spend at every start.
+            from livefile.impl_server.images.redis_summaries import RedisSummaries
+            from livefile.impl_server.redis_backend import (
+                LeaseKeeper,
+                RedisCatalog,
+                RedisDeletionFeed,
+                RedisStatusBus,
+                RedisStore,
+            )
+            from livefile.impl_server.redis_contexts import RedisUploadContexts
+            from livefile.impl_server.redis_handover import RedisHandoverFeed
+            from livefile.impl_server.redis_jobs import RedisJobQueue
+
             store = RedisStore(settings.redis_url, settings.redis_prefix)
             await store.ping()
             catalog = redis_catalog = RedisCatalog(
@@ -256,11 +260,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def access_denied(request: Request, exc: AccessDeniedError) -> JSONResponse:
         return denial_response(exc)
 
-    @app.exception_handler(RedisError)
-    async def redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"Service unavailable: Redis is unreachable ({exc})"}, status_code=503
-        )
+    if settings.redis_url:
+        from redis.exceptions import RedisError  # imported only by a server that uses Redis
+
+        @app.exception_handler(RedisError)
+        async def redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:
+            return JSONResponse(
+                {"detail": f"Service unavailable: Redis is unreachable ({exc})"}, status_code=503
+            )
 
     @app.exception_handler(CatalogUnavailableError)
     async def catalog_unavailable(request: Request, exc: CatalogUnavailableError) -> JSONResponse:

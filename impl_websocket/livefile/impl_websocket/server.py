@@ -17,7 +17,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import redis
 import uvicorn
 from pydantic import SecretStr
 from uvicorn.protocols.http.httptools_impl import (
@@ -496,6 +495,8 @@ def raise_open_file_limit() -> None:
 
 def redis_problem(url: str) -> str | None:
     """Why Redis cannot be used (None when it answers a PING)."""
+    import redis  # imported only by a server that uses Redis: about a second of CPU
+
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
         client.ping()

@@ -17,13 +17,8 @@ of one resource is never served for another that happens to share its checksum (
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from dataclasses import dataclass
-from typing import Literal
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Literal
 
 from livefile.api.interfaces import CatalogEntry
 from livefile.api.model import ResourceKind, TransferStatus
@@ -31,7 +26,8 @@ from livefile.impl_common.lru import LruCache
 from livefile.impl_server.images.convert import ImageError, ImageLimits, ImageSummary, summarize
 from livefile.impl_server.manager import ResourceManager
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:  # Redis's client is imported only by a server that uses Redis
+    from livefile.impl_server.images.redis_summaries import RedisSummaries
 
 Found = Literal["described", "memory", "redis", "computed"]
 MAX_RESOURCES_PER_LOOKUP = 100  # ids in one POST /blurhashes
@@ -51,18 +47,6 @@ class BlurhashUnavailableError(Exception):
 class Lookup:
     summary: ImageSummary
     found: Found
-
-
-@dataclass(frozen=True)
-class RedisSummaries:
-    """Where the summaries computed by every worker are shared."""
-
-    client: aioredis.Redis
-    prefix: str = "livefile"
-    ttl: float = 7 * 24 * 3600.0  # seconds; 0 = kept for ever
-
-    def key(self, key: str) -> str:
-        return f"{self.prefix.rstrip(':')}:blurhash:{key}"
 
 
 class Blurhashes:
@@ -133,34 +117,11 @@ class Blurhashes:
                 raise BlurhashUnavailableError(exc.code, exc.message) from None
 
     async def _shared_get(self, key: str) -> ImageSummary | None:
-        if self._shared is None:
-            return None
-        try:
-            value = await self._shared.client.get(self._shared.key(key))
-        except RedisError as exc:  # a cache: computing instead is slower, not wrong
-            logger.warning("BlurHash cache read from Redis failed: %s", exc)
-            return None
-        if value is None:
-            return None
-        try:
-            data = json.loads(value)
-            return ImageSummary(int(data["width"]), int(data["height"]), str(data["blurhash"]))
-        except (ValueError, KeyError, TypeError):
-            return None
+        return None if self._shared is None else await self._shared.get(key)
 
     async def _shared_put(self, key: str, summary: ImageSummary) -> None:
-        if self._shared is None:
-            return
-        value = json.dumps(
-            {"width": summary.width, "height": summary.height, "blurhash": summary.blurhash}
-        )
-        ttl = self._shared.ttl
-        try:
-            await self._shared.client.set(
-                self._shared.key(key), value, ex=max(1, round(ttl)) if ttl > 0 else None
-            )
-        except RedisError as exc:
-            logger.warning("BlurHash cache write to Redis failed: %s", exc)
+        if self._shared is not None:
+            await self._shared.put(key, summary)
 
 
 def _described(entry: CatalogEntry) -> ImageSummary | None:

@@ -80,4 +80,4 @@ def test_the_clients_install_alone_from_the_wheels_and_talk_to_a_server(
         for line in listed_commands
         if line.startswith("    ") and not line.startswith("     ")  # not a wrapped help line
     )
-    assert commands == ["fetch", "get", "lines", "repack", "status", "tail", "upload"]
+    assert commands == ["fetch", "get", "image", "lines", "repack", "status", "tail", "upload"]

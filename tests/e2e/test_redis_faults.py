@@ -240,6 +240,54 @@ async def test_redis_restarted_empty_loses_nothing_acknowledged(
         redis.stop()
 
 
+async def test_a_watcher_arriving_while_pub_sub_reconnects_is_served_once_redis_is_back(
+    start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A new watcher never reconnects its process's pub/sub connection itself (two coroutines
+    reconnecting it at once broke it for good): one that comes while that connection is down
+    waits for the process to re-establish it, and is served then."""
+    owner, other = nodes(start_server, redis_server, tmp_path / "shared")
+    data = os.urandom(100_000)
+    async with AsyncUploadClient(owner.ws_url, timeout=WAIT) as client:
+        finished = await client.upload_bytes(data, filename="done.bin")
+        running = await client.start(filename="running.bin", mime_type="a/b")
+        # The other process knows the finished resource (a terminal entry is kept) and uses
+        # its pub/sub connection (a watcher of the running upload).
+        assert (await final_status(other, finished.resource_id)).current_size == len(data)
+        async with AsyncDownloadClient(
+            watch_url(other, running.resource_id), timeout=WAIT
+        ) as follower:
+            await running.write(b"r" * 1_000)
+            await follower.wait_for_status(lambda status: status.current_size == 1_000)
+            redis_server.kill()
+            assert await asyncio.to_thread(
+                other.wait_for_log, "Redis pub/sub connection lost", WAIT
+            )
+            opened = other.log().count("connection open")
+            late = AsyncDownloadClient(watch_url(other, finished.resource_id), timeout=WAIT)
+            connecting = asyncio.create_task(late.connect())  # done at its first status
+            try:
+                # Accepted, it waits for the subscription the process cannot make yet.
+                assert await asyncio.to_thread(
+                    other.wait_for_log, "connection open", WAIT, opened + 1
+                )
+                assert not connecting.done()
+                await asyncio.to_thread(redis_server.start_on_same_port)
+                await connecting
+                end = await late.wait_for_end(timeout=WAIT)
+                assert end.transfer_status is TransferStatus.COMPLETED
+                assert await late.read(0, len(data)) == data
+            finally:
+                await late.close()
+            await running.write(b"s" * 1_000)
+            result = await running.finish()
+            followed = await follower.wait_for_end(timeout=WAIT)
+    assert result.status.transfer_status is TransferStatus.COMPLETED
+    assert followed.transfer_status is TransferStatus.COMPLETED
+    assert followed.current_size == 2_000
+    assert "cannot watch" not in other.log()
+
+
 async def test_established_watchers_are_served_through_an_outage(
     start_server: ServerFactory, redis_server: RedisProcess, tmp_path: Path
 ) -> None:

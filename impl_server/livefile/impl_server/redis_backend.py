@@ -675,6 +675,15 @@ class RedisStatusBus:
         self._mailboxes: dict[str, set[StatusMailbox]] = defaultdict(set)
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub = store.client.pubsub()
+        # Only the listener task (re)connects ``_pubsub``: redis-py's PubSub is not safe for two
+        # coroutines connecting it at once. A watcher's SUBSCRIBE that reconnected it while the
+        # listener did (Redis had just restarted) made the listener's read raise RuntimeError and
+        # end: no status reached this process through pub/sub any more, and the watcher waited
+        # in vain for its confirmation, then was closed with 1011. A watcher arriving while the
+        # connection is down leaves its channel in ``_unsent`` for the listener to subscribe.
+        # The lock orders everything that sends (UN)SUBSCRIBE or replaces ``_pubsub``.
+        self._subscribing = asyncio.Lock()
+        self._unsent: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         # Called with a watched resource whose entry Redis no longer has (it restarted empty):
         # the manager restores it from the record beside the bytes, so its watchers hear of it
@@ -721,13 +730,25 @@ class RedisStatusBus:
         mailbox = StatusMailbox(current, unsubscribe)
         first = not self._mailboxes[resource_id]
         self._mailboxes[resource_id].add(mailbox)
-        if first or channel not in self._confirmed:
-            confirmed = self._confirmed.setdefault(channel, asyncio.Event())
-            await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(confirmed.wait(), 10)
-        # Anything published before the subscription took effect is in the hash: read it now.
-        await self._catch_up(resource_id)
+        try:
+            if first or channel not in self._confirmed:
+                confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+                async with self._subscribing:
+                    if self._connected():
+                        await self._pubsub.subscribe(channel)
+                    else:  # the listener is (re)connecting it: it subscribes this one after
+                        self._unsent.add(channel)
+                await asyncio.wait_for(confirmed.wait(), 10)
+            # Anything published before the subscription took effect is in the hash: read it.
+            await self._catch_up(resource_id)
+        except BaseException:
+            mailbox.close()  # its watcher is refused: nobody else would close it
+            raise
         return mailbox
+
+    def _connected(self) -> bool:
+        connection = self._pubsub.connection
+        return connection is not None and connection.is_connected
 
     async def _catch_up(self, resource_id: str) -> None:
         fields = await self._store.fields(self._store.keys.resource(resource_id))
@@ -750,8 +771,13 @@ class RedisStatusBus:
                     await asyncio.wait_for(self._catch_up(resource_id), SAFETY_NET_PERIOD)
 
     async def _unsubscribe(self, channel: str) -> None:
-        with contextlib.suppress(RedisError, ConnectionError):
-            await self._pubsub.unsubscribe(channel)
+        async with self._subscribing:
+            if channel in self._confirmed:
+                return  # watched again meanwhile: its new SUBSCRIBE must stand
+            self._unsent.discard(channel)
+            if self._connected():  # else it goes with the connection (see _resubscribe)
+                with contextlib.suppress(RedisError, ConnectionError):
+                    await self._pubsub.unsubscribe(channel)
 
     async def _publisher(self) -> None:
         while True:
@@ -763,6 +789,8 @@ class RedisStatusBus:
         prefix = self._store.keys.channel("")
         while True:
             try:
+                if self._unsent:
+                    await self._subscribe_unsent()
                 if not self._pubsub.subscribed:
                     await asyncio.sleep(0.05)  # nothing to listen to yet
                     continue
@@ -778,27 +806,40 @@ class RedisStatusBus:
                     status = ResourceStatus.model_validate_json(message["data"])
                     for mailbox in self._mailboxes.get(channel[len(prefix) :], ()):
                         mailbox.offer(status)
-            except (RedisError, ConnectionError) as exc:
-                logger.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
+            except Exception as exc:  # whatever broke the connection, this task must go on
+                logger.warning(
+                    "Redis pub/sub connection lost (%s: %s); reconnecting", type(exc).__name__, exc
+                )
                 await self._resubscribe()
+
+    async def _subscribe_unsent(self) -> None:
+        async with self._subscribing:
+            unsent = sorted(self._unsent)
+            if unsent:
+                await self._pubsub.subscribe(*unsent)
+                self._unsent.difference_update(unsent)
 
     async def _resubscribe(self) -> None:
         """After a reconnection: subscribe again and catch up on what was missed."""
         while True:
             await asyncio.sleep(0.5)
             try:
-                channels = [self._store.keys.channel(rid) for rid in self._mailboxes]
-                with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-                self._pubsub = self._store.client.pubsub()
-                if channels:
-                    await self._pubsub.subscribe(*channels)
+                async with self._subscribing:  # every channel watched now, on the new one
+                    channels = [self._store.keys.channel(rid) for rid in self._mailboxes]
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                    self._pubsub = self._store.client.pubsub()
+                    if channels:
+                        await self._pubsub.subscribe(*channels)
+                    self._unsent.clear()
                 for resource_id in list(self._mailboxes):
                     await self._catch_up(resource_id)
                 logger.info("Redis pub/sub connection re-established")
                 return
             except (RedisError, ConnectionError):
-                continue
+                continue  # still away
+            except Exception:  # the listener calling this must never end
+                logger.exception("re-establishing the Redis pub/sub connection failed")
 
     async def close(self) -> None:
         # Deliver what is queued (bounded), then stop.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from livefile.client_upload import AsyncUploadClient, Rotation, UploadResult
-from livefile.client_upload.live_file import FollowedFile
+from livefile.client_upload.live_file import FollowedFile, follow_file
 from tests.client_upload.watch import wait_for_status
 from tests.support.server import LivefileProcess
 from tests.support.wire import download
@@ -99,6 +99,40 @@ async def test_a_renamed_and_recreated_file_is_read_to_its_end_then_the_new_one(
     await live.wait_for_size(len(OLD) + 3 + len(NEW))
     assert await live.finish() == OLD + b"a4\n" + NEW
     assert live.rotations == [Rotation(str(path), "replaced", len(OLD) + 3)]
+
+
+async def test_bytes_appended_to_the_old_file_just_before_its_replacement_are_read_first(
+    tmp_path: Path,
+) -> None:
+    """The writer appends to the renamed file and the new one appears right after the read
+    that found the old file's end (the window the test above hit under load): those bytes are
+    read before the new file's."""
+    path = tmp_path / "app.log"
+    path.write_bytes(OLD)
+
+    class ReplacedAfterItsEnd(FollowedFile):
+        rotated = False
+
+        def read(self, size: int) -> memoryview | None:
+            chunk = super().read(size)
+            if chunk is not None and not chunk and not self.rotated:
+                self.rotated = True  # between this read and the next check
+                path.rename(tmp_path / "app.log.1")
+                with (tmp_path / "app.log.1").open("ab") as writer:
+                    writer.write(b"a4\n")
+                path.write_bytes(NEW)
+            return chunk
+
+    done = asyncio.Event()
+    kinds: list[str] = []
+    received = b""
+    async with asyncio.timeout(10):
+        async for chunk in follow_file(ReplacedAfterItsEnd(path), done, 0.01, 1024, kinds.append):
+            received += bytes(chunk)
+            if len(received) >= len(OLD) + len(NEW):
+                done.set()  # whatever arrived by then, and the end, is all there is
+    assert received == OLD + b"a4\n" + NEW
+    assert kinds == ["replaced"]
 
 
 async def test_without_on_rotation_a_warning_is_logged(

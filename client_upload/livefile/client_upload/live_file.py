@@ -155,15 +155,22 @@ async def follow_file(
     new bytes go out within that time. A rotation calls ``on_rotation`` and reading goes on
     with the new content from its start.
     """
+    at_end = False  # the last read found the end of the file
     while True:
         ended = has_ended(until)
+        # Checked before the read too, once at the end: bytes its writer still appended to the
+        # old file before the new one appeared are read before the new one is followed (checked
+        # after the read, they were lost when they came between the two).
+        replaced = at_end and await asyncio.to_thread(source.replaced)
         chunk = await asyncio.to_thread(source.read, read_size)
+        at_end = chunk is not None and not chunk
         if chunk is None:
             if on_rotation is not None:
                 on_rotation("truncated")
         elif chunk:
             yield chunk
-        elif await asyncio.to_thread(source.replaced) and await asyncio.to_thread(source.reopen):
+        elif replaced and await asyncio.to_thread(source.reopen):
+            at_end = False
             if on_rotation is not None:
                 on_rotation("replaced")
         elif ended:

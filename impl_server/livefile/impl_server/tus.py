@@ -225,11 +225,9 @@ class TusUploads:
         stored and COMPLETED in one go (``ResourceManager.store_upload``)."""
         self._check_length(len(data))
         if checksum is not None:
-            algorithm, expected = checksum
-            digest = CHECKSUMS[algorithm]()
+            digest = CHECKSUMS[checksum[0]]()
             digest.update(data)
-            if bytes.fromhex(digest.hexdigest()) != expected:
-                raise TusError(460, f"Checksum mismatch ({algorithm}): the upload was discarded")
+            _check_digest(digest, checksum, "the upload")
         state = TusState(len(data), self._expires_at(), raw_metadata, PARTIAL if partial else None)
         resource_id, status = await self._manager.store_upload(
             metadata,
@@ -464,8 +462,7 @@ class TusUploads:
         limit: int | None,
         checksum: tuple[str, bytes],
     ) -> None:
-        algorithm, expected = checksum
-        digest = CHECKSUMS[algorithm]()
+        digest = CHECKSUMS[checksum[0]]()
         self._staging_dir.mkdir(parents=True, exist_ok=True)
         name = f"{writer.resource_id}.{os.getpid()}-{secrets.token_hex(4)}.patch"
         staged = self._staging_dir / name
@@ -477,8 +474,7 @@ class TusUploads:
                     if limit is not None and writer.written + size > limit:
                         raise TusError(413, f"The body reaches past the upload's length ({limit})")
                     await in_file_thread(_stage, stage, digest, piece)
-                if bytes.fromhex(digest.hexdigest()) != expected:
-                    raise TusError(460, f"Checksum mismatch ({algorithm}): the PATCH was discarded")
+                _check_digest(digest, checksum, "the PATCH")
                 stage.seek(0)
                 while piece := await in_file_thread(stage.read, STAGE_PIECE):
                     await writer.append(piece)
@@ -712,6 +708,13 @@ async def coalesced(body: AsyncIterator[bytes], most: int) -> AsyncIterator[byte
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+
+
+def _check_digest(digest: Digest, checksum: tuple[str, bytes], what: str) -> None:
+    """460 unless ``digest`` is the ``Upload-Checksum`` given (algorithm, expected digest)."""
+    algorithm, expected = checksum
+    if bytes.fromhex(digest.hexdigest()) != expected:
+        raise TusError(460, f"Checksum mismatch ({algorithm}): {what} was discarded")
 
 
 def _stage(stage: Any, digest: Digest, piece: bytes) -> None:

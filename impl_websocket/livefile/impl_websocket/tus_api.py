@@ -355,7 +355,7 @@ async def _create(
                 body,
                 checksum=checksum,
                 last=complete,
-                size=exchange.int_header("content-length"),
+                size=size,
             )
     settings = request.app.state.settings
     links = DownloadLinks(request, request.app.state.token_authority, settings.reference_token_ttl)
